@@ -1,0 +1,3 @@
+"""FieldSync sync server."""
+
+__version__ = "0.1.0"

@@ -191,3 +191,13 @@ CREATE TABLE conflicts (
 );
 CREATE INDEX conflicts_department_idx ON conflicts (department_id, resolved_at, id);
 CREATE INDEX conflicts_ticket_idx ON conflicts (ticket_id);
+
+-- Photo blobs by content hash (I8). A row exists only once the bytes are complete and verified.
+CREATE TABLE blobs (
+    sha256      text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    size        bigint NOT NULL,
+    media_type  text NOT NULL,
+    width       integer,
+    height      integer,
+    verified_at timestamptz NOT NULL DEFAULT now()
+);

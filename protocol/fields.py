@@ -1,0 +1,149 @@
+"""Shared base model and field types, so both encodings validate to identical models.
+
+JSON has no datetime, date or UUID type and msgpack carries them as strings too, so
+those fields parse from ISO 8601 / canonical text with one validator each; everything
+else is strict (no "1" for 1, no 1.0 or True for an int).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timezone
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    StringConstraints,
+)
+
+from .enums import (
+    MutationStatus,
+    PhotoKind,
+    PhotoState,
+    Priority,
+    RemovalReason,
+    TicketStatus,
+)
+
+__all__ = [
+    "BigInt",
+    "Code64",
+    "FiniteFloat",
+    "Lat",
+    "Lon",
+    "Name",
+    "NoteText",
+    "Sha256Hex",
+    "Version",
+    "WireDate",
+    "WireDatetime",
+    "WireModel",
+    "WireUUID",
+    "format_datetime",
+]
+
+MAX_INT: Final = 2**63 - 1  # PostgreSQL bigint: a bigger value could only fail later, in SQL.
+_UUID_RE: Final = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MAX_DT_LEN: Final = 40
+
+
+class WireModel(BaseModel):
+    """Base of every wire model: frozen and strict so a message means exactly one thing."""
+
+    model_config = ConfigDict(
+        strict=True,
+        frozen=True,
+        extra="forbid",
+        validate_default=False,
+        allow_inf_nan=False,
+        hide_input_in_errors=True,
+    )
+
+
+def _parse_datetime(value: Any) -> Any:
+    """Accept ISO 8601 text with an offset, because a naive time is ambiguous across devices."""
+    if isinstance(value, str):
+        if len(value) > _MAX_DT_LEN:
+            raise ValueError("datetime text too long")
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("invalid ISO 8601 datetime") from None
+    if not isinstance(value, datetime):
+        raise ValueError("expected an ISO 8601 datetime string")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must carry a timezone offset")
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("datetime out of range") from None
+
+
+def format_datetime(value: datetime) -> str:
+    """Render one fixed UTC form so canonical bytes and checksums agree everywhere."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_date(value: Any) -> Any:
+    """Accept only YYYY-MM-DD, so a datetime or a number is never silently truncated."""
+    if isinstance(value, str):
+        if not _DATE_RE.match(value):
+            raise ValueError("expected a YYYY-MM-DD date")
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("invalid date") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    raise ValueError("expected a YYYY-MM-DD date string")
+
+
+def _parse_uuid(value: Any) -> Any:
+    """Accept only the canonical hyphenated form, so one id has one spelling on the wire."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str) and _UUID_RE.match(value):
+        return UUID(value)
+    raise ValueError("expected a canonical UUID string")
+
+
+WireDatetime = Annotated[
+    datetime,
+    BeforeValidator(_parse_datetime),
+    PlainSerializer(format_datetime, return_type=str, when_used="json"),
+]
+WireDate = Annotated[
+    date,
+    BeforeValidator(_parse_date),
+    PlainSerializer(date.isoformat, return_type=str, when_used="json"),
+]
+WireUUID = Annotated[
+    UUID,
+    BeforeValidator(_parse_uuid),
+    PlainSerializer(str, return_type=str, when_used="json"),
+]
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Lat = Annotated[float, Field(ge=-90.0, le=90.0, allow_inf_nan=False)]
+Lon = Annotated[float, Field(ge=-180.0, le=180.0, allow_inf_nan=False)]
+BigInt = Annotated[int, Field(ge=0, le=MAX_INT)]
+Version = Annotated[int, Field(ge=1, le=MAX_INT)]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Code64 = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Name = Annotated[str, StringConstraints(max_length=255)]
+NoteText = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+# Enums arrive as plain strings from both decoders; strict mode would demand instances.
+TicketStatusField = Annotated[TicketStatus, Strict(False)]
+PriorityField = Annotated[Priority, Strict(False)]
+PhotoKindField = Annotated[PhotoKind, Strict(False)]
+PhotoStateField = Annotated[PhotoState, Strict(False)]
+MutationStatusField = Annotated[MutationStatus, Strict(False)]
+RemovalReasonField = Annotated[RemovalReason, Strict(False)]

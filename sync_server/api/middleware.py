@@ -1,0 +1,99 @@
+"""Cross-cutting request handling: request ids in every log line, authentication, protocol version, one error envelope."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from protocol import ErrorCode, ProtocolError
+from protocol.codec import encode_error
+from protocol.version import VERSION_HEADER, check_version
+from sync_server.api.http import response_type
+from sync_server.auth import Role, authenticate, touch_device
+from sync_server.keys import POOL, PRINCIPAL
+
+log = structlog.get_logger("sync_server.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths served without a token: probes, the API description and the tus discovery OPTIONS.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/"})
+# Device sync endpoints speak the versioned protocol; every request carries the version header.
+VERSIONED_PREFIXES = ("/v1/sync/",)
+
+
+def error_response(request: web.Request, err: ProtocolError) -> web.Response:
+    """The single error envelope, in the media type the client reads."""
+    media = response_type(request)
+    resp = web.Response(body=encode_error(err, media), status=err.http_status, content_type=media)
+    if err.code in (ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_UPLOADS, ErrorCode.SERVICE_UNAVAILABLE):
+        resp.headers["Retry-After"] = str(err.details.get("retry_after", 1))
+    return resp
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id to every log line of this request and log one access line."""
+    rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    rid = rid[:64]
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    started = time.perf_counter()
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        resp.headers["X-Request-Id"] = rid
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        log.info("http.request", method=request.method, path=request.path, status=status,
+                 ms=round((time.perf_counter() - started) * 1000, 2))
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every failure to the protocol envelope; only this outermost layer may catch broadly."""
+    try:
+        return await handler(request)
+    except ProtocolError as err:
+        return error_response(request, err)
+    except web.HTTPNotFound:
+        return error_response(request, ProtocolError(ErrorCode.NOT_FOUND, "no such resource"))
+    except web.HTTPMethodNotAllowed:
+        return error_response(request, ProtocolError(ErrorCode.METHOD_NOT_ALLOWED, "method not allowed"))
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(request, ProtocolError(ErrorCode.BODY_TOO_LARGE, "body too large"))
+    except web.HTTPException:
+        raise
+    except (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, OSError) as exc:
+        log.warning("http.database_unavailable", error=str(exc))
+        return error_response(request, ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "database unavailable, retry", {"retry_after": 2}))
+    except Exception:  # noqa: BLE001 - outermost boundary of a request
+        log.exception("http.unhandled")
+        return error_response(request, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error"))
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate every non-public request before any handler runs; device sync also checks the protocol version."""
+    if request.path in PUBLIC_PATHS or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads")):
+        return await handler(request)
+    if request.path.startswith(VERSIONED_PREFIXES):
+        check_version(request.headers.get(VERSION_HEADER))
+    async with request.app[POOL].acquire() as conn:
+        who = await authenticate(conn, request.headers.get("Authorization"))
+        if who.role is Role.DEVICE and who.device_id is not None:
+            await touch_device(conn, who.device_id)
+    request[PRINCIPAL] = who
+    structlog.contextvars.bind_contextvars(principal=who.name)
+    try:
+        return await handler(request)
+    finally:
+        structlog.contextvars.unbind_contextvars("principal")

@@ -1,0 +1,70 @@
+"""The aiohttp application factory: resources in cleanup_ctx, routes from the api modules, nothing at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from protocol.cursor import CursorSigner
+from sync_server.api import middleware, ops, supervisor
+from sync_server.keys import CURSORS, POOL, SETTINGS
+from sync_server.settings import Settings
+from sync_server.storage.migrate import check_schema
+
+log = structlog.get_logger(__name__)
+
+
+async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
+    """One pool per process, sized by settings; JIT off because our queries are short and latency-bound."""
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        server_settings={"application_name": "fieldsync", "jit": "off"},
+        command_timeout=60,
+    )
+
+
+def create_app(settings: Settings, dsn: str) -> web.Application:
+    """Build the app; the pool opens on startup and closes on cleanup, so tests and workers get clean lifetimes."""
+    app = web.Application(
+        middlewares=[middleware.request_context, middleware.errors, middleware.auth],
+        client_max_size=max(settings.max_push_bytes, settings.max_body_bytes),
+    )
+    app[SETTINGS] = settings
+    app[CURSORS] = CursorSigner(settings.resolved_cursor_secret())
+
+    async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(dsn, settings)
+        async with pool.acquire() as conn:
+            await check_schema(conn)
+        app[POOL] = pool
+        log.info("app.pool_ready", min=settings.pool_min_size, max=settings.pool_max_size)
+        yield
+        await pool.close()
+
+    app.cleanup_ctx.append(pool_ctx)
+    ops.setup(app)
+    supervisor.setup(app)
+    for setup in _optional_setups():
+        setup(app)
+    return app
+
+
+def _optional_setups() -> list:  # type: ignore[type-arg]
+    """Feature modules that register their own routes (sync, uploads, live) when present in this build."""
+    import importlib
+
+    out = []
+    for name in ("sync_server.api.sync", "sync_server.api.uploads", "sync_server.api.live"):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        out.append(mod.setup)
+    return out

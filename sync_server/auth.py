@@ -1,0 +1,116 @@
+"""Bearer-token principals: devices bound to one crew, supervisors to one department, admins to all."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+import asyncpg
+
+from protocol import ErrorCode, ProtocolError
+
+DEVICE_PREFIX = "fsd_"
+USER_PREFIX = "fsu_"
+
+
+class Role(StrEnum):
+    """The three kinds of caller; every endpoint names the roles it admits."""
+
+    DEVICE = "device"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, resolved once per request from the token."""
+
+    role: Role
+    name: str
+    department_id: int | None = None
+    crew_id: int | None = None
+    device_id: str | None = None
+    user_id: int | None = None
+
+    @property
+    def actor_kind(self) -> str:
+        """Audit actor kind."""
+        return self.role.value
+
+
+def new_token(prefix: str) -> str:
+    """256 bits from the OS CSPRNG; the prefix routes lookup to the right table without a second query."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    """Only the SHA-256 is stored: a database leak must not hand out working tokens (high-entropy, so no KDF needed)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_device_id() -> str:
+    """Short public id a crew lead can read off a phone's settings screen."""
+    return "dev-" + secrets.token_hex(6)
+
+
+async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principal:
+    """Resolve an Authorization header to a principal; every failure is the same 401 family, never a hint."""
+    if not header or not header.startswith("Bearer "):
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing bearer token")
+    token = header[len("Bearer "):].strip()
+    if len(token) > 200:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
+    digest = hash_token(token)
+    if token.startswith(DEVICE_PREFIX):
+        row = await conn.fetchrow(
+            "SELECT d.id, d.revoked_at, d.crew_id, c.department_id FROM devices d JOIN crews c ON c.id = d.crew_id"
+            " WHERE d.token_hash = $1",
+            digest,
+        )
+        if row is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
+        if row["revoked_at"] is not None:
+            raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked; re-enroll it")
+        return Principal(Role.DEVICE, row["id"], department_id=row["department_id"], crew_id=row["crew_id"], device_id=row["id"])
+    if token.startswith(USER_PREFIX):
+        row = await conn.fetchrow(
+            "SELECT id, name, role, department_id, revoked_at FROM users WHERE token_hash = $1", digest
+        )
+        if row is None:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
+        if row["revoked_at"] is not None:
+            raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this token has been revoked")
+        return Principal(Role(row["role"]), row["name"], department_id=row["department_id"], user_id=row["id"])
+    raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
+
+
+async def touch_device(conn: asyncpg.Connection, device_id: str) -> None:
+    """Record last contact at most once a minute, so auth does not turn every read into a write."""
+    await conn.execute(
+        "UPDATE devices SET last_seen_at = now() WHERE id = $1"
+        " AND (last_seen_at IS NULL OR last_seen_at < now() - interval '60 seconds')",
+        device_id,
+    )
+
+
+async def enroll_device(conn: asyncpg.Connection, crew_id: int, label: str | None, enrolled_by: str) -> tuple[str, str]:
+    """Create a device for a crew and return (device_id, token); the token is shown once and never stored."""
+    token = new_token(DEVICE_PREFIX)
+    device_id = new_device_id()
+    await conn.execute(
+        "INSERT INTO devices (id, crew_id, label, token_hash, enrolled_by) VALUES ($1, $2, $3, $4, $5)",
+        device_id, crew_id, label, hash_token(token), enrolled_by,
+    )
+    return device_id, token
+
+
+async def create_user(conn: asyncpg.Connection, name: str, role: Role, department_id: int | None) -> str:
+    """Create a supervisor or admin and return its token (shown once)."""
+    token = new_token(USER_PREFIX)
+    await conn.execute(
+        "INSERT INTO users (name, role, department_id, token_hash) VALUES ($1, $2, $3, $4)",
+        name, role.value, department_id, hash_token(token),
+    )
+    return token

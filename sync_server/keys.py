@@ -1,0 +1,19 @@
+"""Typed AppKeys and request keys: process-wide resources live on the app, never in module globals."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from sync_server.settings import Settings
+
+if TYPE_CHECKING:
+    from protocol.cursor import CursorSigner
+    from sync_server.auth import Principal
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+CURSORS: web.AppKey["CursorSigner"] = web.AppKey("cursors")
+PRINCIPAL = "fieldsync.principal"  # request-scoped: set by the auth middleware

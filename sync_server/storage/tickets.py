@@ -1,0 +1,156 @@
+"""SQL for tickets and the change log: set-based loads of whole wire documents and the one way a change is recorded."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from protocol.canonical import ticket_hash
+from protocol import ItemLine, Note, PhotoRef, Ticket
+
+_TICKET_SQL = """
+SELECT t.id, t.sr_number, st.name AS service_type, d.code AS department, t.status, t.priority, t.address, t.zip,
+       t.lat, t.lon, t.council_district, t.description, t.source, t.requested_at, t.service_date, t.due_at,
+       c.name AS crew, t.resolution_code, t.reason_code, t.created_by_device, t.updated_at, t.version,
+       t.department_id, t.crew_id, t.holder_crew_id, t.field_meta, t.duplicate_of
+FROM tickets t
+JOIN service_types st ON st.id = t.service_type_id
+JOIN departments d ON d.id = t.department_id
+LEFT JOIN crews c ON c.id = t.crew_id
+WHERE t.id = ANY($1::uuid[])
+"""
+
+_TICKET_FIELDS = (
+    "id", "sr_number", "service_type", "department", "status", "priority", "address", "zip", "lat", "lon",
+    "council_district", "description", "source", "requested_at", "service_date", "due_at", "crew",
+    "resolution_code", "reason_code", "created_by_device", "updated_at", "version",
+)
+
+
+@dataclass(frozen=True)
+class TicketRecord:
+    """A ticket's wire document plus the server-only columns the engine decides with."""
+
+    ticket: Ticket
+    department_id: int
+    crew_id: int | None
+    holder_crew_id: int | None
+    field_meta: dict[str, Any] = field(default_factory=dict)
+    duplicate_of: UUID | None = None
+
+
+async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, TicketRecord]:
+    """Whole current tickets in four set queries, however many ids (never a query per ticket)."""
+    id_list = list(dict.fromkeys(ids))
+    if not id_list:
+        return {}
+    rows = await conn.fetch(_TICKET_SQL, id_list)
+    notes: dict[UUID, list[Note]] = defaultdict(list)
+    for r in await conn.fetch(
+        "SELECT id, ticket_id, text, author, device_time, created_at FROM ticket_notes WHERE ticket_id = ANY($1::uuid[])",
+        id_list,
+    ):
+        notes[r["ticket_id"]].append(
+            Note(id=r["id"], text=r["text"], author=r["author"], device_time=r["device_time"], created_at=r["created_at"])
+        )
+    photos: dict[UUID, list[PhotoRef]] = defaultdict(list)
+    for r in await conn.fetch(
+        "SELECT p.ticket_id, p.sha256, p.kind, p.taken_at, p.lat, p.lon, (b.sha256 IS NOT NULL) AS available"
+        " FROM ticket_photos p LEFT JOIN blobs b ON b.sha256 = p.sha256 WHERE p.ticket_id = ANY($1::uuid[])",
+        id_list,
+    ):
+        photos[r["ticket_id"]].append(
+            PhotoRef(sha256=r["sha256"], kind=r["kind"], taken_at=r["taken_at"], lat=r["lat"], lon=r["lon"],
+                     state="available" if r["available"] else "pending")
+        )
+    items: dict[UUID, list[ItemLine]] = defaultdict(list)
+    for r in await conn.fetch(
+        "SELECT ticket_id, item_type, count FROM ticket_items WHERE ticket_id = ANY($1::uuid[])", id_list
+    ):
+        items[r["ticket_id"]].append(ItemLine(item_type=r["item_type"], count=r["count"]))
+    out: dict[UUID, TicketRecord] = {}
+    for r in rows:
+        data = {k: r[k] for k in _TICKET_FIELDS}
+        tid = r["id"]
+        data["notes"] = sorted(notes.get(tid, []), key=lambda n: (n.created_at, str(n.id)))
+        data["photos"] = sorted(photos.get(tid, []), key=lambda p: (p.sha256, p.kind))
+        data["items"] = sorted(items.get(tid, []), key=lambda i: i.item_type)
+        meta = r["field_meta"]
+        out[tid] = TicketRecord(
+            ticket=Ticket.model_validate(data),
+            department_id=r["department_id"],
+            crew_id=r["crew_id"],
+            holder_crew_id=r["holder_crew_id"],
+            field_meta=json.loads(meta) if isinstance(meta, str) else dict(meta or {}),
+            duplicate_of=r["duplicate_of"],
+        )
+    return out
+
+
+async def lock_tickets(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
+    """Row-lock tickets in id order (a fixed order, so bulk actions never deadlock each other)."""
+    rows = await conn.fetch(
+        "SELECT id, status, crew_id, holder_crew_id, department_id, version FROM tickets"
+        " WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        list(ids),
+    )
+    return {r["id"]: r for r in rows}
+
+
+@dataclass(frozen=True)
+class ChangeEntry:
+    """One committed change of one ticket, as devices and supervisors will read it."""
+
+    record: TicketRecord
+    prev_crew_id: int | None = None
+    removal_reason: str | None = None
+    changed: tuple[str, ...] = ()
+
+
+async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry], actor: str) -> None:
+    """Append change-log rows and refresh each ticket's checksum; callers hold the tickets' row locks (I2 ordering)."""
+    if not entries:
+        return
+    rows = []
+    hashes = []
+    for e in entries:
+        t = e.record.ticket
+        digest = ticket_hash(t)
+        hashes.append((t.id, digest))
+        rows.append((
+            t.id, e.record.department_id, e.record.holder_crew_id, e.prev_crew_id, e.removal_reason, t.version,
+            t.model_dump_json(), digest, list(e.changed), actor,
+        ))
+    await conn.executemany(
+        "UPDATE tickets SET doc_hash = $2 WHERE id = $1", hashes
+    )
+    await conn.executemany(
+        "INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc,"
+        " doc_hash, changed, actor) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)",
+        rows,
+    )
+
+
+async def audit(
+    conn: asyncpg.Connection,
+    rows: Sequence[tuple[str, str, str, UUID | None, int | None, Any, Any, str | None]],
+) -> None:
+    """Audit rows (actor_kind, actor, action, ticket_id, department_id, before, after, reason) in the caller's transaction (I9)."""
+    if not rows:
+        return
+    await conn.executemany(
+        "INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)"
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8)",
+        [(k, a, act, tid, dep, _json(b), _json(af), why) for k, a, act, tid, dep, b, af, why in rows],
+    )
+
+
+def _json(value: Any) -> str | None:
+    """jsonb parameters travel as text; None stays SQL NULL."""
+    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
