@@ -63,7 +63,11 @@ class UploadMetadata(WireModel):
     @classmethod
     def from_tus(cls, header: str) -> Self:
         """Build from the header; tus values are text, so lat/lon are parsed here, strictly."""
-        fields: dict[str, object] = dict(parse_tus_metadata(header))
+        # Standard tus clients add keys such as `filetype`; they carry nothing we use.
+        known = cls.model_fields.keys()
+        fields: dict[str, object] = {
+            k: v for k, v in parse_tus_metadata(header).items() if k in known
+        }
         for key in _FLOAT_KEYS & fields.keys():
             text = fields[key]
             try:

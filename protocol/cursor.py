@@ -1,0 +1,135 @@
+"""Opaque, HMAC-signed pull cursors: a device can hold one but never forge or widen one.
+
+The payload is msgpack of a fixed array of fields; the token is base64url(payload ‖ mac16)
+without padding. A cursor that fails any check is CURSOR_INVALID with one message, so the
+error never reveals whether the MAC, the version or the scope was wrong (I3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass
+from typing import Any, Final
+
+import msgpack
+
+from .errors import ErrorCode, ProtocolError
+from .version import MIN_SUPPORTED_VERSION, PROTOCOL_VERSION
+
+__all__ = ["CursorSigner", "CursorState", "MAX_CURSOR_LEN"]
+
+MAX_CURSOR_LEN: Final = 2048
+_MAC_LEN: Final = 16
+_MAC_DOMAIN: Final = b"fieldsync-cursor-v1\x00"
+_MIN_SECRET: Final = 16
+_N_FIELDS: Final = 9
+
+
+@dataclass(frozen=True, slots=True)
+class CursorState:
+    """Where a pull stands: snapshot (pg_snapshot text) and, mid-page-set, the continuation."""
+
+    version: int
+    scope: str
+    snapshot: str
+    issued_at: int
+    head: str | None = None
+    after: str | None = None
+    checksum: str | None = None
+    reset: bool = False
+    sent: int = 0
+
+
+def _invalid() -> ProtocolError:
+    """The single answer for every cursor problem, so no check leaks information."""
+    return ProtocolError(ErrorCode.CURSOR_INVALID, "cursor is not valid; pull with cursor null")
+
+
+def _is_int(value: Any) -> bool:
+    """bool is an int subclass; a cursor field never means True by 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_opt_str(value: Any) -> bool:
+    """Optional text field check."""
+    return value is None or isinstance(value, str)
+
+
+def _from_fields(fields: Any) -> CursorState:
+    """Rebuild the state, checking every type, since a signed payload can still be old."""
+    if not isinstance(fields, list) or len(fields) != _N_FIELDS:
+        raise _invalid()
+    version, scope, snapshot, issued_at, head, after, checksum, reset, sent = fields
+    if not (
+        _is_int(version)
+        and isinstance(scope, str)
+        and isinstance(snapshot, str)
+        and _is_int(issued_at)
+        and _is_opt_str(head)
+        and _is_opt_str(after)
+        and _is_opt_str(checksum)
+        and isinstance(reset, bool)
+        and _is_int(sent)
+        and sent >= 0
+    ):
+        raise _invalid()
+    if not MIN_SUPPORTED_VERSION <= version <= PROTOCOL_VERSION:
+        raise _invalid()
+    return CursorState(version, scope, snapshot, issued_at, head, after, checksum, reset, sent)
+
+
+class CursorSigner:
+    """Signs with the first secret and verifies with any, so secrets can be rotated live."""
+
+    def __init__(self, secret: bytes, old_secrets: Iterable[bytes] = ()) -> None:
+        self._secrets: tuple[bytes, ...] = (secret, *old_secrets)
+        if any(len(s) < _MIN_SECRET for s in self._secrets):
+            raise ValueError(f"cursor secrets must be at least {_MIN_SECRET} bytes")
+
+    @staticmethod
+    def _mac(secret: bytes, payload: bytes) -> bytes:
+        """Truncated HMAC-SHA256; 128 bits is ample against online forgery."""
+        return hmac.new(secret, _MAC_DOMAIN + payload, hashlib.sha256).digest()[:_MAC_LEN]
+
+    def encode(self, state: CursorState) -> str:
+        """Serialise compactly and sign; the device treats the result as opaque text."""
+        payload: bytes = msgpack.packb(list(astuple(state)), use_bin_type=True)
+        token = base64.urlsafe_b64encode(payload + self._mac(self._secrets[0], payload))
+        return token.rstrip(b"=").decode("ascii")
+
+    def decode(self, token: str, *, scope: str) -> CursorState:
+        """Verify MAC, version and scope; any failure is the same CURSOR_INVALID."""
+        if not isinstance(token, str) or not 0 < len(token) <= MAX_CURSOR_LEN:
+            raise _invalid()
+        if not token.isascii() or "=" in token:
+            raise _invalid()
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            raise _invalid() from None
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+            raise _invalid()  # non-canonical spelling: one cursor, one text
+        if len(raw) <= _MAC_LEN:
+            raise _invalid()
+        payload, mac = raw[:-_MAC_LEN], raw[-_MAC_LEN:]
+        # Check every secret (no early exit) so timing does not reveal which one matched.
+        matched = False
+        for secret in self._secrets:
+            matched |= hmac.compare_digest(self._mac(secret, payload), mac)
+        if not matched:
+            raise _invalid()
+        try:
+            fields = msgpack.unpackb(
+                payload, raw=False, strict_map_key=True, max_bin_len=0, max_ext_len=0,
+                max_array_len=_N_FIELDS, max_map_len=0, max_str_len=MAX_CURSOR_LEN,
+            )
+        except (ValueError, TypeError, msgpack.UnpackException):
+            raise _invalid() from None
+        state = _from_fields(fields)
+        if not hmac.compare_digest(state.scope.encode("utf-8", "surrogatepass"), scope.encode("utf-8", "surrogatepass")):
+            raise _invalid()
+        return state
