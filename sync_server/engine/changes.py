@@ -1,0 +1,56 @@
+"""The one path by which any ticket change becomes visible: reload the documents, log the change (I2/I3), audit it (I9)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from sync_server.domain.states import removal_reason
+from sync_server.storage.tickets import ChangeEntry, TicketRecord, audit, load_tickets, record_changes
+
+
+def diff(before: TicketRecord | None, after: TicketRecord) -> tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]:
+    """Changed top-level fields with their before/after values, for the audit row and the supervisor feed."""
+    new = after.ticket.model_dump(mode="json", exclude={"version", "updated_at"})
+    if before is None:
+        return tuple(sorted(new)), {}, new
+    old = before.ticket.model_dump(mode="json", exclude={"version", "updated_at"})
+    changed = tuple(sorted(k for k in new if new[k] != old.get(k)))
+    return changed, {k: old.get(k) for k in changed}, {k: new[k] for k in changed}
+
+
+async def commit_changes(
+    conn: asyncpg.Connection,
+    before: Mapping[UUID, TicketRecord | None],
+    *,
+    actor_kind: str,
+    actor: str,
+    action: str,
+    reason: str | None = None,
+    audit_rows: bool = True,
+) -> dict[UUID, TicketRecord]:
+    """After the caller changed rows of locked tickets: append change-log rows and audit, return the new documents."""
+    after = await load_tickets(conn, before.keys())
+    entries: list[ChangeEntry] = []
+    audits: list[tuple[str, str, str, UUID | None, int | None, Any, Any, str | None]] = []
+    for tid, old in before.items():  # caller's order: the lock order, so log ids follow it
+        rec = after[tid]
+        prev_crew = old.holder_crew_id if old is not None and old.holder_crew_id not in (None, rec.holder_crew_id) else None
+        why = None
+        if prev_crew is not None:
+            why = removal_reason(rec.ticket.status, crew_changed=old is not None and old.crew_id != rec.crew_id).value
+        changed, b, a = diff(old, rec)
+        entries.append(ChangeEntry(rec, prev_crew, why, changed))
+        if audit_rows:
+            audits.append((actor_kind, actor, action, tid, rec.department_id, b or None, a, reason))
+    await record_changes(conn, entries, actor)
+    await audit(conn, audits)
+    return after
+
+
+def by_id(records: Sequence[TicketRecord]) -> dict[UUID, TicketRecord]:
+    """Index records by ticket id."""
+    return {r.ticket.id: r for r in records}

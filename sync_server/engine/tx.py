@@ -1,0 +1,41 @@
+"""Retry-safe transaction runner: serialization failures and deadlocks are retried a bounded number of times."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import structlog
+
+from protocol import ErrorCode, ProtocolError
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)
+MAX_ATTEMPTS = 5
+
+
+async def run_in_tx(
+    pool: asyncpg.Pool,
+    body: Callable[[asyncpg.Connection], Awaitable[T]],
+    *,
+    isolation: str = "read_committed",
+    readonly: bool = False,
+) -> T:
+    """Run `body` in one transaction; the body must be safe to run again from scratch (STYLE rule 8)."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            async with pool.acquire() as conn:
+                async with conn.transaction(isolation=isolation, readonly=readonly):
+                    return await body(conn)
+        except RETRYABLE as exc:
+            if attempt == MAX_ATTEMPTS:
+                raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "write contention, retry", {"retry_after": 1}) from exc
+            delay = min(0.5, 0.01 * 2**attempt) * (0.5 + random.random())
+            log.info("tx.retry", attempt=attempt, error=type(exc).__name__, delay_ms=round(delay * 1000, 1))
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,126 @@
+"""Test infrastructure: one real PostgreSQL cluster per session, a migrated template, a fresh database per test, real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from sync_server.app import create_app
+from sync_server.embedded_pg import EmbeddedPostgres
+from sync_server.settings import Settings
+from sync_server.storage.migrate import migrate
+from tests.factories import World, build_world
+
+TEMPLATE = "fs_template"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[EmbeddedPostgres]:
+    """A throwaway cluster for the whole session (asyncpg's own test base does the same)."""
+    root = Path(tempfile.mkdtemp(prefix="fs-test-"))
+    root.chmod(0o755)  # as root the cluster runs as `postgres`, which must traverse this dir
+    pg = EmbeddedPostgres(root / "data")
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop(force=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_cluster: EmbeddedPostgres) -> str:
+    """A migrated template; cloning it is much faster than migrating per test."""
+    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(pg_cluster.dsn(TEMPLATE))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return TEMPLATE
+
+
+@pytest.fixture
+async def db_dsn(pg_cluster: EmbeddedPostgres, template_db: str) -> AsyncIterator[str]:
+    """A fresh migrated database for one test, dropped afterwards."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await admin.close()
+    yield pg_cluster.dsn(name)
+    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test database, for tests that drive storage and engine code directly."""
+    p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=10)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for an in-test server: no demo data, a private data dir."""
+    return Settings(data_dir=tmp_path / "data", demo_data=False, port=0, pool_min_size=1, pool_max_size=10)
+
+
+class Server:
+    """A real aiohttp server on 127.0.0.1 for one test."""
+
+    def __init__(self, app: web.Application, runner: web.AppRunner, url: str) -> None:
+        self.app, self.runner, self.url = app, runner, url
+
+
+async def start_server(settings: Settings, dsn: str) -> Server:
+    """Start the real app on a free loopback port."""
+    app = create_app(settings, dsn)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return Server(app, runner, f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+async def server(settings: Settings, db_dsn: str) -> AsyncIterator[Server]:
+    """The app served over real HTTP on loopback."""
+    srv = await start_server(settings, db_dsn)
+    try:
+        yield srv
+    finally:
+        await srv.runner.cleanup()
+
+
+@pytest.fixture
+async def world(pool: asyncpg.Pool) -> World:
+    """Two departments, three crews, devices, supervisors and an admin, with their tokens."""
+    return await build_world(pool)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests must never reach beyond loopback; make accidental proxies harmless."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        os.environ.pop(var, None)
