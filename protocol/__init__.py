@@ -10,6 +10,7 @@ from .codec import (
     MSGPACK,
     Limits,
     decode,
+    decode_live,
     encode,
     encode_error,
     negotiate,
@@ -104,7 +105,7 @@ __all__ = [
     "SetItemsArgs", "SetItemsMutation", "SetResolutionArgs", "SetResolutionMutation",
     "StartArgs", "StartMutation", "Ticket", "TicketRemoval", "TicketStatus", "TicketUpsert",
     "UnableToCompleteArgs", "UnableToCompleteMutation", "UploadMetadata", "WireModel",
-    "canonical_bytes", "check_version", "decode", "encode", "encode_error",
+    "canonical_bytes", "check_version", "decode", "decode_live", "encode", "encode_error",
     "format_datetime", "negotiate", "parse_media_type", "parse_tus_metadata",
     "reset_required", "scope_checksum", "ticket_hash", "upgrade_required",
 ]

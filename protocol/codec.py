@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import msgpack
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import DecodeError, ErrorCode, ProtocolError
+from .live import LiveMessage
 from .push import MAX_MUTATIONS, PushRequest
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "MSGPACK",
     "Limits",
     "decode",
+    "decode_live",
     "encode",
     "encode_error",
     "negotiate",
@@ -220,13 +222,8 @@ def _validation_details(exc: ValidationError) -> dict[str, Any]:
     return {"errors": errors, "error_count": exc.error_count()}
 
 
-def decode(
-    body: bytes,
-    content_type: str | None,
-    model: type[M],
-    limits: Limits = DEFAULT_LIMITS,
-) -> M:
-    """Turn untrusted bytes into a validated model or a typed error, never anything else."""
+def _load(body: bytes, content_type: str | None, limits: Limits) -> Any:
+    """Size, media type, parse and tree limits: everything before schema validation."""
     if len(body) > limits.max_body_bytes:
         raise ProtocolError(
             ErrorCode.BODY_TOO_LARGE,
@@ -238,14 +235,45 @@ def decode(
         raise DecodeError(ErrorCode.MALFORMED_BODY, "empty body")
     obj = _load_msgpack(body, limits) if media == MSGPACK else _load_json(bytes(body))
     _check_tree(obj, limits)
+    return obj
+
+
+def _invalid(exc: ValidationError) -> DecodeError:
+    """Map pydantic's error to the protocol's 422."""
+    return DecodeError(
+        ErrorCode.VALIDATION_FAILED, "message does not match the schema", _validation_details(exc)
+    )
+
+
+def decode(
+    body: bytes,
+    content_type: str | None,
+    model: type[M],
+    limits: Limits = DEFAULT_LIMITS,
+) -> M:
+    """Turn untrusted bytes into a validated model or a typed error, never anything else."""
+    obj = _load(body, content_type, limits)
     _precheck(model, obj)
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
-        raise DecodeError(
-            ErrorCode.VALIDATION_FAILED, "message does not match the schema",
-            _validation_details(exc),
-        ) from None
+        raise _invalid(exc) from None
+
+
+_LIVE_ADAPTER: Final[TypeAdapter[LiveMessage]] = TypeAdapter(LiveMessage)
+_LIVE_LIMITS: Final = Limits(max_body_bytes=256 * 1024)
+
+
+def decode_live(
+    frame: bytes | str, content_type: str, limits: Limits = _LIVE_LIMITS
+) -> LiveMessage:
+    """Decode one WebSocket frame (text frames are JSON) with the same guarantees as decode."""
+    body = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+    obj = _load(body, content_type, limits)
+    try:
+        return _LIVE_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
 
 
 def _dump(data: Any, media_type: str) -> bytes:
