@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,18 @@ class Settings(BaseSettings):
     demo_data: bool = Field(True, description="Seed demo departments, crews, devices and tickets into an empty database.")
     demo_tickets: int = Field(2000, ge=0, description="Number of open demo tickets to seed.")
     demo_seed: int = Field(20200101, description="Random seed for the demo data generator.")
+    max_photo_bytes: int = Field(25 << 20, ge=1024, description="Largest accepted photo upload in bytes (tus Tus-Max-Size).")
+    max_photo_pixels: int = Field(50_000_000, ge=1, description="Largest accepted photo in pixels (width x height); larger images are refused as decompression bombs.")
+    max_uploads_per_device: int = Field(4, ge=1, description="Concurrent unfinished upload sessions one device may hold; more answer 429 with Retry-After.")
+    upload_expiry_seconds: int = Field(24 * 3600, ge=60, description="An upload session idle this long expires and its partial bytes are deleted.")
+    upload_read_timeout_seconds: float = Field(30.0, gt=0, description="A PATCH whose body stalls this long is cut off (bytes received so far are kept).")
+    blob_backend: Literal["fs", "s3"] = Field("fs", description="Photo store: fs (under the data dir) or s3 (S3-compatible object storage).")
+    s3_bucket: str | None = Field(None, description="S3 bucket for photos when blob_backend is s3.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL (e.g. MinIO); unset means AWS.")
+    s3_region: str | None = Field(None, description="S3 region name.")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id; unset uses the default AWS credential chain.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key; unset uses the default AWS credential chain.")
+    s3_prefix: str = Field("photos/", description="Key prefix for photo objects inside the S3 bucket.")
 
     def resolved_cursor_secret(self) -> bytes:
         """Cursors must survive restarts and be shared by every worker, so the generated key is persisted."""
