@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from typing import Any, Final
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
 from .errors import ErrorCode, ProtocolError
 from .version import MIN_SUPPORTED_VERSION, PROTOCOL_VERSION
@@ -130,6 +130,7 @@ class CursorSigner:
         except (ValueError, TypeError, msgpack.UnpackException):
             raise _invalid() from None
         state = _from_fields(fields)
-        if not hmac.compare_digest(state.scope.encode("utf-8", "surrogatepass"), scope.encode("utf-8", "surrogatepass")):
+        mine = state.scope.encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(mine, scope.encode("utf-8", "surrogatepass")):
             raise _invalid()
         return state

@@ -88,7 +88,9 @@ def _parse_datetime(value: Any) -> Any:
 
 def format_datetime(value: datetime) -> str:
     """Render one fixed UTC form so canonical bytes and checksums agree everywhere."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: glibc's %Y drops leading zeros (year 5 → "5-01-01").
+    utc = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 def _parse_date(value: Any) -> Any:

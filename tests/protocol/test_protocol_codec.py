@@ -302,3 +302,22 @@ def test_live_frames() -> None:
     assert isinstance(p.decode_live('{"type":"hello","token":"t"}', p.JSON), p.LiveHello)
     assert _code(lambda: p.decode_live('{"type":"shout"}', p.JSON)) is p.ErrorCode.VALIDATION_FAILED
     assert _code(lambda: p.decode_live('"\ud800"', p.JSON)) is p.ErrorCode.MALFORMED_BODY
+
+
+@pytest.mark.parametrize(
+    "text", ["0005-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "2020-02-29T12:00:00+14:00"]
+)
+def test_datetime_extremes_roundtrip(text: str) -> None:
+    body = json.dumps({"type": "hello", "token": "t"}).encode()
+    assert p.decode_live(body, p.JSON)
+    note = {"id": TICKET_ID, "text": "x", "author": "a", "created_at": text}
+    for media in (p.JSON, p.MSGPACK):
+        model = p.decode(_pack(note, media), media, p.Note)
+        assert p.decode(p.encode(model, media), media, p.Note) == model
+        assert p.encode(model, p.JSON).count(b"Z") == 1
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_datetime_overflow_is_a_validation_error(text: str) -> None:
+    note = {"id": TICKET_ID, "text": "x", "author": "a", "created_at": text}
+    assert _code(lambda: p.decode(_pack(note, p.JSON), p.JSON, p.Note)) is p.ErrorCode.VALIDATION_FAILED
