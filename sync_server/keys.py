@@ -16,4 +16,4 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 CURSORS: web.AppKey["CursorSigner"] = web.AppKey("cursors")
-PRINCIPAL = "fieldsync.principal"  # request-scoped: set by the auth middleware
+PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("fieldsync.principal")  # set by the auth middleware

@@ -48,12 +48,8 @@ async def service_type_department(conn: asyncpg.Connection, service_type: str) -
     return row["id"], row["department_id"]
 
 
-async def insert_tickets(
-    conn: asyncpg.Connection, new: list[NewTicket], *, actor_kind: str, actor: str, action: str = "create"
-) -> dict[UUID, TicketRecord]:
-    """Insert tickets in one statement and log them; the caller's transaction makes it all-or-nothing."""
-    if not new:
-        return {}
+async def insert_ticket_rows(conn: asyncpg.Connection, new: list[NewTicket]) -> None:
+    """Insert ticket rows in one statement; the caller records the change (alone or with other work in one commit)."""
     rows = []
     for n in new:
         st_id, dept_id = await service_type_department(conn, n.service_type)
@@ -69,6 +65,15 @@ async def insert_tickets(
         " created_by_device) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)",
         rows,
     )
+
+
+async def insert_tickets(
+    conn: asyncpg.Connection, new: list[NewTicket], *, actor_kind: str, actor: str, action: str = "create"
+) -> dict[UUID, TicketRecord]:
+    """Insert tickets and log them; the caller's transaction makes it all-or-nothing."""
+    if not new:
+        return {}
+    await insert_ticket_rows(conn, new)
     return await commit_changes(conn, {n.id: None for n in new}, actor_kind=actor_kind, actor=actor, action=action)
 
 

@@ -1,0 +1,53 @@
+"""Device sync endpoints: thin handlers over the pull and push engines."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import msgpack
+from aiohttp import web
+from pydantic import Field
+
+from protocol import MAX_MUTATIONS, PullRequest, PullResponse, PushRequest, PushResponse, WireModel
+from protocol.codec import MSGPACK, negotiate
+from sync_server.api.http import principal, read_model, respond
+from sync_server.api.registry import route
+from sync_server.auth import Role
+from sync_server.engine import pull as pull_engine
+from sync_server.engine import push as push_engine
+from sync_server.keys import CURSORS, POOL, SETTINGS
+
+
+class PushEnvelope(WireModel):
+    """The push body's outer shape; each mutation is validated on its own so one bad one cannot block the rest (I6)."""
+
+    mutations: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_MUTATIONS)]
+
+
+async def pull(request: web.Request) -> web.Response:
+    """POST /v1/sync/pull."""
+    who = principal(request, Role.DEVICE)
+    req = await read_model(request, PullRequest)
+    settings = request.app[SETTINGS]
+    page = await pull_engine.pull(request.app[POOL], who, req, request.app[CURSORS], settings.retention_days * 86400)
+    media = negotiate(request.headers.get("Accept"), request.headers.get("Content-Type"))
+    # Documents come pre-rendered from the change log; re-validating thousands of tickets per page would dominate.
+    body = msgpack.packb(page, use_bin_type=True) if media == MSGPACK else json.dumps(page, separators=(",", ":")).encode()
+    return web.Response(body=body, content_type=media)
+
+
+async def push(request: web.Request) -> web.Response:
+    """POST /v1/sync/push."""
+    who = principal(request, Role.DEVICE)
+    env = await read_model(request, PushEnvelope, max_bytes=request.app[SETTINGS].max_push_bytes)
+    result = await push_engine.push(request.app[POOL], who, env.mutations)
+    return respond(request, result)
+
+
+def setup(app: web.Application) -> None:
+    """Register sync routes."""
+    route(app, "POST", "/v1/sync/pull", pull, summary="Pull the crew's changes since a cursor (or a snapshot)",
+          roles=("device",), request=PullRequest, response=PullResponse, tags=("sync",))
+    route(app, "POST", "/v1/sync/push", push, summary="Push queued mutations; exactly once per (device, seq)",
+          roles=("device",), request=PushRequest, response=PushResponse, tags=("sync",))

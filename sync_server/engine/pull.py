@@ -1,0 +1,78 @@
+"""Gap-free, snapshot-consistent pull (I2, I3, I4, I7): every page of one pull is cut from the change log at one snapshot."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+
+from protocol import PROTOCOL_VERSION, CursorSigner, CursorState, PullRequest, ScopeChecksum, format_datetime
+from sync_server.auth import Principal
+from sync_server.storage import sync as store
+
+# Cursors older than this fraction of the retention window get a fresh snapshot: pruning keeps history for the
+# whole window, so the margin only guards against clock skew between the pruner and this process.
+_EXPIRY_MARGIN = 0.95
+
+
+def scope_of(who: Principal) -> str:
+    """The cursor's scope identity: a cursor minted for one crew is refused for every other."""
+    return f"crew:{who.crew_id}"
+
+
+def _xmin(snapshot: str) -> int:
+    """Watermark from a pg_snapshot text: every xid below xmin has committed or aborted, and is in the snapshot."""
+    return int(snapshot.split(":", 1)[0])
+
+
+async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: CursorSigner, retention_s: float) -> dict[str, Any]:
+    """One page of the crew's changes; the response is a plain dict because documents come pre-rendered from the log."""
+    assert who.crew_id is not None
+    scope = scope_of(who)
+    state = signer.decode(req.cursor, scope=scope) if req.cursor else None
+    now = int(time.time())
+    if state is not None and state.head is not None:
+        base = None if state.reset else state.snapshot
+        head, checksum, reset = state.head, state.checksum or "", state.reset
+        async with pool.acquire() as conn:
+            rows = await store.change_page(conn, who.crew_id, base, head, _uuid(state.after), req.limit + 1)
+    else:
+        expired = state is None or now - state.issued_at > retention_s * _EXPIRY_MARGIN
+        base = None if expired else state.snapshot  # type: ignore[union-attr]
+        reset = expired
+        async with pool.acquire() as conn:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                head, _ = await store.current_snapshot(conn)  # first statement: this is the transaction's snapshot
+                checksum = ScopeChecksum.of(await store.scope_hashes(conn, who.crew_id)).hexdigest()
+                rows = await store.change_page(conn, who.crew_id, base, head, None, req.limit + 1)
+    has_more = len(rows) > req.limit
+    rows = rows[: req.limit]
+    changes: list[dict[str, Any]] = []
+    for r in rows:
+        if r["holder_crew_id"] == who.crew_id:
+            changes.append({"kind": "upsert", "ticket": json.loads(r["doc"])})
+        elif not reset:  # a fresh snapshot has nothing to remove from
+            changes.append({"kind": "remove", "ticket_id": str(r["ticket_id"]), "reason": r["removal_reason"] or "unassigned"})
+    if has_more:
+        nxt = CursorState(PROTOCOL_VERSION, scope, base or head, state.issued_at if state and state.head else now,
+                          head=head, after=str(rows[-1]["ticket_id"]), checksum=checksum, reset=reset)
+    else:
+        nxt = CursorState(PROTOCOL_VERSION, scope, head, now)
+    return {
+        "changes": changes,
+        "cursor": signer.encode(nxt),
+        "has_more": has_more,
+        "reset": reset,
+        "scope_checksum": checksum,
+        "watermark": _xmin(head),
+        "server_time": format_datetime(datetime.now(timezone.utc)),
+    }
+
+
+def _uuid(value: str | None) -> Any:
+    from uuid import UUID
+
+    return UUID(value) if value else None

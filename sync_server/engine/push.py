@@ -1,0 +1,315 @@
+"""Exactly-once push (I1, I5, I6): one transaction per batch, mutations folded in seq order, results stored with the effects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pydantic import TypeAdapter, ValidationError
+
+from protocol import (
+    OPS,
+    ConflictInfo,
+    ErrorCode,
+    MutationResult,
+    MutationStatus,
+    ProtocolError,
+    PushResponse,
+    ReasonCode,
+    TicketStatus,
+)
+from protocol.push import Mutation
+from sync_server.auth import Principal
+from sync_server.domain.conflicts import Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, rejected, removed_reason
+from sync_server.engine.changes import commit_changes
+from sync_server.engine.intake import HELD, NewTicket, insert_ticket_rows
+from sync_server.engine.tx import run_in_tx
+from sync_server.storage import sync as store
+from sync_server.storage.tickets import TicketRecord, audit, load_tickets, lock_tickets
+
+_MUTATION = TypeAdapter(Mutation)
+# Fields only a supervisor may set; a crew op naming one is refused as such, not as a generic typo (mass assignment).
+SUPERVISOR_FIELDS = frozenset({"priority", "crew", "crew_id", "due_at", "service_date", "status", "department",
+                               "assigned_to", "duplicate_of", "version", "cancelled"})
+
+
+@dataclass
+class Parsed:
+    """One raw mutation after per-mutation validation: either a model or the rejection it earned."""
+
+    seq: int
+    raw: dict[str, Any]
+    model: Any | None = None
+    error: Outcome | None = None
+
+    @property
+    def op(self) -> str:
+        """The op name, even for an invalid mutation."""
+        return self.model.op if self.model is not None else str(self.raw.get("op", ""))[:64]
+
+    @property
+    def ticket_id(self) -> UUID | None:
+        """Ticket id when it parsed."""
+        if self.model is not None:
+            return self.model.ticket_id
+        try:
+            return UUID(str(self.raw.get("ticket_id")))
+        except ValueError:
+            return None
+
+
+def parse_batch(raw: list[dict[str, Any]]) -> list[Parsed]:
+    """Validate each mutation on its own, so one bad mutation is rejected without blocking the rest (I6)."""
+    out: list[Parsed] = []
+    for item in raw:
+        seq = item.get("seq") if isinstance(item, dict) else None
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise ProtocolError(ErrorCode.VALIDATION_FAILED, "every mutation needs an integer seq >= 1")
+        out.append(_parse_one(seq, item))
+    seqs = [p.seq for p in out]
+    if any(b != a + 1 for a, b in zip(seqs, seqs[1:])):
+        raise ProtocolError(ErrorCode.VALIDATION_FAILED, "seqs in a push must be consecutive and ascending", {"seqs": seqs[:50]})
+    return out
+
+
+def _parse_one(seq: int, item: dict[str, Any]) -> Parsed:
+    op = item.get("op")
+    if op not in OPS:
+        return Parsed(seq, item, error=rejected(ReasonCode.UNKNOWN_OP, f"unknown op {str(op)[:64]!r}"))
+    args = item.get("args")
+    owned = sorted(SUPERVISOR_FIELDS & set(args)) if isinstance(args, dict) else []
+    if owned:
+        return Parsed(seq, item, error=rejected(ReasonCode.SUPERVISOR_OWNED, f"crews cannot set {', '.join(owned)}"))
+    try:
+        return Parsed(seq, item, model=_MUTATION.validate_python(item))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return Parsed(seq, item, error=rejected(ReasonCode.INVALID_ARGS, f"{loc}: {first.get('msg', 'invalid')}"[:500]))
+
+
+def _work(rec: TicketRecord, held_by: set[UUID], dev: DeviceCtx) -> WorkTicket:
+    t = rec.ticket
+    return WorkTicket(
+        id=t.id, status=TicketStatus(t.status), crew_id=rec.crew_id, department_id=rec.department_id, version=t.version,
+        resolution_code=t.resolution_code, reason_code=t.reason_code, items={i.item_type: i.count for i in t.items},
+        note_ids={n.id for n in t.notes}, photos={(p.sha256, str(p.kind)) for p in t.photos},
+        field_meta=dict(rec.field_meta), ever_held_by={dev.crew_id} if t.id in held_by else set(),
+        created_by_device=t.created_by_device,
+    )
+
+
+@dataclass
+class _Batch:
+    """Accumulated writes of one push, flushed in sets at the end."""
+
+    work: dict[UUID, WorkTicket] = field(default_factory=dict)
+    records: dict[UUID, TicketRecord] = field(default_factory=dict)
+    before: dict[UUID, TicketRecord | None] = field(default_factory=dict)
+    created: list[NewTicket] = field(default_factory=list)
+    notes: list[tuple[Any, ...]] = field(default_factory=list)
+    photos: list[tuple[Any, ...]] = field(default_factory=list)
+    conflicts: list[tuple[int, UUID, Conflict]] = field(default_factory=list)
+    audits: list[tuple[Any, ...]] = field(default_factory=list)
+    outcomes: list[tuple[Parsed, Outcome]] = field(default_factory=list)
+
+
+async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]]) -> PushResponse:
+    """Apply a device's batch exactly once; a replayed seq gets its stored result, a gap is refused whole."""
+    parsed = parse_batch(raw)
+    assert who.device_id is not None and who.crew_id is not None and who.department_id is not None
+    dev = DeviceCtx(who.device_id, who.crew_id, who.department_id)
+
+    async def body(conn: asyncpg.Connection) -> PushResponse:
+        return await _push_tx(conn, dev, parsed)
+
+    return await run_in_tx(pool, body)
+
+
+async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed]) -> PushResponse:
+    row = await store.lock_device(conn, dev.device_id)
+    if row is None or row["revoked_at"] is not None:
+        raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked")
+    last_seq = int(row["last_seq"])
+    replay = [p for p in parsed if p.seq <= last_seq]
+    fresh = [p for p in parsed if p.seq > last_seq]
+    if fresh and fresh[0].seq != last_seq + 1:
+        raise ProtocolError(ErrorCode.SEQ_GAP, f"expected seq {last_seq + 1}, got {fresh[0].seq}",
+                            {"expected": last_seq + 1, "last_seq": last_seq})
+    version = await store.current_xid(conn) if fresh else 0
+    batch = await _fold(conn, dev, fresh)
+    after = await _flush(conn, dev, batch, version) if fresh else {}
+    stored = await store.stored_results(conn, dev.device_id, [p.seq for p in replay])
+    replay_ids = [UUID(r["ticket_id"]) for r in stored.values() if r.get("ticket_id")]
+    current = await load_tickets(conn, [i for i in replay_ids if i not in after]) if replay_ids else {}
+    current.update(after)
+    results: list[MutationResult] = []
+    for p in replay:
+        results.append(_replayed(stored[p.seq], current, dev, p.seq))
+    results.extend(_result(p, o, current, batch, dev, version) for p, o in batch.outcomes)
+    if fresh:
+        await store.store_results(conn, dev.device_id, [
+            (r.seq, p.op, p.ticket_id, r.status.value, r.reason.value if r.reason else None,
+             json.dumps({**r.model_dump(mode="json", exclude={"ticket", "replayed"}), "ticket_id": str(p.ticket_id) if p.ticket_id else None}),
+             version)
+            for r, (p, _) in zip(results[len(replay):], batch.outcomes)
+        ])
+        last_seq = fresh[-1].seq
+        await store.advance_seq(conn, dev.device_id, last_seq)
+    return PushResponse(results=results, server_version=version or max((r.server_version for r in results), default=0),
+                        last_seq=last_seq)
+
+
+async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -> _Batch:
+    """Lock every ticket of the batch (id order), then fold mutations in seq order in memory."""
+    batch = _Batch()
+    ids = sorted({p.ticket_id for p in fresh if p.model is not None}, key=str)
+    locked = await lock_tickets(conn, ids)
+    records = await load_tickets(conn, locked.keys())
+    batch.records = records
+    held_by = await store.ever_held(conn, list(records), dev.crew_id)
+    for tid, rec in records.items():
+        batch.work[tid] = _work(rec, held_by, dev)
+    for p in fresh:
+        if p.error is not None:
+            batch.outcomes.append((p, p.error))
+            continue
+        m = p.model
+        if m.op == "self_report":
+            out = _self_report(batch, m, dev)
+            if out.status is MutationStatus.APPLIED:
+                _collect(batch, p, out, batch.work[m.ticket_id], dev)
+            batch.outcomes.append((p, out))
+            continue
+        t = batch.work.get(m.ticket_id)
+        if t is None:
+            batch.outcomes.append((p, rejected(ReasonCode.NOT_IN_SCOPE, "ticket is not in your crew's scope")))
+            continue
+        trial = t.copy()
+        out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time)
+        if out.status is not MutationStatus.REJECTED:
+            batch.work[m.ticket_id] = trial
+            batch.before.setdefault(m.ticket_id, records[m.ticket_id])
+            _collect(batch, p, out, trial, dev)
+        batch.outcomes.append((p, out))
+    return batch
+
+
+def _self_report(batch: _Batch, m: Any, dev: DeviceCtx) -> Outcome:
+    """Create-and-close proactive work; the client-made id makes a retried create a duplicate, never a second ticket."""
+    existing = batch.work.get(m.ticket_id)
+    if existing is not None or any(n.id == m.ticket_id for n in batch.created):
+        if existing is None or existing.created_by_device == dev.device_id:
+            return Outcome(MutationStatus.DUPLICATE, ReasonCode.ALREADY_EXISTS, "self-report already recorded")
+        return rejected(ReasonCode.ALREADY_EXISTS, "ticket id already in use")
+    a = m.args
+    batch.created.append(NewTicket(
+        id=m.ticket_id, service_type=a.service_type, address=a.address, lat=a.lat, lon=a.lon, zip=a.zip,
+        description=a.description, source="self_report", requested_at=m.device_time, crew_id=dev.crew_id,
+        status=TicketStatus.COMPLETED, created_by_device=dev.device_id,
+    ))
+    wt = WorkTicket(
+        id=m.ticket_id, status=TicketStatus.COMPLETED, crew_id=dev.crew_id, department_id=dev.department_id, version=1,
+        resolution_code=a.resolution_code, reason_code=None, items={i.item_type: i.count for i in a.items},
+        note_ids=set(), photos=set(), field_meta={}, ever_held_by={dev.crew_id}, created_by_device=dev.device_id,
+        touched=True,
+    )
+    batch.work[m.ticket_id] = wt
+    batch.before[m.ticket_id] = None
+    out = Outcome(MutationStatus.APPLIED, audit_action="self_report")
+    if a.note:
+        from uuid import uuid5
+
+        note_id = uuid5(m.ticket_id, "self_report_note")  # deterministic: a replay cannot add a second note
+        wt.note_ids.add(note_id)
+        out.new_note = (note_id, a.note)
+    return out
+
+
+def _collect(batch: _Batch, p: Parsed, out: Outcome, t: WorkTicket, dev: DeviceCtx) -> None:
+    m = p.model
+    if out.new_note is not None:
+        batch.notes.append((out.new_note[0], t.id, out.new_note[1], dev.device_id, m.device_time))
+    if out.new_photo is not None:
+        ph = out.new_photo
+        batch.photos.append((t.id, ph["sha256"], ph["kind"], ph["taken_at"], ph["lat"], ph["lon"], dev.device_id))
+    for c in out.conflicts:
+        batch.conflicts.append((p.seq, t.id, c))
+    if out.audit_action is not None:
+        batch.audits.append(("device", dev.device_id, out.audit_action, t.id, t.department_id, None,
+                             {"seq": p.seq, "op": m.op, "args": m.args.model_dump(mode="json"), "status": out.status.value},
+                             out.reason.value if out.reason else None))
+
+
+async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, version: int) -> dict[UUID, TicketRecord]:
+    """Write the folded state in sets, then log the changes: one change row per touched ticket (I2)."""
+    if batch.created:
+        await insert_ticket_rows(conn, batch.created)
+    touched = [t for tid, t in batch.work.items() if t.touched and tid in batch.before]
+    await store.write_work(conn, [
+        (t.id, t.status.value, t.crew_id, t.resolution_code, t.reason_code, json.dumps(t.field_meta)) for t in touched
+    ], HELD)
+    await store.insert_notes(conn, batch.notes)
+    await store.insert_photos(conn, batch.photos)
+    items = []
+    for t in touched:
+        before = batch.before.get(t.id)
+        old = {i.item_type: i.count for i in before.ticket.items} if before is not None else {}
+        items.extend((t.id, k, v) for k, v in t.items.items() if old.get(k) != v)
+    await store.upsert_items(conn, items)
+    before = {t.id: batch.before[t.id] for t in touched}
+    after = await commit_changes(conn, before, actor_kind="device", actor=dev.device_id, action="push", audit_rows=False)
+    await audit(conn, batch.audits)
+    await store.insert_conflicts(conn, [
+        (tid, after[tid].department_id if tid in after else dev.department_id, dev.crew_id, dev.device_id, seq,
+         c.kind, c.field, json.dumps(c.kept), json.dumps(c.discarded), c.detail)
+        for seq, tid, c in batch.conflicts
+    ])
+    return after
+
+
+def _result(p: Parsed, o: Outcome, current: dict[UUID, TicketRecord], batch: _Batch, dev: DeviceCtx, version: int) -> MutationResult:
+    """Tell the device exactly what happened, with the ticket as it now stands if the crew still holds it."""
+    tid = p.ticket_id
+    rec = (current.get(tid) or batch.records.get(tid)) if tid is not None else None
+    ticket, removed = _holding(rec, batch.work.get(tid) if tid is not None else None, dev)
+    return MutationResult(
+        seq=p.seq, status=o.status, reason=o.reason, message=o.message, ticket=ticket, removed=removed,
+        conflicts=[_info(c) for c in o.conflicts], server_version=version,
+    )
+
+
+def _holding(rec: TicketRecord | None, wt: WorkTicket | None, dev: DeviceCtx) -> tuple[Any, Any]:
+    """(ticket, removal reason) for a result: the document if held, the reason if the crew lost it, nothing if never its own (I3)."""
+    if rec is None:
+        return None, None
+    if rec.holder_crew_id == dev.crew_id:
+        return rec.ticket, None
+    if wt is not None and wt.where(dev) is Where.LEFT:
+        return None, removed_reason(wt, dev, crew_changed=rec.crew_id != dev.crew_id)
+    return None, None
+
+
+def _info(c: Conflict) -> ConflictInfo:
+    return ConflictInfo(kind=c.kind, field=c.field, kept=_scalar(c.kept), discarded=_scalar(c.discarded), detail=c.detail)
+
+
+def _scalar(v: Any) -> Any:
+    """ConflictInfo carries JSON scalars; structured values travel as compact JSON text."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return json.dumps(v, separators=(",", ":"), default=str)
+
+
+def _replayed(stored: dict[str, Any], current: dict[UUID, TicketRecord], dev: DeviceCtx, seq: int) -> MutationResult:
+    """The original result of an already-applied seq, with the ticket as it stands now."""
+    data = {k: v for k, v in stored.items() if k != "ticket_id"}
+    tid = stored.get("ticket_id")
+    rec = current.get(UUID(tid)) if tid else None
+    if rec is not None and rec.holder_crew_id == dev.crew_id:
+        data["ticket"] = rec.ticket.model_dump(mode="json")
+    data["replayed"] = True
+    return MutationResult.model_validate(data)

@@ -1,0 +1,153 @@
+"""SQL behind pull and push: snapshot-bounded change-log reads (I2, I7), device seqs and stored results (I1)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+# Latest change row per ticket among the rows that concern `crew` and committed inside (base, head].
+# `xid >= pg_snapshot_xmin(base)` narrows the index range: everything older is visible in `base` by definition.
+# Visibility against both snapshots (not id or time ranges) is what makes a late committer impossible to skip.
+_DELTA = """
+SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc::text AS doc
+FROM changes
+WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
+  AND xid >= pg_snapshot_xmin($2::text::pg_snapshot)
+  AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)
+  AND pg_visible_in_snapshot(xid, $3::text::pg_snapshot)
+  AND ticket_id > $4
+ORDER BY ticket_id, id DESC
+LIMIT $5
+"""
+# Full snapshot as of `head`: the same latest-row rule with no lower bound (the log keeps every ticket's latest row).
+_SNAPSHOT = """
+SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc::text AS doc
+FROM changes
+WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
+  AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot)
+  AND ticket_id > $3
+ORDER BY ticket_id, id DESC
+LIMIT $4
+"""
+MIN_UUID = UUID(int=0)
+
+
+async def current_snapshot(conn: asyncpg.Connection) -> tuple[str, int]:
+    """(snapshot text, xmin): the head a pull is cut at, and the watermark below which everything is in it."""
+    row = await conn.fetchrow(
+        "SELECT s::text AS snap, pg_snapshot_xmin(s)::text::bigint AS xmin FROM pg_current_snapshot() AS s"
+    )
+    return row["snap"], row["xmin"]
+
+
+async def scope_hashes(conn: asyncpg.Connection, crew_id: int) -> list[bytes]:
+    """Checksums of every ticket the crew holds, read in the caller's snapshot (I4)."""
+    rows = await conn.fetch("SELECT doc_hash FROM tickets WHERE holder_crew_id = $1", crew_id)
+    return [r["doc_hash"] for r in rows]
+
+
+async def change_page(
+    conn: asyncpg.Connection, crew_id: int, base: str | None, head: str, after: UUID | None, limit: int
+) -> list[asyncpg.Record]:
+    """One page of the crew's changes between two snapshots (or of the whole scope at `head` when base is None)."""
+    after = after or MIN_UUID
+    if base is None:
+        return await conn.fetch(_SNAPSHOT, crew_id, head, after, limit)
+    return await conn.fetch(_DELTA, crew_id, base, head, after, limit)
+
+
+async def lock_device(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
+    """Serialise pushes of one device: its seq sequence is a single line (I1)."""
+    return await conn.fetchrow("SELECT last_seq, revoked_at FROM devices WHERE id = $1 FOR UPDATE", device_id)
+
+
+async def stored_results(conn: asyncpg.Connection, device_id: str, seqs: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Results of already-applied seqs, for replay after a lost response."""
+    if not seqs:
+        return {}
+    rows = await conn.fetch(
+        "SELECT seq, result::text AS result FROM mutation_results WHERE device_id = $1 AND seq = ANY($2::bigint[])",
+        device_id, list(seqs),
+    )
+    return {r["seq"]: json.loads(r["result"]) for r in rows}
+
+
+async def store_results(conn: asyncpg.Connection, device_id: str, rows: Sequence[tuple[int, str, UUID | None, str, str | None, str, int]]) -> None:
+    """(seq, op, ticket_id, status, reason, result_json, server_version); the primary key makes a double apply impossible."""
+    await conn.executemany(
+        "INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
+        [(device_id, *r) for r in rows],
+    )
+
+
+async def advance_seq(conn: asyncpg.Connection, device_id: str, last_seq: int) -> None:
+    """Record the device's highest applied seq, in the same transaction as the effects."""
+    await conn.execute("UPDATE devices SET last_seq = $2 WHERE id = $1", device_id, last_seq)
+
+
+async def current_xid(conn: asyncpg.Connection) -> int:
+    """This transaction's id: the server version its writes commit at (I7)."""
+    return int(await conn.fetchval("SELECT pg_current_xact_id()::text::bigint"))
+
+
+async def ever_held(conn: asyncpg.Connection, ticket_ids: Sequence[UUID], crew_id: int) -> set[UUID]:
+    """Tickets the crew held at some point (within retention): work on them is a late report, not a foreign write."""
+    if not ticket_ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT DISTINCT ticket_id FROM changes WHERE ticket_id = ANY($1::uuid[])"
+        " AND (holder_crew_id = $2 OR prev_crew_id = $2)",
+        list(ticket_ids), crew_id,
+    )
+    return {r["ticket_id"] for r in rows}
+
+
+async def write_work(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], held: Sequence[str]) -> None:
+    """Persist folded crew state per ticket: (id, status, crew_id, resolution_code, reason_code, field_meta_json)."""
+    await conn.executemany(
+        "UPDATE tickets SET status = $2, crew_id = $3, resolution_code = $4, reason_code = $5, field_meta = $6::jsonb,"
+        " version = version + 1, updated_at = now(),"
+        " holder_crew_id = CASE WHEN $2 = ANY($7::text[]) THEN $3::integer END WHERE id = $1",
+        [(*r, list(held)) for r in rows],
+    )
+
+
+async def insert_notes(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, UUID, str, str, Any]]) -> None:
+    """(id, ticket_id, text, author, device_time); ids are client-made, so a replayed note is a no-op."""
+    await conn.executemany(
+        "INSERT INTO ticket_notes (id, ticket_id, text, author, device_time) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (id) DO NOTHING",
+        rows,
+    )
+
+
+async def insert_photos(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(ticket_id, sha256, kind, taken_at, lat, lon, added_by): a photo reference, visible as pending until its bytes verify."""
+    await conn.executemany(
+        "INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        rows,
+    )
+
+
+async def upsert_items(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, str, int]]) -> None:
+    """(ticket_id, item_type, count) after field-level merge."""
+    await conn.executemany(
+        "INSERT INTO ticket_items (ticket_id, item_type, count) VALUES ($1, $2, $3)"
+        " ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count",
+        rows,
+    )
+
+
+async def insert_conflicts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(ticket_id, department_id, crew_id, device_id, seq, kind, field, kept_json, discarded_json, detail) for supervisors (I5)."""
+    await conn.executemany(
+        "INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)",
+        rows,
+    )
