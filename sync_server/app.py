@@ -59,7 +59,7 @@ def _optional_setups() -> list:  # type: ignore[type-arg]
     import importlib
 
     out = []
-    for name in ("sync_server.api.sync", "sync_server.api.uploads", "sync_server.api.live"):
+    for name in ("sync_server.api.sync", "sync_server.api.conflicts", "sync_server.api.uploads", "sync_server.api.live"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -76,3 +76,40 @@ class DeviceClient:
 
 
 __all__ = ["DeviceClient", "JSON", "MSGPACK"]
+
+
+class SupervisorClient:
+    """Supervisor actions over the real JSON API."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.http, self.url, self.token = http, url, token
+
+    async def call(self, method: str, path: str, body: Any = None, expect: int | None = 200) -> Any:
+        """JSON request; asserts the status when `expect` is given."""
+        async with self.http.request(method, self.url + path, json=body,
+                                     headers={"Authorization": f"Bearer {self.token}"}) as r:
+            data = await r.json()
+            if expect is not None:
+                assert r.status == expect, (r.status, data)
+            return data
+
+    async def assign(self, ticket_id: UUID, crew: str) -> Any:
+        """Reassign one ticket."""
+        return await self.call("POST", f"/v1/tickets/{ticket_id}/assign", {"crew": crew})
+
+    async def cancel(self, ticket_id: UUID, reason: str = "resident cancelled") -> Any:
+        """Cancel one ticket."""
+        return await self.call("POST", f"/v1/tickets/{ticket_id}/cancel", {"reason": reason})
+
+    async def duplicate(self, ticket_id: UUID, of: UUID) -> Any:
+        """Mark a duplicate."""
+        return await self.call("POST", f"/v1/tickets/{ticket_id}/duplicate", {"of": str(of)})
+
+    async def close(self, ticket_id: UUID) -> Any:
+        """Close a finished ticket."""
+        return await self.call("POST", f"/v1/tickets/{ticket_id}/close", {})
+
+    async def conflicts(self, **query: str) -> list[dict[str, Any]]:
+        """Open conflicts of the supervisor's department."""
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        return (await self.call("GET", "/v1/conflicts" + (f"?{qs}" if qs else "")))["conflicts"]
