@@ -1,0 +1,341 @@
+"""The `fieldsync` command: serve, migrate, enrol/revoke devices, create users, import MyLA311 exports."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import asyncpg
+import pydantic
+import structlog
+from aiohttp import web
+
+from protocol import ProtocolError
+from sync_server.auth import Principal, Role
+from sync_server.embedded_pg import EmbeddedPostgresError
+from sync_server.ingest.parse import HeaderError, Rejected
+from sync_server.logging import configure_logging
+from sync_server.runtime import Database, connect, open_database
+from sync_server.settings import LogFormat, Settings
+from sync_server.storage.migrate import SchemaTooNewError, check_schema, migrate
+
+log = structlog.get_logger("sync_server.cli")
+T = TypeVar("T")
+EXIT_ERROR = 2  # configuration or environment problem: the operator must act (same code argparse uses)
+
+
+class CliError(Exception):
+    """An expected failure with a one-line message for the operator, never a traceback."""
+
+
+# --------------------------------------------------------------------------------------------------- arguments
+
+def _db_options(p: argparse.ArgumentParser) -> None:
+    """Every command that touches the database takes the same two ways to reach it."""
+    p.add_argument("--data-dir", type=Path, help="data directory of the embedded cluster (env FIELDSYNC_DATA_DIR)")
+    p.add_argument("--database-url", help="external PostgreSQL DSN instead of the embedded cluster (env FIELDSYNC_DATABASE_URL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All subcommands; flags override FIELDSYNC_* environment variables."""
+    parser = argparse.ArgumentParser(prog="fieldsync", description="Offline-first sync backend for city 311 field crews.")
+    parser.add_argument("--log-level", help="minimum log level (env FIELDSYNC_LOG_LEVEL)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP server (embedded PostgreSQL and demo data by default)")
+    _db_options(p)
+    p.add_argument("--host", help="bind address (env FIELDSYNC_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="bind port, 0 picks a free one (env FIELDSYNC_PORT, default 8080)")
+    p.add_argument("--log-format", choices=[f.value for f in LogFormat], help="console or json (env FIELDSYNC_LOG_FORMAT)")
+    p.add_argument("--no-demo", dest="demo_data", action="store_const", const=False,
+                   help="do not seed demo data into an empty database (env FIELDSYNC_DEMO_DATA=false)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply pending schema migrations")
+    _db_options(p)
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("device", help="enrol or revoke crew devices")
+    dsub = p.add_subparsers(dest="device_command", required=True, metavar="ACTION")
+    e = dsub.add_parser("enroll", help="enrol a device for a crew and print its token once")
+    e.add_argument("--crew", required=True, help="crew name, e.g. san-ev")
+    e.add_argument("--label", help="free-text label, e.g. the phone's asset tag")
+    _db_options(e)
+    e.set_defaults(func=cmd_device_enroll)
+    r = dsub.add_parser("revoke", help="revoke a device; its token fails at once")
+    r.add_argument("device_id")
+    _db_options(r)
+    r.set_defaults(func=cmd_device_revoke)
+
+    p = sub.add_parser("user", help="create supervisor and admin accounts")
+    usub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    c = usub.add_parser("create", help="create a user and print its token once")
+    c.add_argument("--name", required=True)
+    c.add_argument("--role", required=True, choices=[Role.SUPERVISOR.value, Role.ADMIN.value])
+    c.add_argument("--department", help="department code (required for supervisors), e.g. sanitation")
+    _db_options(c)
+    c.set_defaults(func=cmd_user_create)
+
+    p = sub.add_parser("import-311", help="import a MyLA311 service-request CSV export (upsert by SR number)")
+    p.add_argument("path", type=Path, help="CSV file (portal CamelCase or lowercase headers; .csv.gz accepted)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    _db_options(p)
+    p.set_defaults(func=cmd_import_311)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """One Settings object: environment first, flags given on the command line on top."""
+    overrides: dict[str, Any] = {}
+    for name in ("data_dir", "database_url", "host", "port", "log_format", "log_level", "demo_data"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+def _with_db(settings: Settings, body: Callable[[Database], Awaitable[T]]) -> T:
+    """Run an async command body against the runtime database (cluster started and stopped around it if needed)."""
+    with open_database(settings) as db:
+        return asyncio.run(body(db))
+
+
+async def _pool(db: Database, *, migrate_first: bool) -> asyncpg.Pool:
+    """A small pool for a command; commands other than migrate/import refuse a schema that is not current."""
+    conn = await connect(db)
+    try:
+        if migrate_first:
+            await migrate(conn)
+        else:
+            try:
+                await check_schema(conn)
+            except RuntimeError as exc:
+                raise CliError(str(exc)) from None
+    finally:
+        await conn.close()
+    return await asyncpg.create_pool(db.dsn, min_size=1, max_size=2)
+
+
+def _cli_principal() -> Principal:
+    """Whoever has shell access to the data dir is an operator; audit rows name the OS user."""
+    return Principal(Role.ADMIN, f"cli:{getpass.getuser()}")
+
+
+def _out(text: str) -> None:
+    """Command results go to stdout (logs go to stderr), so they can be piped."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------------------------------- commands
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Start (or join) the database, migrate, seed an empty one, and serve until SIGINT/SIGTERM."""
+    with open_database(settings) as db:
+        return asyncio.run(serve(settings, db))
+
+
+def _url_host(host: str) -> str:
+    """A wildcard bind is reached via loopback from this machine; IPv6 literals need brackets in a URL."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+async def prepare(settings: Settings, db: Database) -> dict[str, Any] | None:
+    """Migrate, and seed the demo city into an empty database; returns fresh credentials when it seeded.
+
+    Runs once before any worker starts, so a future `--workers N` only forks after this."""
+    from sync_server.demo.seed import seed, write_credentials
+
+    conn = await connect(db)
+    try:
+        applied = await migrate(conn)
+        if applied:
+            log.info("serve.migrated", applied=applied)
+        credentials = None
+        if settings.demo_data:
+            credentials = await seed(conn, tickets=settings.demo_tickets, seed=settings.demo_seed)
+    finally:
+        await conn.close()
+    if credentials is not None:
+        credentials["server"] = settings.public_url
+        # Written before binding: if the port turns out to be taken, the once-only tokens are not lost.
+        write_credentials(settings.data_dir, credentials)
+    return credentials
+
+
+async def serve(settings: Settings, db: Database) -> int:
+    """Serve one process until SIGINT/SIGTERM, then drain requests and close the pool before the cluster stops."""
+    from sync_server.app import create_app
+    from sync_server.demo.seed import CREDENTIALS_FILE, update_server_url
+
+    await prepare(settings, db)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(create_app(settings, db.dsn), access_log=None, shutdown_timeout=10.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        url = settings.public_url or f"http://{_url_host(settings.host)}:{port}"
+        credentials = update_server_url(settings.data_dir, url)
+        log.info("serve.ready", url=url, database=db.kind, data_dir=str(settings.data_dir.absolute()))
+        if credentials is not None:
+            log.info(
+                "serve.demo_credentials",
+                file=str((settings.data_dir / CREDENTIALS_FILE).absolute()),
+                admin_token=credentials["admin"]["token"],
+                supervisors={s["department"]: s["token"] for s in credentials["supervisors"]},
+                devices=[f"{d['crew']} {d['device_id']} {d['token']}" for d in credentials["devices"]],
+            )
+        await stop.wait()
+        log.info("serve.stopping")
+    finally:
+        await runner.cleanup()
+    log.info("serve.stopped")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Apply pending migrations and say which."""
+    async def body(db: Database) -> list[str]:
+        conn = await connect(db)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = _with_db(settings, body)
+    _out("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def cmd_device_enroll(args: argparse.Namespace, settings: Settings) -> int:
+    """Enrol a device; the token is printed here once and stored only as a hash."""
+    from sync_server.engine import supervise
+
+    async def body(db: Database) -> tuple[str, str, str]:
+        pool = await _pool(db, migrate_first=False)
+        try:
+            return await supervise.enroll(pool, _cli_principal(), args.crew, args.label)
+        finally:
+            await pool.close()
+
+    device_id, token, crew = _with_db(settings, body)
+    _out(f"device_id: {device_id}\ncrew: {crew}\ntoken: {token}")
+    return 0
+
+
+def cmd_device_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """Revoke a lost or stolen device."""
+    from sync_server.engine import supervise
+
+    async def body(db: Database) -> Any:
+        pool = await _pool(db, migrate_first=False)
+        try:
+            return await supervise.revoke(pool, _cli_principal(), args.device_id)
+        finally:
+            await pool.close()
+
+    row = _with_db(settings, body)
+    _out(f"revoked: {args.device_id} at {row['revoked_at'].isoformat()}")
+    return 0
+
+
+def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a supervisor (bound to one department) or an admin."""
+    from sync_server.engine import supervise
+
+    role = Role(args.role)
+    if (role is Role.SUPERVISOR) != (args.department is not None):
+        raise CliError("--department is required for a supervisor and not allowed for an admin")
+
+    async def body(db: Database) -> tuple[str, str | None]:
+        pool = await _pool(db, migrate_first=False)
+        try:
+            return await supervise.add_user(pool, _cli_principal(), args.name, role, args.department)
+        finally:
+            await pool.close()
+
+    token, dept = _with_db(settings, body)
+    _out(f"user: {args.name}\nrole: {role.value}" + (f"\ndepartment: {dept}" if dept else "") + f"\ntoken: {token}")
+    return 0
+
+
+def cmd_import_311(args: argparse.Namespace, settings: Settings) -> int:
+    """Import a MyLA311 export; rejected rows go to stderr with their line, the summary to stdout."""
+    from sync_server.ingest.importer import Progress, import_csv
+
+    path: Path = args.path
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+
+    def reject(r: Rejected) -> None:
+        sys.stderr.write(f"{path.name}:{r.line}: rejected: {r.reason}\n")
+
+    async def body(db: Database) -> dict[str, int]:
+        pool = await _pool(db, migrate_first=True)
+        try:
+            summary = await import_csv(pool, path, on_reject=reject, progress=Progress(path.stat().st_size))
+        finally:
+            await pool.close()
+        return summary.as_dict()
+
+    counts = _with_db(settings, body)
+    if args.json:
+        _out(json.dumps(counts))
+    else:
+        _out("  ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- entry point
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and the configuration-error exit code."""
+    sys.stderr.write(f"fieldsync: error: {message}\n")
+    raise SystemExit(EXIT_ERROR)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM outside the server's loop unwinds like Ctrl-C, so a cluster we started is still stopped."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        _fail(f"invalid setting {'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
+    configure_logging(settings.log_format, settings.log_level)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return int(args.func(args, settings))
+    except KeyboardInterrupt:
+        return 130
+    except (CliError, EmbeddedPostgresError, SchemaTooNewError, HeaderError) as exc:
+        _fail(str(exc))
+    except ProtocolError as exc:
+        _fail(exc.message)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        _fail(f"database: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

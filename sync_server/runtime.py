@@ -1,0 +1,47 @@
+"""One way every command gets its database: the operator's URL, or the private cluster started for the command and stopped only if we started it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from sync_server.embedded_pg import EmbeddedPostgres
+from sync_server.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Database:
+    """A reachable database: its DSN and, for the embedded default, the cluster handle (None for an external URL)."""
+
+    dsn: str
+    embedded: EmbeddedPostgres | None = None
+
+    @property
+    def kind(self) -> str:
+        """For log lines: which of the two modes is in use."""
+        return "external" if self.embedded is None else "embedded"
+
+
+@contextmanager
+def open_database(settings: Settings) -> Iterator[Database]:
+    """Yield a database for the duration of a command; a cluster a running server already owns is joined, never stopped."""
+    if settings.database_url:
+        yield Database(settings.database_url)
+        return
+    pg = EmbeddedPostgres(settings.data_dir, settings.pg_bin_dir)  # raises EmbeddedPostgresError (one line) without binaries
+    dsn = pg.start()
+    try:
+        yield Database(dsn, pg)
+    finally:
+        pg.stop()  # a no-op unless this process started the postmaster
+
+
+async def connect(db: Database) -> asyncpg.Connection:
+    """A single connection for short administrative work (migrate, seed, CLI commands)."""
+    return await asyncpg.connect(db.dsn, server_settings={"application_name": "fieldsync-cli"})
