@@ -141,7 +141,7 @@ REASON_DESCRIPTIONS: Final[Mapping[ReasonCode, str]] = MappingProxyType({
     ReasonCode.SUPERVISOR_OWNED: "The op tried to change a supervisor-owned field.",
     ReasonCode.INVALID_ARGS: "Arguments are well-formed but not acceptable (unknown resolution code, item type, ...).",
     ReasonCode.LATE_FIELD_REPORT: "Field work on a ticket that left the crew while offline; kept and shown to the supervisor.",
-    ReasonCode.ALREADY_EXISTS: "The id (note, ticket of a self_report) already exists with different content.",
+    ReasonCode.ALREADY_EXISTS: "The note, photo or self-reported ticket already exists: with status `duplicate` nothing changed; with `rejected` the existing one differs.",
     ReasonCode.PHOTO_PENDING: "The transition needs an available photo whose upload has not completed yet; upload, then retry as a new mutation.",
     ReasonCode.TICKET_CLOSED: "The ticket is closed/cancelled and accepts no more crew changes.",
     ReasonCode.UNKNOWN_OP: "The server knows the op name but it is disabled for this device or department.",
