@@ -15,16 +15,10 @@ LA = ZoneInfo("America/Los_Angeles")
 # Both the portal's CamelCase export and the lowercase variant normalise to these keys.
 REQUIRED_COLUMNS: tuple[str, ...] = ("srnumber", "createddate", "requesttype", "status")
 
-# Portal exports ("01/01/2020 12:05:00 AM"), spreadsheet re-saves ("1/1/20 0:05") and the Socrata API (ISO).
-_DATE_FORMATS: tuple[str, ...] = (
-    "%m/%d/%Y %I:%M:%S %p",
-    "%m/%d/%Y %I:%M %p",
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y %H:%M",
-    "%m/%d/%y %H:%M:%S",
-    "%m/%d/%y %H:%M",
-    "%m/%d/%Y",
-    "%m/%d/%y",
+# Portal exports ("01/01/2020 12:05:00 AM") and spreadsheet re-saves ("1/1/20 0:05"); the Socrata API's ISO form
+# falls through to fromisoformat. A regex rather than strptime over a list of formats: this runs per row.
+_US_DATE = re.compile(
+    r"^(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?\s*([AaPp][Mm])?)?$"
 )
 _ZIP = re.compile(r"^\s*(\d{5})")
 
@@ -76,15 +70,18 @@ def parse_la_datetime(text: str) -> datetime:
     text = text.strip()
     if not text:
         raise ValueError("empty")
-    parsed: datetime | None = None
-    for fmt in _DATE_FORMATS:
-        try:
-            parsed = datetime.strptime(text, fmt)
-            break
-        except ValueError:
-            continue
-    if parsed is None:
+    m = _US_DATE.match(text)
+    if m is None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))  # raises ValueError when it is not ISO either
+    else:
+        month, day, year, hour, minute, second, ampm = m.groups()
+        h = int(hour or 0)
+        if ampm is not None:
+            if not 1 <= h <= 12:
+                raise ValueError(f"hour {h} with {ampm}")
+            h = h % 12 + (12 if ampm.lower() == "pm" else 0)
+        y = int(year) + (2000 if len(year) == 2 else 0)  # MyLA311 starts in 2010, so a two-digit year is 20xx
+        parsed = datetime(y, int(month), int(day), h, int(minute or 0), int(second or 0))  # ValueError on 13/45/20
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=LA)
     return parsed.astimezone(timezone.utc)
