@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
+from protocol import TicketStatus
 from sync_server.api.registry import ROUTES
+from sync_server.api.schemas import StatusName
 from tests.conftest import Server
 
 
@@ -82,4 +84,5 @@ async def test_every_reference_resolves(server: Server) -> None:
     assert schemas["CreateTicketRequest"]["additionalProperties"] is False
     assert set(schemas["CreateTicketRequest"]["required"]) == {"service_type", "address"}
     status = next(p for p in doc["paths"]["/v1/tickets"]["get"]["parameters"] if p["name"] == "status")
-    assert "unassigned" in status["schema"]["anyOf"][0]["items"]["enum"]
+    assert set(status["schema"]["anyOf"][0]["items"]["enum"]) == {s.value for s in TicketStatus}
+    assert set(get_args(StatusName)) == {s.value for s in TicketStatus}

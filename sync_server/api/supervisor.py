@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from uuid import UUID
@@ -65,8 +66,13 @@ async def create_ticket(request: web.Request) -> web.Response:
     """POST /v1/tickets."""
     who = staff(request)
     body = await read_model(request, CreateTicketRequest)
-    fields = body.model_dump(exclude={"crew", "requested_at"}, exclude_none=True)
-    new = NewTicket(**fields, **({"requested_at": body.requested_at} if body.requested_at else {}), source="supervisor")
+    new = NewTicket(
+        service_type=body.service_type, address=body.address, sr_number=body.sr_number, priority=body.priority,
+        zip=body.zip, lat=body.lat, lon=body.lon, council_district=body.council_district, description=body.description,
+        service_date=body.service_date, due_at=body.due_at, source="supervisor",
+    )
+    if body.requested_at is not None:
+        new = dataclasses.replace(new, requested_at=body.requested_at)
     rec = await supervise.create_ticket(request.app[POOL], who, new, body.crew)
     return respond(request, rec.ticket, 201)
 
