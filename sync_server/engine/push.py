@@ -173,13 +173,16 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
     held_by = await store.ever_held(conn, list(records), dev.crew_id)
     for tid, rec in records.items():
         batch.work[tid] = _work(rec, held_by, dev)
+    types: set[str] = set()
+    if any(p.model is not None and p.model.op == "self_report" for p in fresh):
+        types = await store.department_service_types(conn, dev.department_id)
     for p in fresh:
         if p.error is not None:
             batch.outcomes.append((p, p.error))
             continue
         m = p.model
         if m.op == "self_report":
-            out = _self_report(batch, m, dev)
+            out = _self_report(batch, m, dev, types)
             if out.status is MutationStatus.APPLIED:
                 _collect(batch, p, out, batch.work[m.ticket_id], dev)
             batch.outcomes.append((p, out))
@@ -198,7 +201,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
     return batch
 
 
-def _self_report(batch: _Batch, m: Any, dev: DeviceCtx) -> Outcome:
+def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str]) -> Outcome:
     """Create-and-close proactive work; the client-made id makes a retried create a duplicate, never a second ticket."""
     existing = batch.work.get(m.ticket_id)
     if existing is not None or any(n.id == m.ticket_id for n in batch.created):
@@ -206,6 +209,8 @@ def _self_report(batch: _Batch, m: Any, dev: DeviceCtx) -> Outcome:
             return Outcome(MutationStatus.DUPLICATE, ReasonCode.ALREADY_EXISTS, "self-report already recorded")
         return rejected(ReasonCode.ALREADY_EXISTS, "ticket id already in use")
     a = m.args
+    if a.service_type not in types:  # checked here: a failing INSERT would poison the whole batch (I6)
+        return rejected(ReasonCode.INVALID_ARGS, f"service type {a.service_type!r} is not one of your department's")
     batch.created.append(NewTicket(
         id=m.ticket_id, service_type=a.service_type, address=a.address, lat=a.lat, lon=a.lon, zip=a.zip,
         description=a.description, source="self_report", requested_at=m.device_time, crew_id=dev.crew_id,

@@ -151,3 +151,9 @@ async def insert_conflicts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, .
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)",
         rows,
     )
+
+
+async def department_service_types(conn: asyncpg.Connection, department_id: int) -> set[str]:
+    """Names and codes a crew of this department may self-report."""
+    rows = await conn.fetch("SELECT name, code FROM service_types WHERE department_id = $1", department_id)
+    return {r["name"] for r in rows} | {r["code"] for r in rows}
