@@ -10,6 +10,7 @@ from aiohttp import web
 
 from protocol.cursor import CursorSigner
 from sync_server.api import middleware, ops, supervisor
+from sync_server.engine import maintenance
 from sync_server.keys import CURSORS, POOL, SETTINGS
 from sync_server.settings import Settings
 from sync_server.storage.migrate import check_schema
@@ -47,6 +48,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         await pool.close()
 
     app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(maintenance.prune_ctx)
     ops.setup(app)
     supervisor.setup(app)
     for setup in _optional_setups():

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_push_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted push body in bytes.")
     max_body_bytes: int = Field(256 << 10, ge=1024, description="Largest accepted body for other JSON/msgpack endpoints.")
     retention_days: float = Field(7.0, gt=0, description="How long change-log history and removal tombstones are kept; older cursors get a fresh snapshot.")
+    prune_interval_s: float = Field(3600.0, gt=0, description="Seconds between background retention prunes (each process tries; one runs).")
     demo_data: bool = Field(True, description="Seed demo departments, crews, devices and tickets into an empty database.")
     demo_tickets: int = Field(2000, ge=0, description="Number of open demo tickets to seed.")
     demo_seed: int = Field(20200101, description="Random seed for the demo data generator.")

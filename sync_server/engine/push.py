@@ -148,6 +148,11 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     current.update(after)
     results: list[MutationResult] = []
     for p in replay:
+        if p.seq not in stored:  # applied long ago and its result pruned: still never applied twice
+            results.append(MutationResult(seq=p.seq, status=MutationStatus.DUPLICATE, reason=ReasonCode.ALREADY_EXISTS,
+                                          message="applied earlier; its stored result has expired", server_version=0,
+                                          replayed=True))
+            continue
         results.append(_replayed(stored[p.seq], current, dev, p.seq))
     results.extend(_result(p, o, current, batch, dev, version) for p, o in batch.outcomes)
     if fresh:
