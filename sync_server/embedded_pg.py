@@ -32,6 +32,9 @@ def find_bin_dir(explicit: Path | None = None) -> Path:
     """Locate initdb/pg_ctl so the operator never has to put PostgreSQL on PATH by hand."""
     candidates: list[Path] = []
     if explicit is not None:
+        # An operator who names a directory means that one: silently running another version would surprise them.
+        if not all((Path(explicit) / b).is_file() for b in ("initdb", "pg_ctl", "postgres")):
+            raise EmbeddedPostgresError(f"no initdb/pg_ctl/postgres in {explicit} (FIELDSYNC_PG_BIN_DIR): fix the path or unset it")
         candidates.append(Path(explicit))
     pg_config = shutil.which("pg_config")
     if pg_config:
