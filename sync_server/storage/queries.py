@@ -34,22 +34,34 @@ async def ticket_page_ids(
     conn: asyncpg.Connection, f: TicketFilter, after: tuple[datetime, UUID] | None, limit: int
 ) -> list[tuple[datetime, UUID]]:
     """Up to `limit` (updated_at, id) keys strictly after `after`, in key order: keyset, so a page costs the same at any depth."""
-    # NULL parameters switch a filter off; the row comparison uses the (department_id, updated_at, id) index.
+    # Only the filters in use become conditions (fixed SQL fragments, values always bound), so the planner sees
+    # e.g. `department_id = $1 AND (updated_at, id) > ($2, $3)` and walks the (department_id, updated_at, id)
+    # index, which a generic plan of `$1 IS NULL OR ...` would not.
+    conds: list[str] = []
+    args: list[Any] = []
+
+    def add(fragment: str, *values: Any) -> None:
+        args.extend(values)
+        conds.append(fragment.format(*range(len(args) - len(values) + 1, len(args) + 1)))
+
+    if f.department_id is not None:
+        add("t.department_id = ${0}", f.department_id)
+    if f.statuses is not None:
+        add("t.status = ANY(${0}::text[])", list(f.statuses))
+    if f.crew_id is not None:
+        add("t.crew_id = ${0}", f.crew_id)
+    if f.service_type_id is not None:
+        add("t.service_type_id = ${0}", f.service_type_id)
+    if f.updated_since is not None:
+        add("t.updated_at >= ${0}", f.updated_since)
+    if f.sr_number is not None:
+        add("t.sr_number = ${0}", f.sr_number)
+    if after is not None:
+        add("(t.updated_at, t.id) > (${0}, ${1})", after[0], after[1])
+    args.append(limit)
+    where = " WHERE " + " AND ".join(conds) if conds else ""
     rows = await conn.fetch(
-        """
-        SELECT t.updated_at, t.id FROM tickets t
-        WHERE ($1::smallint IS NULL OR t.department_id = $1)
-          AND ($2::text[] IS NULL OR t.status = ANY($2::text[]))
-          AND ($3::integer IS NULL OR t.crew_id = $3)
-          AND ($4::smallint IS NULL OR t.service_type_id = $4)
-          AND ($5::timestamptz IS NULL OR t.updated_at >= $5)
-          AND ($6::text IS NULL OR t.sr_number = $6)
-          AND ($7::timestamptz IS NULL OR (t.updated_at, t.id) > ($7::timestamptz, $8::uuid))
-        ORDER BY t.updated_at, t.id
-        LIMIT $9
-        """,
-        f.department_id, list(f.statuses) if f.statuses is not None else None, f.crew_id, f.service_type_id,
-        f.updated_since, f.sr_number, after[0] if after else None, after[1] if after else None, limit,
+        f"SELECT t.updated_at, t.id FROM tickets t{where} ORDER BY t.updated_at, t.id LIMIT ${len(args)}", *args
     )
     return [(r["updated_at"], r["id"]) for r in rows]
 
