@@ -1,0 +1,434 @@
+"""Resumable, content-addressed photo uploads (I8): sessions, leased PATCH streaming, verification, visibility.
+
+A photo becomes visible only through `mark_blob_verified`, after its bytes were hashed, sniffed, decode-checked
+and published to the blob store; ticket sync never waits for any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import asyncpg
+import structlog
+
+from protocol import ErrorCode, ProtocolError, UploadMetadata
+from sync_server import images
+from sync_server.auth import Principal, Role
+from sync_server.blobs import BlobStore, Variant, blob_key
+from sync_server.engine.changes import commit_changes
+from sync_server.engine.intake import HELD
+from sync_server.engine.tx import run_in_tx
+from sync_server.settings import Settings
+from sync_server.storage import uploads as sql
+from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
+
+log = structlog.get_logger(__name__)
+
+LEASE_SECONDS = 60.0  # a crashed writer blocks its upload for at most this long
+RENEW_EVERY = 15.0
+MAX_PATCH_SECONDS = 600.0  # even a trickling client gives its request back after this; it resumes with a new PATCH
+RETRY_AFTER_SECONDS = 30
+lock_photo = sql.lock_photo  # re-exported: push's attach_photo must call it before inserting ticket_photos
+
+
+class BodyInterrupted(Exception):
+    """The request body stopped (client gone, stalled, or too slow); bytes already written may be kept."""
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """What the upload use cases need, built once per app."""
+
+    pool: asyncpg.Pool
+    settings: Settings
+    store: BlobStore
+    partial_dir: Path
+    inflight: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # derivative jobs in this process
+
+    def partial(self, upload_id: str) -> Path:
+        """Partial bytes of one session; ids are server-made tokens, so the name is safe."""
+        return self.partial_dir / f"{upload_id}.part"
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """What tus responses report about a session."""
+
+    id: str
+    offset: int
+    length: int
+    complete: bool
+    expires_at: object
+    metadata: str | None
+
+
+def _view(row: asyncpg.Record) -> SessionView:
+    return SessionView(row["id"], row["upload_offset"], row["length"], row["state"] == "complete", row["expires_at"],
+                       row["metadata"])
+
+
+async def mark_blob_verified(
+    conn: asyncpg.Connection, sha256: str, size: int, media_type: str, width: int | None, height: int | None,
+    uploaded_by: str | None = None,
+) -> bool:
+    """Make a verified blob visible and flip every ticket that references it to `available` via the change log.
+
+    Returns False when the blob was already known (stored once). Runs in the caller's transaction.
+    """
+    await sql.lock_photo(conn, sha256)
+    ids = await sql.tickets_with_photo(conn, sha256)
+    if ids:
+        await lock_tickets(conn, ids)
+        before = await load_tickets(conn, ids)
+    inserted = await sql.insert_blob(conn, sha256, size, media_type, width, height, uploaded_by)
+    if inserted and ids:
+        # An empty update only bumps version/updated_at: the photo's state is derived from the blobs row just
+        # inserted, and the bump puts the flip into the change log that devices pull.
+        await update_tickets(conn, ids, {}, held=HELD)
+        await commit_changes(conn, {t: before[t] for t in ids}, actor_kind="system", actor="uploads",
+                             action="photo_available")
+    return inserted
+
+
+async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, length: int, raw_metadata: str) -> SessionView:
+    """tus creation: authorise, enforce limits, and complete at once when the hash is already stored."""
+    assert who.device_id is not None and who.crew_id is not None
+    limit = up.settings.max_photo_bytes
+    if length > limit:
+        raise ProtocolError(ErrorCode.UPLOAD_TOO_LARGE, f"photo exceeds {limit} bytes", {"limit": limit})
+    upload_id = secrets.token_urlsafe(24)
+
+    async def body(conn: asyncpg.Connection) -> asyncpg.Record:
+        if not await sql.device_may_attach(conn, meta.ticket_id, who.crew_id, who.device_id):
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
+        await sql.lock_device_uploads(conn, who.device_id)
+        blob = await sql.get_blob(conn, meta.sha256)
+        known = blob is not None and blob["size"] == length
+        if not known and await sql.count_open_sessions(conn, who.device_id) >= up.settings.max_uploads_per_device:
+            raise ProtocolError(ErrorCode.TOO_MANY_UPLOADS, "too many unfinished uploads for this device",
+                                {"retry_after": RETRY_AFTER_SECONDS, "limit": up.settings.max_uploads_per_device})
+        return await sql.insert_session(
+            conn, id=upload_id, device_id=who.device_id, sha256=meta.sha256, ticket_id=meta.ticket_id,
+            kind=meta.kind.value, taken_at=meta.taken_at, lat=meta.lat, lon=meta.lon, filename=meta.filename,
+            length=length, complete=known, metadata=raw_metadata, expiry_seconds=up.settings.upload_expiry_seconds,
+        )
+
+    row = await run_in_tx(up.pool, body)
+    log.info("upload.created", upload=upload_id, sha256=meta.sha256, length=length, deduplicated=row["state"] == "complete")
+    return _view(row)
+
+
+async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionView:
+    """The caller's session, expiring it on access when overdue, completing it when another device delivered the hash."""
+    async with up.pool.acquire() as conn:
+        row = await sql.get_session(conn, upload_id)
+        if row is None or row["device_id"] != who.device_id:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
+        if row["due"]:
+            await sql.expire_session(conn, upload_id)
+            await _remove(up.partial(upload_id))
+            raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
+        if row["state"] == "expired":
+            raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
+        if row["state"] == "open" and row["lease_token"] is None:
+            blob = await sql.get_blob(conn, row["sha256"])
+            if blob is not None and blob["size"] == row["length"] and await sql.complete_session(conn, upload_id, None):
+                await _remove(up.partial(upload_id))
+                row = await sql.get_session(conn, upload_id)
+                assert row is not None
+    return _view(row)
+
+
+async def terminate_upload(up: Uploads, who: Principal, upload_id: str) -> None:
+    """tus termination: forget the session and its partial bytes (an in-flight PATCH loses its lease and stops)."""
+    async with up.pool.acquire() as conn:
+        row = await sql.get_session(conn, upload_id)
+        if row is None or row["device_id"] != who.device_id:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
+        await sql.delete_session(conn, upload_id)
+    await _remove(up.partial(upload_id))
+
+
+async def patch_upload(
+    up: Uploads, who: Principal, upload_id: str, offset: int, read: Callable[[], Awaitable[bytes]],
+    checksum: tuple[str, bytes] | None,
+) -> SessionView:
+    """Append one request body at `offset` under a lease; verify and publish when the last byte arrives.
+
+    The database offset only ever covers fsynced bytes; the file is cut back to it before writing, so a crash
+    or a rejected chunk (checksum, overflow) never leaves unacknowledged bytes in the photo.
+    """
+    view = await find_upload(up, who, upload_id)
+    if view.complete:
+        if offset != view.length:
+            raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "upload is already complete", {"offset": view.length})
+        return view
+    if offset != view.offset:
+        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "Upload-Offset differs from the server's",
+                            {"offset": view.offset})
+    token = secrets.token_hex(12)
+    async with up.pool.acquire() as conn:
+        claimed = await sql.claim_session(conn, upload_id, who.device_id or "", offset, token, LEASE_SECONDS)
+    if claimed is None:
+        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "another request is writing this upload; HEAD and resume",
+                            {"offset": view.offset})
+    length = claimed["length"]
+    path = up.partial(upload_id)
+    loop = asyncio.get_running_loop()
+    f: BinaryIO = await loop.run_in_executor(None, _open_at, path, offset)
+    written = 0
+    keep_partial_progress = checksum is None  # a chunk with a checksum is all-or-nothing (tus checksum extension)
+    released = False
+    try:
+        try:
+            written = await _stream(up, f, read, checksum, length - offset, upload_id, token)
+        except BodyInterrupted as exc:
+            kept = written_so_far(f, offset) if keep_partial_progress else 0
+            await loop.run_in_executor(None, _settle, f, offset + kept)
+            await _release(up, upload_id, token, offset + kept)
+            released = True
+            log.info("upload.interrupted", upload=upload_id, kept=kept, why=str(exc))
+            raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "request body interrupted; HEAD the upload and resume",
+                                {"retry_after": 1, "offset": offset + kept}) from None
+        except ProtocolError:
+            await loop.run_in_executor(None, _settle, f, offset)
+            await _release(up, upload_id, token, offset)
+            released = True
+            raise
+        await loop.run_in_executor(None, _settle, f, offset + written)
+        await loop.run_in_executor(None, f.close)
+        if offset + written < length:
+            if not await _release(up, upload_id, token, offset + written):
+                raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
+            released = True
+            row = await _reload(up, upload_id)
+            return _view(row)
+        released = True  # from here the session either completes or is deleted
+        return await _finish(up, who, upload_id, token, claimed)
+    finally:
+        if not f.closed:
+            await loop.run_in_executor(None, f.close)
+        if not released:
+            # Cancelled mid-stream: keep nothing unacknowledged, and give the lease back even while cancelled.
+            await asyncio.shield(_release(up, upload_id, token, offset))
+
+
+async def _stream(
+    up: Uploads, f: BinaryIO, read: Callable[[], Awaitable[bytes]], checksum: tuple[str, bytes] | None, room: int,
+    upload_id: str, token: str,
+) -> int:
+    """Copy the body to the file chunk by chunk, each write in the executor; returns bytes written.
+
+    Every chunk is written as soon as it is read (aiohttp hands over everything buffered, so chunks grow when
+    the disk is the bottleneck): what arrived before a disconnect is on disk and can be acknowledged.
+    """
+    loop = asyncio.get_running_loop()
+    hasher = hashlib.new(checksum[0]) if checksum is not None else None
+    written = 0
+    started = renewed = time.monotonic()
+    while True:
+        chunk = await read()
+        if not chunk:
+            break
+        if written + len(chunk) > room:
+            raise ProtocolError(ErrorCode.UPLOAD_TOO_LARGE, "body runs past Upload-Length", {"length_left": room})
+        written += await loop.run_in_executor(None, _write, f, chunk, hasher)
+        now = time.monotonic()
+        if now - renewed > RENEW_EVERY:
+            async with up.pool.acquire() as conn:
+                if not await sql.renew_lease(conn, upload_id, token, LEASE_SECONDS):
+                    raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated or expired")
+            renewed = now
+        if now - started > MAX_PATCH_SECONDS:
+            raise BodyInterrupted("request took too long")
+    if checksum is not None and hasher is not None and hasher.digest() != checksum[1]:
+        raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH, "Upload-Checksum does not match the chunk")
+    return written
+
+
+def written_so_far(f: BinaryIO, offset: int) -> int:
+    """Bytes this request appended (the file position after buffered writes)."""
+    return f.tell() - offset
+
+
+async def _finish(up: Uploads, who: Principal, upload_id: str, token: str, session: asyncpg.Record) -> SessionView:
+    """Whole-file checks, publish to the store, then make visible in one transaction; any failure discards all."""
+    path = up.partial(upload_id)
+    sha = session["sha256"]
+    try:
+        actual = await images.sha256_file_async(path)
+        if actual != sha:
+            raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH, "uploaded bytes do not hash to the declared sha256",
+                                {"sha256": sha})
+        info = await images.inspect_image_async(path, up.settings.max_photo_pixels)
+    except ProtocolError as err:
+        await _discard(up, upload_id)
+        log.info("upload.rejected", upload=upload_id, code=err.code.value)
+        raise
+    await up.store.put_file(blob_key(Variant.ORIGINAL, sha), path, info.media_type, consume=True)
+
+    async def body(conn: asyncpg.Connection) -> asyncpg.Record | None:
+        await mark_blob_verified(conn, sha, session["length"], info.media_type, info.width, info.height, who.device_id)
+        await sql.complete_session(conn, upload_id, token)
+        return await sql.get_session(conn, upload_id)
+
+    row = await run_in_tx(up.pool, body)
+    await _remove(path)
+    log.info("upload.verified", upload=upload_id, sha256=sha, media_type=info.media_type, size=session["length"])
+    if row is None:  # terminated while verifying: the blob is stored and visible all the same
+        raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
+    return _view(row)
+
+
+async def _discard(up: Uploads, upload_id: str) -> None:
+    async with up.pool.acquire() as conn:
+        await sql.delete_session(conn, upload_id)
+    await _remove(up.partial(upload_id))
+
+
+async def _release(up: Uploads, upload_id: str, token: str, offset: int) -> bool:
+    async with up.pool.acquire() as conn:
+        return await sql.release_session(conn, upload_id, token, offset, up.settings.upload_expiry_seconds)
+
+
+async def _reload(up: Uploads, upload_id: str) -> asyncpg.Record:
+    async with up.pool.acquire() as conn:
+        row = await sql.get_session(conn, upload_id)
+    if row is None:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
+    return row
+
+
+async def _remove(path: Path) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, lambda: path.unlink(missing_ok=True))
+
+
+def _open_at(path: Path, offset: int) -> BinaryIO:
+    """Open the partial file cut back to the acknowledged offset (drops bytes a crash or a bad chunk left)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    f = os.fdopen(fd, "r+b", buffering=0)
+    size = os.fstat(fd).st_size
+    if size < offset:
+        f.close()
+        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "partial bytes were lost; start a new upload")
+    f.truncate(offset)
+    f.seek(offset)
+    return f  # type: ignore[return-value]
+
+
+def _write(f: BinaryIO, data: bytes, hasher: hashlib._Hash | None) -> int:
+    f.write(data)
+    if hasher is not None:
+        hasher.update(data)
+    return len(data)
+
+
+def _settle(f: BinaryIO, size: int) -> None:
+    """Cut the file to what will be acknowledged and fsync it before the offset is recorded."""
+    f.truncate(size)
+    f.seek(size)
+    os.fsync(f.fileno())
+
+
+async def sweep_expired(up: Uploads, batch: int = 500) -> int:
+    """Expire idle sessions and delete their partial bytes; safe to run in every process at once (SKIP LOCKED)."""
+    total = 0
+    for _ in range(20):  # bounded per sweep; the next sweep continues
+        async with up.pool.acquire() as conn:
+            ids = await sql.expire_due(conn, batch)
+        for upload_id in ids:
+            await _remove(up.partial(upload_id))
+        total += len(ids)
+        if len(ids) < batch:
+            break
+    async with up.pool.acquire() as conn:
+        await sql.purge_finished(conn, 7 * 24 * 3600.0)
+    if total:
+        log.info("upload.expired", count=total)
+    return total
+
+
+# ---- download side -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServedBlob:
+    """A stored object a download may stream."""
+
+    key: str
+    media_type: str
+    etag: str
+
+
+async def photo_for_download(up: Uploads, who: Principal, sha256: str, variant: Variant) -> ServedBlob:
+    """Authorise by scope (crew: held tickets; supervisor: department; admin: all) and name the object to serve.
+
+    Out-of-scope and unknown hashes answer the same 404 (I3); originals are evidence and go only to supervisors.
+    """
+    async with up.pool.acquire() as conn:
+        blob = await sql.get_blob(conn, sha256)
+        if blob is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such photo")
+        if who.role is Role.DEVICE:
+            visible = who.crew_id is not None and await sql.photo_visible_to_crew(conn, sha256, who.crew_id)
+        elif who.role is Role.SUPERVISOR:
+            visible = who.department_id is not None and await sql.photo_visible_to_department(conn, sha256, who.department_id)
+        else:
+            visible = True
+    if not visible:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such photo")
+    if variant is Variant.ORIGINAL:
+        if who.role is Role.DEVICE:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "originals are served to supervisors only")
+        return ServedBlob(blob_key(variant, sha256), blob["media_type"], f'"{sha256}"')
+    key = await ensure_derivative(up, sha256, variant, blob["media_type"])
+    return ServedBlob(key, images.JPEG, f'"{sha256}.{variant.value}.{images.DERIVATIVE_VERSION}"')
+
+
+async def ensure_derivative(up: Uploads, sha256: str, variant: Variant, media: str) -> str:
+    """Generate a derivative once, off the loop, and cache it in the store; concurrent requests share one job."""
+    key = blob_key(variant, sha256)
+    if await up.store.stat(key) is not None:
+        return key
+    job = up.inflight.get(key)
+    if job is None:
+        job = asyncio.ensure_future(_derive(up, sha256, variant, media, key))
+        up.inflight[key] = job
+        job.add_done_callback(lambda _: up.inflight.pop(key, None))
+    await asyncio.shield(job)
+    return key
+
+
+async def _derive(up: Uploads, sha256: str, variant: Variant, media: str, key: str) -> None:
+    original = blob_key(Variant.ORIGINAL, sha256)
+    local = up.store.local_path(original)
+    tmp: Path | None = None
+    if local is None:
+        tmp = up.partial_dir / f"derive-{secrets.token_hex(8)}"
+        up.partial_dir.mkdir(parents=True, exist_ok=True)
+        await up.store.fetch_to(original, tmp)
+        local = tmp
+    try:
+        data = await images.make_derivative_async(local, variant.value, media)
+    finally:
+        if tmp is not None:
+            await _remove(tmp)
+    await up.store.put_bytes(key, data, images.JPEG)
+    log.info("photo.derivative", sha256=sha256, variant=variant.value, bytes=len(data))
+
+
+async def ticket_photos(up: Uploads, who: Principal, ticket_id: object) -> list[asyncpg.Record]:
+    """A ticket's photos for its department's supervisors (or an admin); other departments get 404."""
+    async with up.pool.acquire() as conn:
+        dept = await sql.ticket_department(conn, ticket_id)  # type: ignore[arg-type]
+        if dept is None or (who.role is Role.SUPERVISOR and dept != who.department_id):
+            raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
+        return list(await sql.ticket_photo_rows(conn, ticket_id))  # type: ignore[arg-type]

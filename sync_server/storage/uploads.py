@@ -1,0 +1,206 @@
+"""SQL for upload sessions, blobs and photo scope checks; every function runs on the connection it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+_PHOTO_LOCK_CLASS = 0x46535048  # 'FSPH': advisory locks keyed by a photo hash (see lock_photo)
+_DEVICE_UPLOAD_LOCK_CLASS = 0x46535550  # 'FSUP': serialises one device's session creation (concurrency limit)
+
+
+async def lock_photo(conn: asyncpg.Connection, sha256: str) -> None:
+    """Serialise "bytes became available" with "photo attached to a ticket" for one hash until commit.
+
+    Without it an attach committing concurrently with verification could read the blob as missing while the
+    verifier reads the attach as missing, and the ticket would show the photo pending forever.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PHOTO_LOCK_CLASS, sha256)
+
+
+async def lock_device_uploads(conn: asyncpg.Connection, device_id: str) -> None:
+    """Two simultaneous creations by one device must not both slip under the session limit."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _DEVICE_UPLOAD_LOCK_CLASS, device_id)
+
+
+async def device_may_attach(conn: asyncpg.Connection, ticket_id: UUID, crew_id: int, device_id: str) -> bool:
+    """A device attaches photos to tickets its crew holds, or to tickets it reported itself."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM tickets WHERE id = $1 AND (holder_crew_id = $2 OR created_by_device = $3))",
+        ticket_id, crew_id, device_id,
+    ))
+
+
+async def count_open_sessions(conn: asyncpg.Connection, device_id: str) -> int:
+    """Unfinished, unexpired sessions of a device."""
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM upload_sessions WHERE device_id = $1 AND state = 'open' AND expires_at > now()",
+        device_id,
+    ))
+
+
+async def get_blob(conn: asyncpg.Connection, sha256: str) -> asyncpg.Record | None:
+    """The verified blob row, or None while the bytes are missing or unverified."""
+    return await conn.fetchrow(
+        "SELECT sha256, size, media_type, width, height, verified_at FROM blobs WHERE sha256 = $1", sha256
+    )
+
+
+async def insert_session(
+    conn: asyncpg.Connection, *, id: str, device_id: str, sha256: str, ticket_id: UUID, kind: str,
+    taken_at: datetime, lat: float | None, lon: float | None, filename: str | None, length: int, complete: bool,
+    metadata: str, expiry_seconds: int,
+) -> asyncpg.Record:
+    """Create a session; a hash the server already has starts complete (offset = length)."""
+    return await conn.fetchrow(
+        "INSERT INTO upload_sessions (id, device_id, sha256, ticket_id, kind, taken_at, lat, lon, filename, length,"
+        " upload_offset, state, metadata, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::bigint, CASE WHEN $11 THEN $10::bigint ELSE 0 END,"
+        " CASE WHEN $11 THEN 'complete' ELSE 'open' END, $12, now() + make_interval(secs => $13)) RETURNING *",
+        id, device_id, sha256, ticket_id, kind, taken_at, lat, lon, filename, length, complete, metadata,
+        float(expiry_seconds),
+    )
+
+
+async def get_session(conn: asyncpg.Connection, upload_id: str) -> asyncpg.Record | None:
+    """A session with a flag telling whether it has expired (the database clock decides, for every process alike)."""
+    return await conn.fetchrow(
+        "SELECT *, (state = 'open' AND expires_at <= now() AND (lease_until IS NULL OR lease_until < now())) AS due"
+        " FROM upload_sessions WHERE id = $1", upload_id
+    )
+
+
+async def claim_session(
+    conn: asyncpg.Connection, upload_id: str, device_id: str, offset: int, token: str, lease_seconds: float
+) -> asyncpg.Record | None:
+    """Take the write lease if the session is open, at the client's offset and not being written by another PATCH."""
+    return await conn.fetchrow(
+        "UPDATE upload_sessions SET lease_token = $4, lease_until = now() + make_interval(secs => $5), updated_at = now()"
+        " WHERE id = $1 AND device_id = $2 AND state = 'open' AND expires_at > now() AND upload_offset = $3"
+        " AND (lease_token IS NULL OR lease_until < now()) RETURNING *",
+        upload_id, device_id, offset, token, lease_seconds,
+    )
+
+
+async def renew_lease(conn: asyncpg.Connection, upload_id: str, token: str, lease_seconds: float) -> bool:
+    """Extend a long PATCH's lease; False means it was lost (terminated or expired) and the writer must stop."""
+    row = await conn.fetchval(
+        "UPDATE upload_sessions SET lease_until = now() + make_interval(secs => $3)"
+        " WHERE id = $1 AND lease_token = $2 AND state = 'open' RETURNING 1",
+        upload_id, token, lease_seconds,
+    )
+    return row is not None
+
+
+async def release_session(
+    conn: asyncpg.Connection, upload_id: str, token: str, offset: int, expiry_seconds: int
+) -> bool:
+    """Acknowledge bytes (already fsynced) and drop the lease; the idle-expiry clock restarts."""
+    row = await conn.fetchval(
+        "UPDATE upload_sessions SET upload_offset = $3, lease_token = NULL, lease_until = NULL, updated_at = now(),"
+        " expires_at = now() + make_interval(secs => $4) WHERE id = $1 AND lease_token = $2 RETURNING 1",
+        upload_id, token, offset, float(expiry_seconds),
+    )
+    return row is not None
+
+
+async def complete_session(conn: asyncpg.Connection, upload_id: str, token: str | None) -> bool:
+    """Mark done (offset = length); with a token only the lease holder may."""
+    row = await conn.fetchval(
+        "UPDATE upload_sessions SET state = 'complete', upload_offset = length, lease_token = NULL, lease_until = NULL,"
+        " updated_at = now() WHERE id = $1 AND state = 'open' AND ($2::text IS NULL OR lease_token = $2) RETURNING 1",
+        upload_id, token,
+    )
+    return row is not None
+
+
+async def delete_session(conn: asyncpg.Connection, upload_id: str) -> None:
+    """Forget a session (termination or a failed verification)."""
+    await conn.execute("DELETE FROM upload_sessions WHERE id = $1", upload_id)
+
+
+async def expire_session(conn: asyncpg.Connection, upload_id: str) -> None:
+    """Mark one overdue session expired, so later requests get 410 rather than 404."""
+    await conn.execute(
+        "UPDATE upload_sessions SET state = 'expired', lease_token = NULL, lease_until = NULL"
+        " WHERE id = $1 AND state = 'open' AND expires_at <= now()",
+        upload_id,
+    )
+
+
+async def expire_due(conn: asyncpg.Connection, limit: int) -> list[str]:
+    """Expire a batch of idle sessions not being written right now; returns their ids for partial-file cleanup."""
+    rows = await conn.fetch(
+        "UPDATE upload_sessions SET state = 'expired', lease_token = NULL, lease_until = NULL WHERE id IN ("
+        " SELECT id FROM upload_sessions WHERE state = 'open' AND expires_at <= now()"
+        " AND (lease_until IS NULL OR lease_until < now()) ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING id",
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def purge_finished(conn: asyncpg.Connection, keep_seconds: float) -> int:
+    """Drop rows of finished or expired sessions once no client can reasonably still ask about them."""
+    status = await conn.execute(
+        "DELETE FROM upload_sessions WHERE state <> 'open' AND expires_at < now() - make_interval(secs => $1)",
+        keep_seconds,
+    )
+    return int(status.split()[-1])
+
+
+async def insert_blob(
+    conn: asyncpg.Connection, sha256: str, size: int, media_type: str, width: int | None, height: int | None,
+    uploaded_by: str | None = None,
+) -> bool:
+    """Record a verified blob; False when it was already there (content addressing: stored once)."""
+    row = await conn.fetchval(
+        "INSERT INTO blobs (sha256, size, media_type, width, height, uploaded_by) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (sha256) DO NOTHING RETURNING 1",
+        sha256, size, media_type, width, height, uploaded_by,
+    )
+    return row is not None
+
+
+async def tickets_with_photo(conn: asyncpg.Connection, sha256: str) -> list[UUID]:
+    """Tickets that reference a hash, in id order (the lock order)."""
+    return [r["ticket_id"] for r in await conn.fetch(
+        "SELECT DISTINCT ticket_id FROM ticket_photos WHERE sha256 = $1 ORDER BY ticket_id", sha256
+    )]
+
+
+async def photo_visible_to_crew(conn: asyncpg.Connection, sha256: str, crew_id: int) -> bool:
+    """A crew sees photos of tickets it holds."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM ticket_photos p JOIN tickets t ON t.id = p.ticket_id"
+        " WHERE p.sha256 = $1 AND t.holder_crew_id = $2)",
+        sha256, crew_id,
+    ))
+
+
+async def photo_visible_to_department(conn: asyncpg.Connection, sha256: str, department_id: int) -> bool:
+    """A supervisor sees photos of its department's tickets."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM ticket_photos p JOIN tickets t ON t.id = p.ticket_id"
+        " WHERE p.sha256 = $1 AND t.department_id = $2)",
+        sha256, department_id,
+    ))
+
+
+async def ticket_department(conn: asyncpg.Connection, ticket_id: UUID) -> int | None:
+    """Department of a ticket, or None when it does not exist."""
+    return await conn.fetchval("SELECT department_id FROM tickets WHERE id = $1", ticket_id)
+
+
+async def ticket_photo_rows(conn: asyncpg.Connection, ticket_id: UUID) -> Sequence[asyncpg.Record]:
+    """A ticket's photos with their blob details (NULL while pending)."""
+    return await conn.fetch(
+        "SELECT p.sha256, p.kind, p.taken_at, p.lat, p.lon, p.added_by, p.created_at,"
+        " b.size, b.media_type, b.width, b.height, b.verified_at"
+        " FROM ticket_photos p LEFT JOIN blobs b ON b.sha256 = p.sha256 WHERE p.ticket_id = $1"
+        " ORDER BY p.created_at, p.sha256, p.kind",
+        ticket_id,
+    )
