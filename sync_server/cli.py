@@ -101,6 +101,24 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+# Settings field -> command-line flag, for the README's configuration table.
+FLAGS: dict[str, str] = {
+    "data_dir": "--data-dir", "database_url": "--database-url", "host": "--host", "port": "--port",
+    "log_format": "--log-format", "log_level": "--log-level", "demo_data": "--no-demo (sets false)",
+}
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from Settings so a test can hold the two together."""
+    lines = ["| Setting | Environment variable | Flag | Default | Meaning |", "|---|---|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = "unset" if default is None else str(default.value if hasattr(default, "value") else default)
+        flag = f"`{FLAGS[name]}`" if name in FLAGS else ""
+        lines.append(f"| {name} | `FIELDSYNC_{name.upper()}` | {flag} | `{shown}` | {info.description} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------------------------------- helpers
 
 def _with_db(settings: Settings, body: Callable[[Database], Awaitable[T]]) -> T:
