@@ -135,6 +135,22 @@ async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry
         " doc_hash, changed, actor) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)",
         rows,
     )
+    # Wake-up for the live feed in every process; NOTIFY is transactional, so it fires only if this commits.
+    crews = {c for e in entries for c in (e.record.holder_crew_id, e.prev_crew_id) if c is not None}
+    await conn.execute(NOTIFY_SQL, live_payload({e.record.department_id for e in entries}, crews))
+
+
+# The live feed's wake-up: the payload is "<xid>;d=<department ids>;c=<crew ids>" (crews "*" when too many to list).
+# Only a hint: the feed reads the change log, so a lost or coalesced notification never loses an event.
+NOTIFY_SQL = "SELECT pg_notify('fieldsync_changes', pg_current_xact_id()::text || $1)"
+
+
+def live_payload(departments: Iterable[int], crews: Iterable[int]) -> str:
+    """Small enough for NOTIFY's 8000-byte limit whatever the batch size."""
+    crew_text = ",".join(map(str, sorted(crews)))
+    if len(crew_text) > 6000:
+        crew_text = "*"
+    return f";d={','.join(map(str, sorted(departments)))};c={crew_text}"
 
 
 async def audit(
