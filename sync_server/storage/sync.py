@@ -9,6 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
+from sync_server.storage.tickets import NOTIFY_SQL, live_payload
+
 # Latest change row per ticket among the rows that concern `crew` and committed inside (base, head].
 # `xid >= pg_snapshot_xmin(base)` narrows the index range: everything older is visible in `base` by definition.
 # Visibility against both snapshots (not id or time ranges) is what makes a late committer impossible to skip.
@@ -151,6 +153,8 @@ async def insert_conflicts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, .
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)",
         rows,
     )
+    if rows:  # supervisors' live feed (a conflict can commit without any change row)
+        await conn.execute(NOTIFY_SQL, live_payload({r[1] for r in rows}, ()))
 
 
 async def department_service_types(conn: asyncpg.Connection, department_id: int) -> set[str]:
