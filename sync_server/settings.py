@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id; unset uses the default AWS credential chain.")
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key; unset uses the default AWS credential chain.")
     s3_prefix: str = Field("photos/", description="Key prefix for photo objects inside the S3 bucket.")
+    live_queue_size: int = Field(256, ge=8, description="Frames queued per live socket; a consumer further behind is closed with 4008 and resumes from its position.")
+    live_heartbeat_s: float = Field(20.0, gt=0, description="Seconds between WebSocket pings on /v1/live; a peer that misses the pong is dropped.")
+    live_auth_timeout_s: float = Field(5.0, gt=0, description="A live socket without a token in its upgrade must send its hello within this many seconds.")
+    live_revoke_check_s: float = Field(2.0, gt=0, description="Seconds between checks that close live sockets of revoked devices and users.")
+    live_poll_s: float = Field(2.0, gt=0, description="The live feed re-reads the change log at least this often even without a NOTIFY.")
 
     def resolved_cursor_secret(self) -> bytes:
         """Cursors must survive restarts and be shared by every worker, so the generated key is persisted."""
