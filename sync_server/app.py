@@ -26,7 +26,13 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         max_size=settings.pool_max_size,
         server_settings={"application_name": "fieldsync", "jit": "off"},
         command_timeout=60,
+        reset=_no_reset,
     )
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release RESET ALL/UNLISTEN round trip: no code here leaves session state on a pooled
+    connection (advisory locks are transaction-scoped, LISTEN uses its own connection)."""
 
 
 def create_app(settings: Settings, dsn: str) -> web.Application:
