@@ -11,7 +11,7 @@ from aiohttp import web
 from protocol.cursor import CursorSigner
 from sync_server.api import middleware, ops, supervisor
 from sync_server.engine import maintenance
-from sync_server.keys import CURSORS, POOL, SETTINGS
+from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
 from sync_server.settings import Settings
 from sync_server.storage.migrate import check_schema
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         client_max_size=max(settings.max_push_bytes, settings.max_body_bytes),
     )
     app[SETTINGS] = settings
+    app[DSN] = dsn
     app[CURSORS] = CursorSigner(settings.resolved_cursor_secret())
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:

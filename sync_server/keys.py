@@ -15,5 +15,6 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+DSN = web.AppKey("dsn", str)  # the live feed's LISTEN connection cannot come from the pool
 CURSORS: web.AppKey["CursorSigner"] = web.AppKey("cursors")
 PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("fieldsync.principal")  # set by the auth middleware
