@@ -22,6 +22,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths served without a token: probes, the API description and the tus discovery OPTIONS.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/"})
+# Handlers that authenticate themselves: browsers cannot set headers on a WebSocket upgrade, so the live feed also
+# accepts its token in the first message (sync_server/api/live.py).
+SELF_AUTHENTICATED = frozenset({"/v1/live"})
 # Device sync endpoints speak the versioned protocol; every request carries the version header.
 VERSIONED_PREFIXES = ("/v1/sync/",)
 
@@ -83,7 +86,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate every non-public request before any handler runs; device sync also checks the protocol version."""
-    if request.path in PUBLIC_PATHS or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads")):
+    if request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads")):
         return await handler(request)
     if request.path.startswith(VERSIONED_PREFIXES):
         check_version(request.headers.get(VERSION_HEADER))
