@@ -119,6 +119,16 @@ def settings_table() -> str:
     return "\n".join(lines)
 
 
+README_MARKERS = ("<!-- settings-table:start -->", "<!-- settings-table:end -->")
+
+
+def update_readme(path: Path = Path("README.md")) -> None:
+    """Regenerate the README's configuration table in place, between its markers, after adding a setting."""
+    text = path.read_text()
+    start, end = text.index(README_MARKERS[0]), text.index(README_MARKERS[1])
+    path.write_text(text[:start] + README_MARKERS[0] + "\n" + settings_table() + "\n" + text[end:])
+
+
 # --------------------------------------------------------------------------------------------------- helpers
 
 def _with_db(settings: Settings, body: Callable[[Database], Awaitable[T]]) -> T:

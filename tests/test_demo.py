@@ -11,7 +11,6 @@ from pathlib import Path
 import asyncpg
 
 from protocol import TicketStatus
-from sync_server.cli import settings_table
 from sync_server.demo import generate
 from sync_server.demo.seed import CREDENTIALS_FILE, seed, update_server_url, write_credentials
 from sync_server.engine.intake import HELD
@@ -83,4 +82,7 @@ async def test_seed_fills_an_empty_database_once_through_the_change_log(pool: as
 def test_readme_configuration_table_lists_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"| {name} | `FIELDSYNC_{name.upper()}` |" not in readme]
-    assert not missing, "README configuration table is missing settings (regenerate with settings_table()):\n" + settings_table()
+    assert not missing, (
+        f"README configuration table lacks {missing}: run "
+        "python -c 'from sync_server.cli import update_readme; update_readme()'"
+    )
