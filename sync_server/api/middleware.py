@@ -50,6 +50,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         resp = await handler(request)
         status = resp.status
         resp.headers["X-Request-Id"] = rid
+        if not resp.prepared:  # streamed and websocket responses have sent their headers already
+            resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
         return resp
     except web.HTTPException as exc:
         status = exc.status

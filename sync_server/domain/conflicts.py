@@ -6,8 +6,7 @@ Read the tables first; the code below them only looks rows up.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -118,8 +117,11 @@ class WorkTicket:
         return Where.FOREIGN
 
     def copy(self) -> WorkTicket:
-        """Independent copy, so a rejected mutation leaves no trace."""
-        return copy.deepcopy(self)
+        """Independent copy, so a rejected mutation leaves no trace (containers copied one level: values are immutable)."""
+        return replace(
+            self, items=dict(self.items), note_ids=set(self.note_ids), photos=set(self.photos),
+            field_meta={k: dict(v) for k, v in self.field_meta.items()}, ever_held_by=set(self.ever_held_by),
+        )
 
 
 @dataclass

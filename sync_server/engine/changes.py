@@ -12,14 +12,25 @@ from sync_server.domain.states import removal_reason
 from sync_server.storage.tickets import ChangeEntry, TicketRecord, audit, load_tickets, record_changes
 
 
-def diff(before: TicketRecord | None, after: TicketRecord) -> tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]:
-    """Changed top-level fields with their before/after values, for the audit row and the supervisor feed."""
-    new = after.ticket.model_dump(mode="json", exclude={"version", "updated_at"})
+_SKIP = frozenset({"version", "updated_at"})
+
+
+def changed_fields(before: TicketRecord | None, after: TicketRecord) -> tuple[str, ...]:
+    """Top-level fields that differ, compared on the models themselves (no serialisation on the hot path)."""
+    new = after.ticket
     if before is None:
-        return tuple(sorted(new)), {}, new
-    old = before.ticket.model_dump(mode="json", exclude={"version", "updated_at"})
-    changed = tuple(sorted(k for k in new if new[k] != old.get(k)))
-    return changed, {k: old.get(k) for k in changed}, {k: new[k] for k in changed}
+        return tuple(sorted(f for f in type(new).model_fields if f not in _SKIP))
+    old = before.ticket
+    return tuple(sorted(f for f in type(new).model_fields if f not in _SKIP and getattr(old, f) != getattr(new, f)))
+
+
+def diff(before: TicketRecord | None, after: TicketRecord) -> tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]:
+    """Changed fields with their before/after wire values, for audit rows."""
+    changed = changed_fields(before, after)
+    new = after.ticket.model_dump(mode="json", include=set(changed))
+    if before is None:
+        return changed, {}, new
+    return changed, before.ticket.model_dump(mode="json", include=set(changed)), new
 
 
 async def commit_changes(
@@ -42,10 +53,12 @@ async def commit_changes(
         why = None
         if prev_crew is not None:
             why = removal_reason(rec.ticket.status, crew_changed=old is not None and old.crew_id != rec.crew_id).value
-        changed, b, a = diff(old, rec)
-        entries.append(ChangeEntry(rec, prev_crew, why, changed))
         if audit_rows:
+            changed, b, a = diff(old, rec)
             audits.append((actor_kind, actor, action, tid, rec.department_id, b or None, a, reason))
+        else:
+            changed = changed_fields(old, rec)
+        entries.append(ChangeEntry(rec, prev_crew, why, changed))
     await record_changes(conn, entries, actor)
     await audit(conn, audits)
     return after

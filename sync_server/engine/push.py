@@ -28,7 +28,7 @@ from sync_server.engine.changes import commit_changes
 from sync_server.engine.intake import HELD, NewTicket, insert_ticket_rows
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
-from sync_server.storage.tickets import TicketRecord, audit, load_tickets, lock_tickets
+from sync_server.storage.tickets import TicketRecord, audit, load_tickets
 
 _MUTATION = TypeAdapter(Mutation)
 # Fields only a supervisor may set; a crew op naming one is refused as such, not as a generic typo (mass assignment).
@@ -139,7 +139,7 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     if fresh and fresh[0].seq != last_seq + 1:
         raise ProtocolError(ErrorCode.SEQ_GAP, f"expected seq {last_seq + 1}, got {fresh[0].seq}",
                             {"expected": last_seq + 1, "last_seq": last_seq})
-    version = await store.current_xid(conn) if fresh else 0
+    version = int(row["xid"]) if fresh else 0
     batch = await _fold(conn, dev, fresh)
     after = await _flush(conn, dev, batch, version) if fresh else {}
     stored = await store.stored_results(conn, dev.device_id, [p.seq for p in replay])
@@ -154,13 +154,14 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
                                           replayed=True))
             continue
         results.append(_replayed(stored[p.seq], current, dev, p.seq))
-    results.extend(_result(p, o, current, batch, dev, version) for p, o in batch.outcomes)
+    fresh_results = [_result(p, o, current, batch, dev, version) for p, o in batch.outcomes]
+    results.extend(_last_carries_ticket(fresh_results))
     if fresh:
         await store.store_results(conn, dev.device_id, [
             (r.seq, p.op, p.ticket_id, r.status.value, r.reason.value if r.reason else None,
              json.dumps({**r.model_dump(mode="json", exclude={"ticket", "replayed"}), "ticket_id": str(p.ticket_id) if p.ticket_id else None}),
              version)
-            for r, (p, _) in zip(results[len(replay):], batch.outcomes)
+            for r, (p, _) in zip(fresh_results, batch.outcomes)
         ])
         last_seq = fresh[-1].seq
         await store.advance_seq(conn, dev.device_id, last_seq)
@@ -172,8 +173,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
     """Lock every ticket of the batch (id order), then fold mutations in seq order in memory."""
     batch = _Batch()
     ids = sorted({p.ticket_id for p in fresh if p.model is not None}, key=str)
-    locked = await lock_tickets(conn, ids)
-    records = await load_tickets(conn, locked.keys())
+    records = await load_tickets(conn, ids, lock=True)
     batch.records = records
     held_by = await store.ever_held(conn, list(records), dev.crew_id)
     for tid, rec in records.items():
@@ -301,6 +301,16 @@ def _holding(rec: TicketRecord | None, wt: WorkTicket | None, dev: DeviceCtx) ->
     if wt is not None and wt.where(dev) is Where.LEFT:
         return None, removed_reason(wt, dev, crew_changed=rec.crew_id != dev.crew_id)
     return None, None
+
+
+def _last_carries_ticket(results: list[MutationResult]) -> list[MutationResult]:
+    """A ticket touched by several mutations of a batch travels once, on its last result (SPEC: push results)."""
+    last: dict[Any, int] = {}
+    for i, r in enumerate(results):
+        if r.ticket is not None:
+            last[r.ticket.id] = i
+    return [r if r.ticket is None or last[r.ticket.id] == i else r.model_copy(update={"ticket": None})
+            for i, r in enumerate(results)]
 
 
 def _info(c: Conflict) -> ConflictInfo:

@@ -63,8 +63,11 @@ async def change_page(
 
 
 async def lock_device(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
-    """Serialise pushes of one device: its seq sequence is a single line (I1)."""
-    return await conn.fetchrow("SELECT last_seq, revoked_at FROM devices WHERE id = $1 FOR UPDATE", device_id)
+    """Serialise pushes of one device (its seqs are a single line, I1); also returns this transaction's id (I7)."""
+    return await conn.fetchrow(
+        "SELECT last_seq, revoked_at, pg_current_xact_id()::text::bigint AS xid FROM devices WHERE id = $1 FOR UPDATE",
+        device_id,
+    )
 
 
 async def stored_results(conn: asyncpg.Connection, device_id: str, seqs: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -80,6 +83,8 @@ async def stored_results(conn: asyncpg.Connection, device_id: str, seqs: Sequenc
 
 async def store_results(conn: asyncpg.Connection, device_id: str, rows: Sequence[tuple[int, str, UUID | None, str, str | None, str, int]]) -> None:
     """(seq, op, ticket_id, status, reason, result_json, server_version); the primary key makes a double apply impossible."""
+    if not rows:
+        return
     await conn.executemany(
         "INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
@@ -111,6 +116,8 @@ async def ever_held(conn: asyncpg.Connection, ticket_ids: Sequence[UUID], crew_i
 
 async def write_work(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], held: Sequence[str]) -> None:
     """Persist folded crew state per ticket: (id, status, crew_id, resolution_code, reason_code, field_meta_json)."""
+    if not rows:
+        return
     await conn.executemany(
         "UPDATE tickets SET status = $2, crew_id = $3, resolution_code = $4, reason_code = $5, field_meta = $6::jsonb,"
         " version = version + 1, updated_at = now(),"
@@ -121,6 +128,8 @@ async def write_work(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], 
 
 async def insert_notes(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, UUID, str, str, Any]]) -> None:
     """(id, ticket_id, text, author, device_time); ids are client-made, so a replayed note is a no-op."""
+    if not rows:
+        return
     await conn.executemany(
         "INSERT INTO ticket_notes (id, ticket_id, text, author, device_time) VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (id) DO NOTHING",
@@ -130,6 +139,8 @@ async def insert_notes(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, UUID
 
 async def insert_photos(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """(ticket_id, sha256, kind, taken_at, lat, lon, added_by): a photo reference, visible as pending until its bytes verify."""
+    if not rows:
+        return
     await conn.executemany(
         "INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
@@ -139,6 +150,8 @@ async def insert_photos(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]
 
 async def upsert_items(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, str, int]]) -> None:
     """(ticket_id, item_type, count) after field-level merge."""
+    if not rows:
+        return
     await conn.executemany(
         "INSERT INTO ticket_items (ticket_id, item_type, count) VALUES ($1, $2, $3)"
         " ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count",
@@ -148,6 +161,8 @@ async def upsert_items(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, str,
 
 async def insert_conflicts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """(ticket_id, department_id, crew_id, device_id, seq, kind, field, kept_json, discarded_json, detail) for supervisors (I5)."""
+    if not rows:
+        return
     await conn.executemany(
         "INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,19 +11,33 @@ from uuid import UUID
 import asyncpg
 
 from protocol.canonical import ticket_hash
-from protocol import ItemLine, Note, PhotoRef, Ticket
+from protocol import Ticket
 
+# One statement per batch of tickets: children come back as JSON arrays in canonical order, so loading N tickets is
+# one round trip however many notes and photos they carry.
 _TICKET_SQL = """
 SELECT t.id, t.sr_number, st.name AS service_type, d.code AS department, t.status, t.priority, t.address, t.zip,
        t.lat, t.lon, t.council_district, t.description, t.source, t.requested_at, t.service_date, t.due_at,
        c.name AS crew, t.resolution_code, t.reason_code, t.created_by_device, t.updated_at, t.version,
-       t.department_id, t.crew_id, t.holder_crew_id, t.field_meta, t.duplicate_of
+       t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of,
+       (SELECT coalesce(json_agg(json_build_object('id', n.id, 'text', n.text, 'author', n.author,
+                'device_time', n.device_time, 'created_at', n.created_at) ORDER BY n.created_at, n.id), '[]')
+          FROM ticket_notes n WHERE n.ticket_id = t.id)::text AS notes,
+       (SELECT coalesce(json_agg(json_build_object('sha256', p.sha256, 'kind', p.kind, 'taken_at', p.taken_at,
+                'lat', p.lat, 'lon', p.lon,
+                'state', CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = p.sha256) THEN 'available' ELSE 'pending' END)
+                ORDER BY p.sha256, p.kind), '[]')
+          FROM ticket_photos p WHERE p.ticket_id = t.id)::text AS photos,
+       (SELECT coalesce(json_agg(json_build_object('item_type', i.item_type, 'count', i.count) ORDER BY i.item_type), '[]')
+          FROM ticket_items i WHERE i.ticket_id = t.id)::text AS items
 FROM tickets t
 JOIN service_types st ON st.id = t.service_type_id
 JOIN departments d ON d.id = t.department_id
 LEFT JOIN crews c ON c.id = t.crew_id
 WHERE t.id = ANY($1::uuid[])
 """
+# The same, taking the row locks in id order: a fixed order, so concurrent batches and bulk actions never deadlock.
+_TICKET_LOCK_SQL = _TICKET_SQL + " ORDER BY t.id FOR UPDATE OF t"
 
 _TICKET_FIELDS = (
     "id", "sr_number", "service_type", "department", "status", "priority", "address", "zip", "lat", "lon",
@@ -45,49 +58,24 @@ class TicketRecord:
     duplicate_of: UUID | None = None
 
 
-async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, TicketRecord]:
-    """Whole current tickets in four set queries, however many ids (never a query per ticket)."""
+async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID], *, lock: bool = False) -> dict[UUID, TicketRecord]:
+    """Whole current tickets in one set query (never a query per ticket); `lock` also row-locks them in id order."""
     id_list = list(dict.fromkeys(ids))
     if not id_list:
         return {}
-    rows = await conn.fetch(_TICKET_SQL, id_list)
-    notes: dict[UUID, list[Note]] = defaultdict(list)
-    for r in await conn.fetch(
-        "SELECT id, ticket_id, text, author, device_time, created_at FROM ticket_notes WHERE ticket_id = ANY($1::uuid[])",
-        id_list,
-    ):
-        notes[r["ticket_id"]].append(
-            Note(id=r["id"], text=r["text"], author=r["author"], device_time=r["device_time"], created_at=r["created_at"])
-        )
-    photos: dict[UUID, list[PhotoRef]] = defaultdict(list)
-    for r in await conn.fetch(
-        "SELECT p.ticket_id, p.sha256, p.kind, p.taken_at, p.lat, p.lon, (b.sha256 IS NOT NULL) AS available"
-        " FROM ticket_photos p LEFT JOIN blobs b ON b.sha256 = p.sha256 WHERE p.ticket_id = ANY($1::uuid[])",
-        id_list,
-    ):
-        photos[r["ticket_id"]].append(
-            PhotoRef(sha256=r["sha256"], kind=r["kind"], taken_at=r["taken_at"], lat=r["lat"], lon=r["lon"],
-                     state="available" if r["available"] else "pending")
-        )
-    items: dict[UUID, list[ItemLine]] = defaultdict(list)
-    for r in await conn.fetch(
-        "SELECT ticket_id, item_type, count FROM ticket_items WHERE ticket_id = ANY($1::uuid[])", id_list
-    ):
-        items[r["ticket_id"]].append(ItemLine(item_type=r["item_type"], count=r["count"]))
+    rows = await conn.fetch(_TICKET_LOCK_SQL if lock else _TICKET_SQL, id_list)
     out: dict[UUID, TicketRecord] = {}
     for r in rows:
         data = {k: r[k] for k in _TICKET_FIELDS}
-        tid = r["id"]
-        data["notes"] = sorted(notes.get(tid, []), key=lambda n: (n.created_at, str(n.id)))
-        data["photos"] = sorted(photos.get(tid, []), key=lambda p: (p.sha256, p.kind))
-        data["items"] = sorted(items.get(tid, []), key=lambda i: i.item_type)
-        meta = r["field_meta"]
-        out[tid] = TicketRecord(
+        data["notes"] = json.loads(r["notes"])
+        data["photos"] = json.loads(r["photos"])
+        data["items"] = json.loads(r["items"])
+        out[r["id"]] = TicketRecord(
             ticket=Ticket.model_validate(data),
             department_id=r["department_id"],
             crew_id=r["crew_id"],
             holder_crew_id=r["holder_crew_id"],
-            field_meta=json.loads(meta) if isinstance(meta, str) else dict(meta or {}),
+            field_meta=json.loads(r["field_meta"]),
             duplicate_of=r["duplicate_of"],
         )
     return out
@@ -117,27 +105,35 @@ async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry
     """Append change-log rows and refresh each ticket's checksum; callers hold the tickets' row locks (I2 ordering)."""
     if not entries:
         return
-    rows = []
-    hashes = []
+    ids, depts, holders, prevs, reasons, versions, docs, digests, changed = [], [], [], [], [], [], [], [], []
     for e in entries:
         t = e.record.ticket
-        digest = ticket_hash(t)
-        hashes.append((t.id, digest))
-        rows.append((
-            t.id, e.record.department_id, e.record.holder_crew_id, e.prev_crew_id, e.removal_reason, t.version,
-            t.model_dump_json(), digest, list(e.changed), actor,
-        ))
-    await conn.executemany(
-        "UPDATE tickets SET doc_hash = $2 WHERE id = $1", hashes
-    )
-    await conn.executemany(
-        "INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc,"
-        " doc_hash, changed, actor) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10)",
-        rows,
-    )
-    # Wake-up for the live feed in every process; NOTIFY is transactional, so it fires only if this commits.
+        ids.append(t.id)
+        depts.append(e.record.department_id)
+        holders.append(e.record.holder_crew_id)
+        prevs.append(e.prev_crew_id)
+        reasons.append(e.removal_reason)
+        versions.append(t.version)
+        docs.append(t.model_dump_json())
+        digests.append(ticket_hash(t))
+        changed.append(",".join(e.changed))
     crews = {c for e in entries for c in (e.record.holder_crew_id, e.prev_crew_id) if c is not None}
-    await conn.execute(NOTIFY_SQL, live_payload({e.record.department_id for e in entries}, crews))
+    # Arrays, not executemany: one statement and one round trip whatever the batch size; ids are drawn here, under
+    # the ticket locks. The live feed's wake-up rides along (CTE `n`, joined so it runs); NOTIFY is transactional,
+    # so it fires only if this commits.
+    await conn.execute(
+        "WITH h AS (UPDATE tickets t SET doc_hash = v.h FROM unnest($1::uuid[], $8::bytea[]) AS v(id, h) WHERE t.id = v.id),"
+        " n AS (" + NOTIFY_SQL.replace("$1", "$11") + " AS sent)"
+        " INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc,"
+        " doc_hash, changed, actor)"
+        " SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.version, v.doc::jsonb, v.h,"
+        " CASE WHEN v.changed = '' THEN '{}'::text[] ELSE string_to_array(v.changed, ',') END, $10"
+        " FROM unnest($1::uuid[], $2::smallint[], $3::integer[], $4::integer[], $5::text[], $6::integer[], $7::text[],"
+        " $8::bytea[], $9::text[]) WITH ORDINALITY AS v(id, dept, holder, prev, reason, version, doc, h, changed, ord)"
+        " CROSS JOIN n ORDER BY v.ord",
+        ids, depts, holders, prevs, reasons, versions, docs, digests, changed, actor,
+        live_payload(set(depts), crews),
+    )
 
 
 # The live feed's wake-up: the payload is "<xid>;d=<department ids>;c=<crew ids>" (crews "*" when too many to list).
