@@ -361,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(exc))
     except ProtocolError as exc:
         _fail(exc.message)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         _fail(f"database: {exc}")
+    except OSError as exc:  # port in use, unreachable database host, unreadable file
+        _fail(str(exc))
 
 
 if __name__ == "__main__":
