@@ -1,0 +1,147 @@
+"""`GET /v1/live`: the WebSocket that pokes devices and streams department events to supervisors.
+
+Authentication: a bearer token in the upgrade's Authorization header (checked before upgrading, so a bad token is
+an ordinary 401 envelope), or, for browsers that cannot set WebSocket headers, a `LiveHello` as the first frame
+within `live_auth_timeout_s`. Encoding: `?encoding=msgpack|json`, the `fieldsync.msgpack`/`fieldsync.json`
+subprotocol, or the hello's `encoding`; JSON travels in text frames, msgpack in binary frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from protocol import JSON, MSGPACK, DecodeError, ErrorCode, ProtocolError
+from protocol.codec import decode_live
+from protocol.live import LiveHello
+from sync_server.api.registry import route
+from sync_server.auth import Principal, Role, authenticate, touch_device
+from sync_server.engine.live import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_REVOKED,
+    CLOSE_UNAUTHORIZED,
+    LiveHub,
+    Subscriber,
+    media_of,
+)
+from sync_server.keys import DSN, POOL, SETTINGS
+from sync_server.storage import feed
+
+log = structlog.get_logger(__name__)
+LIVE: web.AppKey[LiveHub] = web.AppKey("live_hub")
+SUBPROTOCOLS = ("fieldsync.msgpack", "fieldsync.json")
+
+
+async def _authenticate(request: web.Request, header: str) -> Principal:
+    """Same token rules as every other endpoint; a device's contact time is refreshed like a request's."""
+    async with request.app[POOL].acquire() as conn:
+        who = await authenticate(conn, header)
+        if who.role is Role.DEVICE and who.device_id is not None:
+            await touch_device(conn, who.device_id)
+    return who
+
+
+async def _hello(ws: web.WebSocketResponse, timeout: float) -> LiveHello | int:
+    """The first frame must be a hello, in time; otherwise the close code to use."""
+    try:
+        msg = await ws.receive(timeout=timeout)
+    except asyncio.TimeoutError:
+        return CLOSE_UNAUTHORIZED
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return CLOSE_BAD_REQUEST
+    try:
+        hello = decode_live(msg.data, JSON if msg.type is WSMsgType.TEXT else MSGPACK)
+    except (DecodeError, ProtocolError):
+        return CLOSE_BAD_REQUEST
+    return hello if isinstance(hello, LiveHello) else CLOSE_BAD_REQUEST
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    """Authenticate, upgrade, register with the process's hub, then read until the peer or the hub closes."""
+    settings = request.app[SETTINGS]
+    hub = request.app[LIVE]
+    header = request.headers.get("Authorization")
+    ws = web.WebSocketResponse(heartbeat=settings.live_heartbeat_s, protocols=SUBPROTOCOLS, compress=False,
+                               max_msg_size=16 << 10, timeout=5.0)
+    who: Principal | None = None
+    if header is not None or not ws.can_prepare(request).ok:
+        who = await _authenticate(request, header or "")  # a plain GET without a token is a 401, like everywhere
+        if not ws.can_prepare(request).ok:
+            raise ProtocolError(ErrorCode.VALIDATION_FAILED, "this endpoint speaks WebSocket: send an Upgrade request")
+    after_q = request.query.get("after")
+    media = media_of(request.query.get("encoding"))
+    await ws.prepare(request)
+    if ws.ws_protocol:
+        media = media or media_of(ws.ws_protocol.removeprefix("fieldsync."))
+    after: int | None = int(after_q) if after_q and after_q.isdigit() else None
+    if who is None:
+        hello = await _hello(ws, settings.live_auth_timeout_s)
+        if isinstance(hello, int):
+            await ws.close(code=hello, message=b"send a hello with a token first")
+            return ws
+        try:
+            who = await _authenticate(request, "Bearer " + hello.token)
+        except ProtocolError as err:
+            code = CLOSE_REVOKED if err.code is ErrorCode.TOKEN_REVOKED else CLOSE_UNAUTHORIZED
+            await ws.close(code=code, message=err.code.value.encode())
+            return ws
+        if "encoding" in hello.model_fields_set or media is None:
+            media = media_of(hello.encoding)
+        after = hello.after if hello.after is not None else after
+    sub = await _subscriber(request, ws, who, media or JSON)
+    if sub is None:
+        await ws.close(code=CLOSE_BAD_REQUEST, message=b"admins name a department: ?department=<code>")
+        return ws
+    structlog.contextvars.bind_contextvars(principal=who.name)
+    try:
+        if sub.role == Role.DEVICE.value:
+            hub.add_device(sub)
+        else:
+            await hub.follow(sub, after)
+        async for msg in ws:  # clients have nothing to say after the hello; reading keeps pings and closes flowing
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+    finally:
+        hub.remove(sub)
+    return ws
+
+
+async def _subscriber(request: web.Request, ws: web.WebSocketResponse, who: Principal, media: str) -> Subscriber | None:
+    """The hub's view of this socket: devices by crew, supervisors (and admins naming one) by department."""
+    transport = request.transport
+    if who.role is Role.DEVICE:
+        return Subscriber(ws, transport, media, Role.DEVICE.value, crew_id=who.crew_id, device_id=who.device_id)  # type: ignore[arg-type]
+    department = who.department_id
+    if who.role is Role.ADMIN:
+        code = request.query.get("department", "")
+        async with request.app[POOL].acquire() as conn:
+            department = await feed.department_id(conn, code) if code else None
+    if department is None:
+        return None
+    return Subscriber(ws, transport, media, who.role.value, department_id=department, user_id=who.user_id)  # type: ignore[arg-type]
+
+
+async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One hub per process, after the pool exists; on shutdown sockets get 1001 and reconnect elsewhere."""
+    hub = LiveHub(app[POOL], app[DSN], app[SETTINGS])
+    await hub.start()
+    app[LIVE] = hub
+    yield
+    await hub.stop()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """Open WebSockets would hold graceful shutdown for its whole timeout; close them first."""
+    if LIVE in app:
+        await app[LIVE].stop()
+
+
+def setup(app: web.Application) -> None:
+    """Register the route and the hub's lifetime."""
+    app.cleanup_ctx.append(hub_ctx)
+    app.on_shutdown.append(_on_shutdown)
+    route(app, "GET", "/v1/live", live, summary="Live feed WebSocket: pokes for devices, department events for supervisors",
+          roles=(Role.DEVICE.value, Role.SUPERVISOR.value, Role.ADMIN.value), tags=("live",))

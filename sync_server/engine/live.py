@@ -1,0 +1,455 @@
+"""Live feed hub, one per process: a dedicated LISTEN connection wakes one change-log reader, which fans out to this
+process's sockets. NOTIFY is only a wake-up; events come from the log between watermarks, so nothing is lost.
+
+Positions: a supervisor event's position packs (xid, rank) as `xid << 20 | rank`, where rank numbers the events of
+one transaction in one department (1..). Events are delivered only once their xid is below the database watermark
+(`pg_snapshot_xmin`), i.e. once every earlier transaction has finished, so the stream is totally ordered by
+position and a resume from any position is gap- and duplicate-free (I2). `xid << 20 | 0` means "everything below
+xid delivered" and is what the catch-up poke carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import WSMsgType, web
+
+from protocol import JSON, MSGPACK, encode
+from protocol.live import LiveEvent, LivePoke, LiveRefetch
+from protocol.models import Ticket
+from sync_server.settings import Settings
+from sync_server.storage import feed
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "fieldsync_changes"
+RANK_BITS = 20
+RANK_MAX = (1 << RANK_BITS) - 1
+PAGE = 500  # catch-up page: a resuming supervisor is fed at the pace it reads, never all at once
+
+# Close codes (the README's "Live feed" section lists them).
+CLOSE_GOING_AWAY = 1001  # server shutting down: reconnect (to any process) and resume
+CLOSE_UNAUTHORIZED = 4001  # no valid token in time
+CLOSE_REVOKED = 4003  # the device or user was revoked while connected
+CLOSE_SLOW = 4008  # the client fell further behind than the queue allows: reconnect and resume from its position
+CLOSE_BAD_REQUEST = 4400  # undecodable frame, wrong first message, or an admin without ?department=
+
+# Frames are not written past this much unsent data in the transport: the rest waits in the bounded queue.
+WRITE_LIMIT = 64 << 10
+
+Key = tuple[int, int]
+
+
+def encode_position(key: Key) -> int:
+    """(xid, rank) as the wire integer; ranks beyond the field share its top value (see `decode_position`)."""
+    return key[0] << RANK_BITS | min(key[1], RANK_MAX)
+
+
+def decode_position(position: int) -> Key:
+    """Inverse of encode_position."""
+    return position >> RANK_BITS, position & RANK_MAX
+
+
+class Frame:
+    """One message, encoded at most once per encoding however many sockets receive it."""
+
+    __slots__ = ("model", "_bytes")
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self._bytes: dict[str, bytes] = {}
+
+    def data(self, media: str) -> bytes:
+        """Encoded payload in `media`."""
+        out = self._bytes.get(media)
+        if out is None:
+            out = self._bytes[media] = encode(self.model, media)
+        return out
+
+
+class Subscriber:
+    """One live socket. Slots and a lazily created queue keep an idle socket to a few hundred bytes of our own."""
+
+    __slots__ = ("ws", "transport", "media", "role", "crew_id", "department_id", "device_id", "user_id",
+                 "pos", "queue", "closing", "poke_queued", "drained")
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, media: str, role: str, *,
+                 crew_id: int | None = None, department_id: int | None = None, device_id: str | None = None,
+                 user_id: int | None = None) -> None:
+        self.ws, self.transport, self.media, self.role = ws, transport, media, role
+        self.crew_id, self.department_id, self.device_id, self.user_id = crew_id, department_id, device_id, user_id
+        self.pos: Key = (0, 0)
+        self.queue: deque[Frame] | None = None
+        self.closing = False
+        self.poke_queued = False
+        self.drained: asyncio.Event | None = None
+
+
+@dataclass
+class _Notice:
+    """A parsed NOTIFY payload."""
+
+    xid: int
+    departments: set[int]
+    crews: set[int] | None  # None: every crew
+
+
+def parse_notice(payload: str) -> _Notice | None:
+    """'<xid>;d=1,2;c=3,4' (c=* for all crews); anything else is ignored, since the log is the truth anyway."""
+    try:
+        head, *parts = payload.split(";")
+        fields = dict(p.split("=", 1) for p in parts)
+        ints = lambda s: {int(v) for v in s.split(",") if v}  # noqa: E731
+        crews = None if fields.get("c") == "*" else ints(fields.get("c", ""))
+        return _Notice(int(head), ints(fields.get("d", "")), crews)
+    except ValueError:
+        return None
+
+
+def event_frame(row: asyncpg.Record) -> Frame:
+    """A log row as the supervisor's wire event."""
+    position = encode_position((row["x"], row["rank"]))
+    if row["src"] == 0:
+        model = LiveEvent(type="event", position=position, event="ticket_changed", ticket_id=row["ticket_id"],
+                          ticket=Ticket.model_validate_json(row["doc"]), changed=list(row["changed"])[:64])
+    else:
+        kind = row["kind"]
+        detail = {"conflict_id": row["id"], "kind": kind, "field": row["field"], "kept": row["kept"],
+                  "discarded": row["discarded"], "detail": row["detail"], "crew_id": row["crew_id"],
+                  "device_id": row["device_id"]}
+        model = LiveEvent(type="event", position=position, ticket_id=row["ticket_id"],
+                          event="late_report" if kind == "late_field_report" else "conflict", detail=detail)
+    return Frame(model)
+
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+class LiveHub:
+    """Subscribers of this process, the LISTEN connection, the log reader, the writer and the revocation sweep."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, settings: Settings) -> None:
+        self.pool, self.dsn, self.settings = pool, dsn, settings
+        self.devices: dict[int, set[Subscriber]] = {}
+        self.supervisors: dict[int, set[Subscriber]] = {}
+        self.all: set[Subscriber] = set()
+        self.head = 0  # watermark: every event of a watched department below it has been fanned out
+        self.listening = False
+        self._notified = 0  # highest xid announced by NOTIFY
+        self._wake = asyncio.Event()
+        self._flush_wake = asyncio.Event()
+        self._dirty: set[Subscriber] = set()
+        self._reading: set[int] | None = None  # departments of the read in flight
+        self._read_done = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self._closers: set[asyncio.Task[Any]] = set()
+        self._retention = timedelta(days=settings.retention_days * 0.95)
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def start(self) -> None:
+        """Start from the current watermark: earlier history is for resuming clients to ask for."""
+        async with self.pool.acquire() as conn:
+            self.head = await feed.watermark(conn)
+        for body in (self._listen_loop, self._feed_loop, self._flush_loop, self._revoke_loop):
+            self._tasks.append(asyncio.create_task(body(), name=f"live.{body.__name__}"))
+
+    async def stop(self) -> None:
+        """Tell clients to go elsewhere, then stop the background loops (idempotent: shutdown and cleanup both call it)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for sub in list(self.all):
+            self.close(sub, CLOSE_GOING_AWAY, "server shutting down")
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._closers:
+            await asyncio.wait(self._closers, timeout=2)
+
+    # ------------------------------------------------------------------ subscribers
+
+    def add_device(self, sub: Subscriber) -> None:
+        """Devices get pokes only; a first poke makes a reconnecting phone pull what it missed."""
+        assert sub.crew_id is not None
+        self.all.add(sub)
+        self.devices.setdefault(sub.crew_id, set()).add(sub)
+        self.enqueue(sub, Frame(LivePoke(type="poke", watermark=self.head)), poke=True)
+
+    async def follow(self, sub: Subscriber, after: int | None) -> None:
+        """Catch a supervisor up from `after` (or start at the head), then hand it to the live fan-out."""
+        assert sub.department_id is not None
+        self.all.add(sub)
+        sub.pos = (self.head, 0)
+        if after is not None:
+            key = decode_position(after)
+            async with self.pool.acquire() as conn:
+                ok = key[0] <= await feed.watermark(conn) and await feed.position_is_fresh(conn, key[0], self._retention)
+            if ok:
+                sub.pos = key
+            else:
+                self.enqueue(sub, Frame(LiveRefetch(type="refetch")))
+                sub.pos = (self.head, 0)
+        while not sub.closing:
+            head = self.head
+            if sub.pos >= (head, 0):
+                if self._reading is None or sub.department_id in self._reading:
+                    self.supervisors.setdefault(sub.department_id, set()).add(sub)
+                    self.enqueue(sub, Frame(LivePoke(type="poke", watermark=encode_position(max(sub.pos, (head, 0))))))
+                    return
+                await self._read_done.wait()  # the read in flight does not cover this department: catch up after it
+                continue
+            async with self.pool.acquire() as conn:
+                rows = await feed.events(conn, [sub.department_id], sub.pos[0], head, sub.pos, PAGE)
+            for row in rows:
+                key = (row["x"], row["rank"])
+                self.enqueue(sub, event_frame(row))
+                sub.pos = key
+            if len(rows) < PAGE:
+                sub.pos = max(sub.pos, (head, 0))
+            await self._until_drained(sub)
+
+    def remove(self, sub: Subscriber) -> None:
+        """Forget a socket (its handler ended)."""
+        sub.closing = True
+        self.all.discard(sub)
+        self._dirty.discard(sub)
+        sub.queue = None
+        for registry, key in ((self.devices, sub.crew_id), (self.supervisors, sub.department_id)):
+            group = registry.get(key) if key is not None else None
+            if group is not None:
+                group.discard(sub)
+                if not group:
+                    del registry[key]
+        if sub.drained is not None:
+            sub.drained.set()
+
+    def close(self, sub: Subscriber, code: int, reason: str) -> None:
+        """Close a socket from outside its handler; its handler's read loop then ends and calls `remove`."""
+        if sub.closing:
+            return
+        log.info("live.close", code=code, reason=reason, device=sub.device_id, user=sub.user_id)
+        self.remove(sub)
+        task = asyncio.create_task(sub.ws.close(code=code, message=reason.encode(), drain=False))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    # ------------------------------------------------------------------ writing
+
+    def enqueue(self, sub: Subscriber, frame: Frame, *, poke: bool = False) -> None:
+        """Write now if the socket keeps up, else queue; a queue over its bound drops the consumer (4008)."""
+        if sub.closing:
+            return
+        q = sub.queue
+        if not q and self._write(sub, frame):
+            return
+        if poke and sub.poke_queued:
+            return  # a poke already waiting says the same thing: pull
+        if q is None:
+            q = sub.queue = deque()
+        if len(q) >= self.settings.live_queue_size:
+            self.close(sub, CLOSE_SLOW, "consumer too slow; reconnect and resume")
+            return
+        q.append(frame)
+        sub.poke_queued = sub.poke_queued or poke
+        self._dirty.add(sub)
+        self._flush_wake.set()
+
+    def _write(self, sub: Subscriber, frame: Frame) -> bool:
+        """Hand one frame to the transport without waiting; False when the peer is behind (the frame stays queued)."""
+        tr = sub.transport
+        if tr is None or tr.is_closing():
+            self.close(sub, CLOSE_GOING_AWAY, "connection lost")
+            return True
+        data = frame.data(sub.media)
+        if tr.get_write_buffer_size() + len(data) > WRITE_LIMIT:
+            return False
+        coro = sub.ws.send_frame(data, WSMsgType.BINARY if sub.media == MSGPACK else WSMsgType.TEXT)
+        try:
+            coro.send(None)
+        except StopIteration:
+            pass
+        except (ConnectionError, RuntimeError) as exc:  # peer gone under us; its handler cleans up
+            log.debug("live.write_failed", error=str(exc))
+            self.close(sub, CLOSE_GOING_AWAY, "connection lost")
+        else:
+            # The frame is in the transport; aiohttp wanted to wait for drain. We meter the buffer ourselves instead,
+            # so one slow socket never blocks the others.
+            coro.close()
+        return True
+
+    def _drain(self, sub: Subscriber) -> None:
+        q = sub.queue
+        while q and not sub.closing:
+            if not self._write(sub, q[0]):
+                return
+            frame = q.popleft()
+            if isinstance(frame.model, LivePoke):
+                sub.poke_queued = False
+        self._dirty.discard(sub)
+        if sub.drained is not None:
+            sub.drained.set()
+
+    async def _until_drained(self, sub: Subscriber) -> None:
+        """Pace a catch-up to the client's reading speed (bounded memory however far behind it is)."""
+        while sub.queue and len(sub.queue) > self.settings.live_queue_size // 2 and not sub.closing:
+            sub.drained = sub.drained or asyncio.Event()
+            sub.drained.clear()
+            await sub.drained.wait()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            while self._dirty:
+                for sub in list(self._dirty):
+                    self._drain(sub)
+                if self._dirty:
+                    await asyncio.sleep(0.02)  # peers behind on reading: look again shortly
+
+    # ------------------------------------------------------------------ LISTEN
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        notice = parse_notice(payload)
+        if notice is None:
+            self._wake.set()
+            return
+        self._notified = max(self._notified, notice.xid)
+        crews: Iterable[int] = self.devices.keys() if notice.crews is None else notice.crews
+        poke: Frame | None = None
+        for crew in list(crews):
+            for sub in list(self.devices.get(crew, ())):
+                poke = poke or Frame(LivePoke(type="poke", watermark=notice.xid + 1))
+                self.enqueue(sub, poke, poke=True)
+        if any(d in self.supervisors for d in notice.departments):
+            self._wake.set()
+
+    async def _listen_loop(self) -> None:
+        """One dedicated connection (LISTEN does not survive a pool's reset); reconnect with backoff forever."""
+        delay = 0.1
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=10, server_settings={"application_name": "fieldsync-live"})
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c: lost.set())
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self.listening = True
+                log.info("live.listening")
+                self._resync()
+                delay = 0.1
+                while not lost.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=15)
+                    if not lost.is_set():  # a silent half-open TCP connection never reports itself
+                        await conn.fetchval("SELECT 1", timeout=5)
+            except _DB_ERRORS as exc:
+                log.warning("live.listen_lost", error=str(exc), retry_in=delay)
+            finally:
+                self.listening = False
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _resync(self) -> None:
+        """Notifications may have been missed while not listening: every device pulls, the reader re-reads."""
+        for group in self.devices.values():
+            for sub in list(group):
+                self.enqueue(sub, Frame(LivePoke(type="poke", watermark=self.head)), poke=True)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the log reader
+
+    async def _feed_loop(self) -> None:
+        retry = 0.01
+        while True:
+            pending = self._notified >= self.head and bool(self.supervisors)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=retry if pending else self.settings.live_poll_s)
+            self._wake.clear()
+            try:
+                moved = await self._advance()
+            except _DB_ERRORS as exc:
+                log.warning("live.read_failed", error=str(exc))
+                await asyncio.sleep(min(retry * 4, 2.0))
+                moved = False
+            except Exception:  # noqa: BLE001 - outermost loop: a bug must not silence the feed for good
+                log.exception("live.read_crashed")
+                await asyncio.sleep(1.0)
+                moved = False
+            # A committed transaction waits for older ones still running: look again soon, backing off.
+            retry = 0.01 if moved else min(retry * 2, 0.5)
+
+    async def _advance(self) -> bool:
+        """Read [head, watermark) for the watched departments and fan it out; head moves only after a full read."""
+        departments = set(self.supervisors)
+        self._reading = departments
+        self._read_done.clear()
+        try:
+            async with self.pool.acquire() as conn:
+                hi = await feed.watermark(conn)
+                if hi <= self.head:
+                    return False
+                rows = await feed.events(conn, sorted(departments), self.head, hi)
+            self.head = hi  # no await from here to the end of the fan-out: joiners see a consistent head
+            for row in rows:
+                group = self.supervisors.get(row["department_id"])
+                if not group:
+                    continue
+                key = (row["x"], row["rank"])
+                frame = event_frame(row)
+                for sub in list(group):
+                    if key > sub.pos:
+                        self.enqueue(sub, frame)
+                        sub.pos = key
+            return True
+        finally:
+            self._reading = None
+            self._read_done.set()
+
+    # ------------------------------------------------------------------ revocation
+
+    async def _revoke_loop(self) -> None:
+        """Close sockets of revoked devices and users within a few seconds: one set query per sweep."""
+        while True:
+            await asyncio.sleep(self.settings.live_revoke_check_s)
+            subs = list(self.all)
+            devices = [s.device_id for s in subs if s.device_id is not None]
+            users = [s.user_id for s in subs if s.user_id is not None]
+            if not devices and not users:
+                continue
+            try:
+                async with self.pool.acquire() as conn:
+                    gone_devices, gone_users = await feed.revoked(conn, devices, users)
+            except _DB_ERRORS as exc:
+                log.warning("live.revoke_check_failed", error=str(exc))
+                continue
+            for sub in subs:
+                if sub.device_id in gone_devices or sub.user_id in gone_users:
+                    self.close(sub, CLOSE_REVOKED, "token revoked")
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for /readyz-style diagnostics and the benchmark."""
+        return {"sockets": len(self.all), "devices": sum(map(len, self.devices.values())),
+                "supervisors": sum(map(len, self.supervisors.values())), "head": self.head, "listening": self.listening}
+
+
+def media_of(name: str | None) -> str | None:
+    """'json' / 'msgpack' (query, hello, or subprotocol suffix) to a media type."""
+    return {"json": JSON, "msgpack": MSGPACK}.get(name or "")
+
+
+__all__ = ["LiveHub", "Subscriber", "decode_position", "encode_position", "media_of", "parse_notice",
+           "CLOSE_BAD_REQUEST", "CLOSE_GOING_AWAY", "CLOSE_REVOKED", "CLOSE_SLOW", "CLOSE_UNAUTHORIZED"]
