@@ -70,7 +70,9 @@ class Live:
     async def recv(self, timeout: float = WAIT) -> Any:
         """Next message, or the close code as an int."""
         msg = await self.ws.receive(timeout=timeout)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+        if msg.type is aiohttp.WSMsgType.CLOSE:
+            return int(msg.data)  # the server's code (close_code may turn 1006 if our reply finds the socket gone)
+        if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
             return self.ws.close_code
         assert msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), msg
         assert (msg.type is aiohttp.WSMsgType.BINARY) == (self.media == MSGPACK)
