@@ -42,6 +42,8 @@ UPLOADS = web.AppKey("fieldsync.uploads", engine.Uploads)
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _DIGITS = re.compile(r"^[0-9]{1,15}$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Body bytes taken per read: bounds what each of many concurrent uploads holds in flight between socket and disk.
+READ_CHUNK = 256 << 10
 
 
 class PhotoQuery(BaseModel):
@@ -193,7 +195,7 @@ def _body_reader(request: web.Request, timeout: float) -> Callable[[], Awaitable
 
     async def read() -> bytes:
         try:
-            return await asyncio.wait_for(request.content.readany(), timeout)
+            return await asyncio.wait_for(request.content.read(READ_CHUNK), timeout)
         except TimeoutError:
             raise engine.BodyInterrupted("body stalled") from None
         except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError) as exc:
