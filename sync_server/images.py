@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import threading
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file read in chunks (hashlib releases the GIL, so executor threads run in parallel)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(256 << 10):
             h.update(chunk)
     return h.hexdigest()
 
@@ -124,16 +125,16 @@ def make_derivative(src: Path, variant: str, media: str) -> bytes:
         return out.getvalue()
 
 
-async def inspect_image_async(path: Path, max_pixels: int) -> ImageInfo:
+async def inspect_image_async(path: Path, max_pixels: int, executor: Executor | None = None) -> ImageInfo:
     """inspect_image off the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(None, inspect_image, path, max_pixels)
+    return await asyncio.get_running_loop().run_in_executor(executor, inspect_image, path, max_pixels)
 
 
-async def sha256_file_async(path: Path) -> str:
+async def sha256_file_async(path: Path, executor: Executor | None = None) -> str:
     """sha256_file off the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(None, sha256_file, path)
+    return await asyncio.get_running_loop().run_in_executor(executor, sha256_file, path)
 
 
-async def make_derivative_async(src: Path, variant: str, media: str) -> bytes:
+async def make_derivative_async(src: Path, variant: str, media: str, executor: Executor | None = None) -> bytes:
     """make_derivative off the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(None, make_derivative, src, variant, media)
+    return await asyncio.get_running_loop().run_in_executor(executor, make_derivative, src, variant, media)

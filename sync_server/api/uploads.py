@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Literal
@@ -343,7 +345,8 @@ async def _uploads_ctx(app: web.Application) -> AsyncIterator[None]:
     """Store and sweeper live with the app: expired sessions lose their partial bytes even if no client returns."""
     settings = app[SETTINGS]
     store = open_store(settings)
-    up = engine.Uploads(app[POOL], settings, store, settings.data_dir / "uploads")
+    cpu = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="fieldsync-photo")
+    up = engine.Uploads(app[POOL], settings, store, settings.data_dir / "uploads", cpu)
     app[UPLOADS] = up
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, lambda: up.partial_dir.mkdir(parents=True, exist_ok=True))
@@ -357,6 +360,7 @@ async def _uploads_ctx(app: web.Application) -> AsyncIterator[None]:
     except asyncio.CancelledError:
         pass
     await store.close()
+    cpu.shutdown(wait=False)
 
 
 async def _sweeper(up: engine.Uploads, every: float) -> None:

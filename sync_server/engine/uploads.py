@@ -7,6 +7,7 @@ and published to the blob store; ticket sync never waits for any of this.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 import hashlib
 import os
 import secrets
@@ -51,6 +52,9 @@ class Uploads:
     settings: Settings
     store: BlobStore
     partial_dir: Path
+    # Hashing and decoding are CPU-bound: a pool sized to the cores bounds their native memory and keeps them from
+    # queueing ahead of the small partial-file writes on the default executor.
+    cpu: Executor | None = None
     inflight: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # derivative jobs in this process
 
     def partial(self, upload_id: str) -> Path:
@@ -267,11 +271,11 @@ async def _finish(up: Uploads, who: Principal, upload_id: str, token: str, sessi
     path = up.partial(upload_id)
     sha = session["sha256"]
     try:
-        actual = await images.sha256_file_async(path)
+        actual = await images.sha256_file_async(path, up.cpu)
         if actual != sha:
             raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH, "uploaded bytes do not hash to the declared sha256",
                                 {"sha256": sha})
-        info = await images.inspect_image_async(path, up.settings.max_photo_pixels)
+        info = await images.inspect_image_async(path, up.settings.max_photo_pixels, up.cpu)
     except ProtocolError as err:
         await _discard(up, upload_id)
         log.info("upload.rejected", upload=upload_id, code=err.code.value)
@@ -420,7 +424,7 @@ async def _derive(up: Uploads, sha256: str, variant: Variant, media: str, key: s
         await up.store.fetch_to(original, tmp)
         local = tmp
     try:
-        data = await images.make_derivative_async(local, variant.value, media)
+        data = await images.make_derivative_async(local, variant.value, media, up.cpu)
     finally:
         if tmp is not None:
             await _remove(tmp)
