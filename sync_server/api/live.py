@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import structlog
 from aiohttp import WSMsgType, web
 
@@ -22,6 +23,7 @@ from sync_server.auth import Principal, Role, authenticate, touch_device
 from sync_server.engine.live import (
     CLOSE_BAD_REQUEST,
     CLOSE_REVOKED,
+    CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHORIZED,
     LiveHub,
     Subscriber,
@@ -77,6 +79,18 @@ async def live(request: web.Request) -> web.StreamResponse:
     if ws.ws_protocol:
         media = media or media_of(ws.ws_protocol.removeprefix("fieldsync."))
     after: int | None = int(after_q) if after_q and after_q.isdigit() else None
+    try:
+        return await _session(request, ws, hub, who, media, after)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # headers are sent: no HTTP envelope now
+        log.warning("live.database_unavailable", error=str(exc))
+        await ws.close(code=CLOSE_TRY_AGAIN, message=b"database unavailable, reconnect")
+        return ws
+
+
+async def _session(request: web.Request, ws: web.WebSocketResponse, hub: LiveHub, who: Principal | None,
+                   media: str | None, after: int | None) -> web.WebSocketResponse:
+    """Everything after the upgrade: hello (if needed), registration, then read until closed."""
+    settings = request.app[SETTINGS]
     if who is None:
         hello = await _hello(ws, settings.live_auth_timeout_s)
         if isinstance(hello, int):

@@ -33,10 +33,12 @@ log = structlog.get_logger(__name__)
 CHANNEL = "fieldsync_changes"
 RANK_BITS = 20
 RANK_MAX = (1 << RANK_BITS) - 1
+PENDING_POLL = 0.02  # seconds between watermark checks while a notified change is not yet below it
 PAGE = 500  # catch-up page: a resuming supervisor is fed at the pace it reads, never all at once
 
 # Close codes (the README's "Live feed" section lists them).
 CLOSE_GOING_AWAY = 1001  # server shutting down: reconnect (to any process) and resume
+CLOSE_TRY_AGAIN = 1013  # database unavailable while setting up the socket: reconnect with backoff
 CLOSE_UNAUTHORIZED = 4001  # no valid token in time
 CLOSE_REVOKED = 4003  # the device or user was revoked while connected
 CLOSE_SLOW = 4008  # the client fell further behind than the queue allows: reconnect and resume from its position
@@ -195,7 +197,8 @@ class LiveHub:
         if after is not None:
             key = decode_position(after)
             async with self.pool.acquire() as conn:
-                ok = key[0] <= await feed.watermark(conn) and await feed.position_is_fresh(conn, key[0], self._retention)
+                ok = (0 < key[0] <= await feed.watermark(conn)
+                      and await feed.position_is_fresh(conn, key[0], self._retention))
             if ok:
                 sub.pos = key
             else:
@@ -375,9 +378,11 @@ class LiveHub:
     async def _feed_loop(self) -> None:
         retry = 0.01
         while True:
+            # A NOTIFY for xid >= head means a committed change waits for older transactions to finish: poll the
+            # watermark briskly until it passes (a 20 ms statement while pending, nothing while idle).
             pending = self._notified >= self.head and bool(self.supervisors)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=retry if pending else self.settings.live_poll_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=PENDING_POLL if pending else self.settings.live_poll_s)
             self._wake.clear()
             try:
                 moved = await self._advance()
@@ -389,8 +394,7 @@ class LiveHub:
                 log.exception("live.read_crashed")
                 await asyncio.sleep(1.0)
                 moved = False
-            # A committed transaction waits for older ones still running: look again soon, backing off.
-            retry = 0.01 if moved else min(retry * 2, 0.5)
+            retry = 0.01 if moved else min(retry * 2, 2.0)  # back-off after database errors
 
     async def _advance(self) -> bool:
         """Read [head, watermark) for the watched departments and fan it out; head moves only after a full read."""
@@ -452,4 +456,5 @@ def media_of(name: str | None) -> str | None:
 
 
 __all__ = ["LiveHub", "Subscriber", "decode_position", "encode_position", "media_of", "parse_notice",
-           "CLOSE_BAD_REQUEST", "CLOSE_GOING_AWAY", "CLOSE_REVOKED", "CLOSE_SLOW", "CLOSE_UNAUTHORIZED"]
+           "CLOSE_BAD_REQUEST", "CLOSE_GOING_AWAY", "CLOSE_REVOKED", "CLOSE_SLOW", "CLOSE_TRY_AGAIN",
+           "CLOSE_UNAUTHORIZED"]
