@@ -358,3 +358,55 @@ async def test_attach_before_bytes_then_photo_becomes_available(
     assert last["holder_crew_id"] == world.crews["san-1"]
     assert (audit["actor_kind"], audit["action"]) == ("system", "photo_available")
     assert TUS  # the helper module's header constant stays in use
+
+
+def _encoded(fmt: str) -> bytes:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    out = io.BytesIO()
+    Image.new("RGBA" if fmt == "PNG" else "RGB", (96, 64), (200, 30, 30, 255) if fmt == "PNG" else (200, 30, 30)).save(out, fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "media"), [("PNG", "image/png"), ("WEBP", "image/webp"), ("HEIF", "image/heic"),
+                                            ("JPEG", "image/jpeg")])
+async def test_supported_formats_are_accepted_by_their_bytes(
+    server: Server, world: World, pool: asyncpg.Pool, http: aiohttp.ClientSession, fmt: str, media: str,
+) -> None:
+    (t,) = await make_tickets(pool, world, 1)
+    dev = world.device("san-1")
+    data = _encoded(fmt)
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, added_by)"
+                           " VALUES ($1, $2, 'after', now(), 'x')", t.ticket.id, sha(data))
+    assert (await upload(http, server.url, dev.token, data, t.ticket.id)).status == 204
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT media_type, width, height FROM blobs WHERE sha256 = $1", sha(data))
+    assert (row["media_type"], row["width"], row["height"]) == (media, 96, 64)
+    async with http.get(f"{server.url}/v1/photos/{sha(data)}?variant=thumb", headers={"Authorization": f"Bearer {dev.token}"}) as r:
+        assert r.status == 200 and Image.open(io.BytesIO(await r.read())).size == (96, 64)
+
+
+async def test_empty_upload_is_refused(server: Server, world: World, pool: asyncpg.Pool, http: aiohttp.ClientSession) -> None:
+    (t,) = await make_tickets(pool, world, 1)
+    r = await create(http, server.url, world.device("san-1").token, b"", t.ticket.id)
+    assert r.status == 415
+
+
+async def test_lost_partial_bytes_restart_from_what_is_on_disk(
+    server: Server, world: World, pool: asyncpg.Pool, http: aiohttp.ClientSession, settings: Settings,
+) -> None:
+    (t,) = await make_tickets(pool, world, 1)
+    tok = world.device("san-1").token
+    data = noise_jpeg(seed=60)
+    loc = (await create(http, server.url, tok, data, t.ticket.id)).headers["Location"]
+    assert (await patch(http, loc, tok, 0, data[:300])).status == 204
+    (part,) = partial_files(settings.data_dir)
+    part.unlink()  # e.g. the PATCH landed on a host that does not share the upload directory
+    r = await patch(http, loc, tok, 300, data[300:])
+    assert r.status == 409 and r.headers["Upload-Offset"] == "0"
+    assert await head_offset(http, loc, tok) == (200, 0)
+    r = await patch(http, loc, tok, 0, data)
+    assert r.status == 204 and int(r.headers["Upload-Offset"]) == len(data)
+    assert await _blob_count(pool, sha(data)) == 1

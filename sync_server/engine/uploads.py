@@ -37,7 +37,16 @@ LEASE_SECONDS = 60.0  # a crashed writer blocks its upload for at most this long
 RENEW_EVERY = 15.0
 MAX_PATCH_SECONDS = 600.0  # even a trickling client gives its request back after this; it resumes with a new PATCH
 RETRY_AFTER_SECONDS = 30
+MIN_PHOTO_BYTES = 16
 lock_photo = sql.lock_photo  # re-exported: push's attach_photo must call it before inserting ticket_photos
+
+
+class _PartialLost(Exception):
+    """The partial file holds fewer bytes than the database acknowledged."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"partial file has {size} bytes")
+        self.size = size
 
 
 class BodyInterrupted(Exception):
@@ -108,6 +117,8 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
     limit = up.settings.max_photo_bytes
     if length > limit:
         raise ProtocolError(ErrorCode.UPLOAD_TOO_LARGE, f"photo exceeds {limit} bytes", {"limit": limit})
+    if length < MIN_PHOTO_BYTES:  # would otherwise be "complete" at creation without ever being checked
+        raise ProtocolError(ErrorCode.UNSUPPORTED_IMAGE, "too small to be a photo")
     upload_id = secrets.token_urlsafe(24)
 
     async def body(conn: asyncpg.Connection) -> asyncpg.Record:
@@ -190,7 +201,14 @@ async def patch_upload(
     length = claimed["length"]
     path = up.partial(upload_id)
     loop = asyncio.get_running_loop()
-    f: BinaryIO = await loop.run_in_executor(None, _open_at, path, offset)
+    try:
+        f: BinaryIO = await loop.run_in_executor(None, _open_at, path, offset)
+    except _PartialLost as lost:
+        # The partial file is shorter than acknowledged (another host's disk, or lost storage): restart from what
+        # is really here rather than failing forever. Multi-host deployments share data_dir/uploads (see README).
+        await _release(up, upload_id, token, lost.size)
+        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "partial bytes are not on this server; resume from "
+                            "Upload-Offset", {"offset": lost.size}) from None
     written = 0
     keep_partial_progress = checksum is None  # a chunk with a checksum is all-or-nothing (tus checksum extension)
     released = False
@@ -326,7 +344,7 @@ def _open_at(path: Path, offset: int) -> BinaryIO:
     size = os.fstat(fd).st_size
     if size < offset:
         f.close()
-        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "partial bytes were lost; start a new upload")
+        raise _PartialLost(size)
     f.truncate(offset)
     f.seek(offset)
     return f  # type: ignore[return-value]
