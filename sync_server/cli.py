@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=[f.value for f in LogFormat], help="console or json (env FIELDSYNC_LOG_FORMAT)")
     p.add_argument("--no-demo", dest="demo_data", action="store_const", const=False,
                    help="do not seed demo data into an empty database (env FIELDSYNC_DEMO_DATA=false)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="N server processes sharing the port (SO_REUSEPORT); live events reach all via LISTEN/NOTIFY")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("migrate", help="apply pending schema migrations")
@@ -168,8 +170,46 @@ def _out(text: str) -> None:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Start (or join) the database, migrate, seed an empty one, and serve until SIGINT/SIGTERM."""
+    workers = max(1, getattr(args, "workers", 1) or 1)
     with open_database(settings) as db:
+        if workers > 1:
+            return _serve_workers(settings, db, workers)
         return asyncio.run(serve(settings, db))
+
+
+def _serve_workers(settings: Settings, db: Database, workers: int) -> int:
+    """Fork N workers onto one port (SO_REUSEPORT: the kernel spreads connections); each has its own pool and live
+    LISTEN connection. Migrate/seed runs once before forking; the parent forwards SIGTERM/SIGINT and waits."""
+    import os
+    import socket
+
+    asyncio.run(prepare(settings, db))
+    if settings.port == 0:  # every worker must bind the same port
+        with socket.socket() as probe:
+            probe.bind((settings.host, 0))
+            settings = settings.model_copy(update={"port": probe.getsockname()[1]})
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                code = asyncio.run(serve(settings, db, reuse_port=True, prepared=True))
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
+    return max(codes, default=0)
 
 
 def _url_host(host: str) -> str:
@@ -202,12 +242,13 @@ async def prepare(settings: Settings, db: Database) -> dict[str, Any] | None:
     return credentials
 
 
-async def serve(settings: Settings, db: Database) -> int:
+async def serve(settings: Settings, db: Database, *, reuse_port: bool = False, prepared: bool = False) -> int:
     """Serve one process until SIGINT/SIGTERM, then drain requests and close the pool before the cluster stops."""
     from sync_server.app import create_app
     from sync_server.demo.seed import CREDENTIALS_FILE, update_server_url
 
-    await prepare(settings, db)
+    if not prepared:
+        await prepare(settings, db)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,7 +256,7 @@ async def serve(settings: Settings, db: Database) -> int:
     runner = web.AppRunner(create_app(settings, db.dsn), access_log=None, shutdown_timeout=10.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()
         port = runner.addresses[0][1]
         url = settings.public_url or f"http://{_url_host(settings.host)}:{port}"
