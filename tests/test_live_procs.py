@@ -95,3 +95,30 @@ async def test_events_cross_real_processes_both_ways(
             await phone.close()
     finally:
         other.stop()
+
+
+async def test_serve_workers_share_one_port_and_all_get_events(
+    server: Server, db_dsn: str, pool: asyncpg.Pool, world: World, proc_dir: Path
+) -> None:
+    multi = Proc(db_dsn, proc_dir, "--port", "0", "--workers", "2")
+    try:
+        url = await multi.ready()
+        for _ in range(100):  # both workers up, each with its own LISTEN connection
+            log = multi.log_path.read_text()
+            if log.count('"serve.ready"') == 2 and log.count('"live.listening"') == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert multi.log_path.read_text().count('"live.listening"') == 2
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            # several sockets: the kernel spreads them over both workers by connection hash
+            subs = [await Live.connect(http, url, world.supervisors["sanitation"]) for _ in range(8)]
+            for s in subs:
+                await s.ready()
+            (t,) = await make_tickets(pool, world, 1)
+            for s in subs:
+                await s.until(lambda m: isinstance(m, LiveEvent) and m.ticket_id == t.ticket.id)
+            for s in subs:
+                await s.close()
+        assert await asyncio.to_thread(multi.stop) == 0
+    finally:
+        multi.stop()
