@@ -95,9 +95,10 @@ def tus(handler: Handler) -> Handler:
                                 {"tus_version": TUS_VERSION})
             media = response_type(request)
             # tus mandates 412 here; the envelope still carries a stable code for FieldSync clients.
-            resp = web.Response(status=412, body=encode_error(err, media), content_type=media)
-            resp.headers["Tus-Version"] = TUS_VERSION
-            return _tus_headers(resp)
+            refused = web.Response(status=412, body=encode_error(err, media), content_type=media)
+            refused.headers["Tus-Version"] = TUS_VERSION
+            return _tus_headers(refused)
+        resp: web.StreamResponse
         try:
             resp = await handler(request)
         except ProtocolError as err:

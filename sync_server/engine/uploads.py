@@ -113,7 +113,9 @@ async def mark_blob_verified(
 
 async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, length: int, raw_metadata: str) -> SessionView:
     """tus creation: authorise, enforce limits, and complete at once when the hash is already stored."""
-    assert who.device_id is not None and who.crew_id is not None
+    device_id, crew_id = who.device_id, who.crew_id
+    if device_id is None or crew_id is None:
+        raise ProtocolError(ErrorCode.FORBIDDEN, "only enrolled devices upload photos")
     limit = up.settings.max_photo_bytes
     if length > limit:
         raise ProtocolError(ErrorCode.UPLOAD_TOO_LARGE, f"photo exceeds {limit} bytes", {"limit": limit})
@@ -122,16 +124,16 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
     upload_id = secrets.token_urlsafe(24)
 
     async def body(conn: asyncpg.Connection) -> asyncpg.Record:
-        if not await sql.device_may_attach(conn, meta.ticket_id, who.crew_id, who.device_id):
+        if not await sql.device_may_attach(conn, meta.ticket_id, crew_id, device_id):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
-        await sql.lock_device_uploads(conn, who.device_id)
+        await sql.lock_device_uploads(conn, device_id)
         blob = await sql.get_blob(conn, meta.sha256)
         known = blob is not None and blob["size"] == length
-        if not known and await sql.count_open_sessions(conn, who.device_id) >= up.settings.max_uploads_per_device:
+        if not known and await sql.count_open_sessions(conn, device_id) >= up.settings.max_uploads_per_device:
             raise ProtocolError(ErrorCode.TOO_MANY_UPLOADS, "too many unfinished uploads for this device",
                                 {"retry_after": RETRY_AFTER_SECONDS, "limit": up.settings.max_uploads_per_device})
         return await sql.insert_session(
-            conn, id=upload_id, device_id=who.device_id, sha256=meta.sha256, ticket_id=meta.ticket_id,
+            conn, id=upload_id, device_id=device_id, sha256=meta.sha256, ticket_id=meta.ticket_id,
             kind=meta.kind.value, taken_at=meta.taken_at, lat=meta.lat, lon=meta.lon, filename=meta.filename,
             length=length, complete=known, metadata=raw_metadata, expiry_seconds=up.settings.upload_expiry_seconds,
         )
