@@ -349,3 +349,27 @@ async def test_database_restart_during_a_live_session(
     assert [e.ticket_id for e in got] == [third.ticket.id]
     await sup.close()
     await dev.close()
+
+
+async def test_late_field_report_reaches_supervisor_as_its_own_event(
+    server: Server, pool: asyncpg.Pool, world: World, http: aiohttp.ClientSession
+) -> None:
+    (t,) = await make_tickets(pool, world, 1)
+    dev = DeviceClient(http, server.url, world.device("san-1").token)
+    await dev.pull()
+    done = dev.mutation("complete", t.ticket.id, {"resolution_code": "collected"})
+    async with http.post(f"{server.url}/v1/tickets/{t.ticket.id}/cancel", json={"reason": "resident cancelled"},
+                         headers={"Authorization": f"Bearer {world.supervisors['sanitation']}"}) as r:
+        assert r.status == 200
+    sup = await Live.connect(http, server.url, world.supervisors["sanitation"], media=MSGPACK)
+    await sup.ready()
+    (res,) = (await dev.push([done])).results
+    assert res.reason == "late_field_report"
+    got = events(await sup.until(lambda m: isinstance(m, LiveEvent) and m.event == "late_report"))
+    late = got[-1]
+    assert late.ticket_id == t.ticket.id and late.detail["kind"] == "late_field_report"
+    assert late.detail["device_id"] == world.device("san-1").device_id and late.ticket is None
+    # the change row of the same transaction comes first in the stream (rank order: changes, then conflicts)
+    same_tx = [e for e in got if decode_position(e.position)[0] == decode_position(late.position)[0]]
+    assert [e.event for e in same_tx] == ["ticket_changed", "late_report"]
+    await sup.close()
