@@ -1,0 +1,120 @@
+"""`fieldsync-sim run`: drive a simulated crew fleet against a server and exit 0 only if the verdict holds."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .config import SimConfig
+from .fleet import Fleet, SetupError
+from .report import build, plot, table, write
+from .spawn import SpawnedServer, SpawnError
+from .verdict import Verdict, judge
+
+EXIT_FAIL = 1   # the verdict failed: something was lost, duplicated or diverged
+EXIT_SETUP = 2  # the run could not start (bad credentials, server down)
+
+
+async def simulate(config: SimConfig, credentials: dict[str, Any]) -> tuple[dict[str, Any], Verdict, Fleet]:
+    """One whole run: setup, shift, quiesce, verdict, report. Usable from tests without a subprocess."""
+    cpu0, t0 = time.process_time(), time.monotonic()
+    connector = aiohttp.TCPConnector(limit=config.connections, limit_per_host=config.connections)
+    timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        fleet = Fleet(config, session, credentials)
+        await fleet.setup()
+        await fleet.run()
+        verdict = await judge(fleet)
+    rep = build(fleet, verdict, time.process_time() - cpu0, time.monotonic() - t0)
+    return rep, verdict, fleet
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`run` with the options of issue 7; defaults describe a moderately faulty shift."""
+    p = argparse.ArgumentParser(prog="fieldsync-sim", description="Simulated crew fleet: load test and convergence proof.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a shift and judge the server")
+    where = r.add_mutually_exclusive_group(required=True)
+    where.add_argument("--server", help="server URL (default: the credentials file's `server`)", nargs="?", const="")
+    where.add_argument("--spawn", action="store_true", help="start `fieldsync serve` in a temp dir and stop it after")
+    r.add_argument("--credentials", type=Path, help="demo-credentials.json (needs the admin token)")
+    d = SimConfig()
+    r.add_argument("--devices", type=int, default=d.devices)
+    r.add_argument("--duration", type=float, default=d.duration_s, help="shift length in seconds")
+    r.add_argument("--seed", type=int, default=d.seed, help="same seed, same scenario")
+    r.add_argument("--offline-fraction", type=float, default=d.offline_fraction)
+    r.add_argument("--photo-rate", type=float, default=d.photo_rate, help="chance a worked ticket gets photos")
+    r.add_argument("--supervisor-rate", type=float, default=d.supervisor_rate, help="actions per minute per department")
+    r.add_argument("--fault-rate", type=float, default=d.fault_rate, help="chance per request of an injected fault")
+    r.add_argument("--step", type=float, default=d.step_s, help="mean seconds between a crew's taps")
+    r.add_argument("--connections", type=int, default=d.connections, help="HTTP connection pool size")
+    r.add_argument("--no-live", action="store_true", help="never use the live feed")
+    r.add_argument("--no-photos", action="store_true", help="never upload photos")
+    r.add_argument("--report", type=Path, help="write the JSON report here")
+    r.add_argument("--plot", type=Path, help="PNG of throughput and latency over time (needs fieldsync[plot])")
+    r.add_argument("--keep-server-dir", action="store_true", help="with --spawn: keep the temp dir (server log)")
+    return p
+
+
+def _config(args: argparse.Namespace, server: str) -> SimConfig:
+    for name in ("offline_fraction", "photo_rate", "fault_rate"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be in [0, 1)")
+    if args.devices < 1 or args.duration <= 0:
+        raise SystemExit("--devices must be >= 1 and --duration > 0")
+    return SimConfig(
+        server=server, devices=args.devices, duration_s=args.duration, seed=args.seed,
+        offline_fraction=args.offline_fraction, photo_rate=args.photo_rate, supervisor_rate=args.supervisor_rate,
+        fault_rate=args.fault_rate, step_s=args.step, connections=args.connections, live=not args.no_live,
+        photos=not args.no_photos, report=args.report, plot=args.plot,
+    )
+
+
+def _finish(rep: dict[str, Any], fleet: Fleet, config: SimConfig) -> int:
+    sys.stdout.write(table(rep) + "\n")
+    if config.report is not None:
+        write(rep, config.report)
+        sys.stdout.write(f"report: {config.report}\n")
+    if config.plot is not None:
+        problem = plot(fleet, config.plot)
+        sys.stdout.write((f"plot skipped: {problem}" if problem else f"plot: {config.plot}") + "\n")
+    return 0 if rep["ok"] else EXIT_FAIL
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.spawn:
+            with SpawnedServer(keep=args.keep_server_dir) as srv:
+                creds = srv.credentials
+                if args.credentials is not None:
+                    creds = json.loads(args.credentials.read_text())
+                config = _config(args, creds["server"])
+                rep, _, fleet = asyncio.run(simulate(config, creds))
+                if not rep["ok"]:
+                    sys.stderr.write(f"server log tail:\n{srv.log_tail(15)}\n")
+                return _finish(rep, fleet, config)
+        if args.credentials is None:
+            sys.stderr.write("fieldsync-sim: --credentials is required with --server\n")
+            return EXIT_SETUP
+        creds = json.loads(args.credentials.read_text())
+        config = _config(args, args.server or creds.get("server") or "")
+        rep, _, fleet = asyncio.run(simulate(config, creds))
+        return _finish(rep, fleet, config)
+    except (SetupError, SpawnError, OSError, aiohttp.ClientError) as exc:
+        sys.stderr.write(f"fieldsync-sim: {exc}\n")
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The fleet: enrol devices, run crews and supervisors for the shift on one event loop, then quiesce and judge.
+
+One process, one event loop, one aiohttp session with a bounded connection pool; devices are coroutines,
+not threads, so hundreds of them cost little CPU and the server stays the thing being measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from protocol import JSON, MSGPACK
+
+from .behaviour import WORKABLE
+from .config import SimConfig
+from .device import Credentials, Device, DeviceBroken, Entry
+from .metrics import Metrics
+from .progress import Progress
+from .supervisor import StaffApi, SupervisorActor, discover_service_types, gather_bounded
+from .transport import SimHttpError, Transport
+
+
+class SetupError(Exception):
+    """The server or credentials cannot host this run (no admin token, no crews, ...)."""
+
+
+class Fleet:
+    """Shared state of one run: transport, ledger of every mutation, devices, supervisors, clocks."""
+
+    def __init__(self, config: SimConfig, session: aiohttp.ClientSession, credentials: dict[str, Any]) -> None:
+        self.config, self.session, self.credentials = config, session, credentials
+        base = config.server or credentials.get("server") or ""
+        if not base:
+            raise SetupError("no server URL: pass --server or use a credentials file that names one")
+        self.metrics = Metrics()
+        self.transport = Transport(session, base, self.metrics, MSGPACK)
+        self.staff_transport = Transport(session, base, self.metrics, JSON)
+        self.rng = random.Random(f"fieldsync-sim/{config.seed}/fleet")
+        self.ledger: dict[tuple[str, int], Entry] = {}
+        self.violations: list[str] = []
+        self.uploaded: dict[tuple[str, str, str], str] = {}
+        self.devices: list[Device] = []
+        self.supervisors: list[SupervisorActor] = []
+        self.service_types: dict[str, list[str]] = {}
+        self.stopping = False
+        self.finished = False
+        self.fault_rate = config.fault_rate
+        self.live = False
+        self.uploads = False
+        self._stop = asyncio.Event()
+        self.run_seconds = 0.0
+        self.quiesce_seconds = 0.0
+        admin = (credentials.get("admin") or {}).get("token")
+        if not admin:
+            raise SetupError("the credentials need an admin token (to enrol simulated devices and verify)")
+        self.admin = StaffApi(self.staff_transport, admin, random.Random(f"{config.seed}/admin"))
+        self.staff = {s["department"]: StaffApi(self.staff_transport, s["token"], random.Random(f"{config.seed}/{s['department']}"))
+                      for s in credentials.get("supervisors", [])}
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep that ends early when the shift ends, so the quiesce starts promptly."""
+        if self.stopping or seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------------------------------ setup
+
+    async def detect_features(self) -> None:
+        """Photos and the live feed are optional server features: use them only when offered."""
+        if self.config.photos:
+            try:
+                async with self.session.options(self.transport.base + "/v1/uploads", headers={"Tus-Resumable": "1.0.0"}) as r:
+                    self.uploads = r.status in (200, 204)
+            except aiohttp.ClientError:
+                self.uploads = False
+
+    async def detect_live(self, token: str) -> None:
+        """A WebSocket upgrade that succeeds means the server has the live feed."""
+        if not self.config.live:
+            return
+        try:
+            async with self.session.ws_connect(self.transport.base + "/v1/live", timeout=aiohttp.ClientWSTimeout(ws_close=2)) as ws:
+                await ws.send_json({"type": "hello", "token": token, "encoding": "json"})
+                self.live = True
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            self.live = False
+
+    async def setup(self) -> None:
+        """Enrol N fresh devices over the admin API, learn service types, make sure every crew has work."""
+        await self.detect_features()
+        crews = (await self.admin.call("GET", "/v1/crews"))["crews"]
+        crews = sorted((c for c in crews if c["active"] and c["department"] in self.staff), key=lambda c: c["name"])
+        if not crews:
+            raise SetupError("no active crews in a department the credentials have a supervisor for")
+        plan = [crews[i % len(crews)] for i in range(self.config.devices)]
+        label = f"fieldsync-sim seed {self.config.seed}"
+
+        async def enrol(i: int, crew: dict[str, Any]) -> Credentials:
+            out = await self.admin.call("POST", "/v1/devices", {"crew": crew["name"], "label": f"{label} #{i}"})
+            return Credentials(out["device_id"], out["token"], out["crew"], crew["department"])
+
+        creds = await gather_bounded([enrol(i, c) for i, c in enumerate(plan)], 16)
+        self.devices = [Device(i, c, self) for i, c in enumerate(creds)]
+        departments = sorted({c.department for c in creds})
+        for dept in departments:
+            api = self.staff[dept]
+            sample = await api.call("GET", "/v1/tickets?limit=500")
+            self.service_types[dept] = await discover_service_types(api, {t["service_type"] for t in sample["tickets"]})
+            self.supervisors.append(SupervisorActor(dept, api, self))
+        await self.top_up()
+        if self.devices:
+            await self.detect_live(self.devices[0].creds.token)
+
+    async def top_up(self) -> None:
+        """Give every simulated crew enough open work for its devices (a fresh test server has none)."""
+        for sup in self.supervisors:
+            await sup.refresh()
+            per_crew: dict[str, int] = {}
+            for t in sup.open:
+                if t.status.value in WORKABLE and t.crew:
+                    per_crew[t.crew] = per_crew.get(t.crew, 0) + 1
+            for crew in sup.crews:
+                n_dev = sum(1 for d in self.devices if d.creds.crew == crew)
+                want = max(self.config.tickets_per_crew, 2 * n_dev)
+                short = want - per_crew.get(crew, 0)
+                if short > 0:
+                    try:
+                        await sup.create(crew, short)
+                    except SimHttpError as exc:
+                        self.metrics.errors[f"top_up:{exc.code}"] += 1
+
+    # ------------------------------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        """The shift, then the quiesce: stop crews and supervisors, drain every outbox, pull everyone to the head."""
+        cfg = self.config
+        progress = Progress(self, enabled=cfg.progress)
+        progress_task = asyncio.create_task(progress.run())
+        crew = [asyncio.create_task(d.crew_loop()) for d in self.devices]
+        sync = [asyncio.create_task(d.sync_loop()) for d in self.devices]
+        live = [asyncio.create_task(d.live_loop()) for d in self.devices] if self.live else []
+        sups = [asyncio.create_task(s.run()) for s in self.supervisors]
+        for d in self.devices:
+            d.wake.set()  # morning pull
+        cpu0, t0 = time.process_time(), time.monotonic()
+        try:
+            await asyncio.sleep(cfg.duration_s)
+        finally:
+            self.stopping = True
+            self._stop.set()
+            self.fault_rate = 0.0
+            for d in self.devices:
+                d.online.set()
+            await asyncio.gather(*crew, *sups, return_exceptions=True)
+            self.run_seconds = time.monotonic() - t0
+            progress.phase = "quiesce"
+            q0 = time.monotonic()
+            self.finished = True
+            for d in self.devices:
+                d.wake.set()
+            await asyncio.gather(*sync, return_exceptions=True)
+            for task in live:
+                task.cancel()
+            await asyncio.gather(*live, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self.quiesce(), timeout=cfg.quiesce_timeout_s)
+            except asyncio.TimeoutError:
+                self.violations.append(f"quiesce did not finish within {cfg.quiesce_timeout_s:.0f} s")
+            self.quiesce_seconds = time.monotonic() - q0
+            self.metrics.counters["run_cpu_ms"] = int((time.process_time() - cpu0) * 1000)
+            progress.stop()
+            await progress_task
+
+    async def quiesce(self) -> None:
+        """Every device online, outbox drained and photos uploaded; then, with the server quiet, pull to the head."""
+        healthy = [d for d in self.devices if d.broken is None]
+
+        async def drain(d: Device) -> None:
+            try:
+                for _ in range(5):
+                    await d.push_all()
+                    if d.photos:
+                        await d.upload_photos()
+                    if not d.outbox and not d.photos:
+                        return
+            except DeviceBroken as exc:
+                d.broken = str(exc)
+
+        async def head(d: Device) -> None:
+            try:
+                await d.pull()
+            except DeviceBroken as exc:
+                d.broken = str(exc)
+
+        await gather_bounded([drain(d) for d in healthy], self.config.connections)
+        await gather_bounded([head(d) for d in healthy if d.broken is None], self.config.connections)

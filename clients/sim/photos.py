@@ -1,0 +1,126 @@
+"""Photos: seeded PNG bytes (a real image the server can inspect) and a resumable tus uploader (I8).
+
+The uploader behaves like a phone's: photos wait in the gallery until there is signal; an upload that is
+cut off mid-way resumes at the server's `Upload-Offset` (HEAD) instead of starting again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from protocol import ErrorCode
+
+from .transport import Dropped, SimHttpError, Transport
+
+TUS = {"Tus-Resumable": "1.0.0"}
+CHUNK = 1024  # small chunks, so a dropped PATCH leaves a partial upload to resume
+
+
+def png_bytes(seed: int, size: int = 24) -> bytes:
+    """A valid RGB PNG whose pixels come from the seed: same seed, same bytes, same SHA-256."""
+    rng = random.Random(seed)
+    raw = b"".join(b"\x00" + bytes(rng.getrandbits(8) for _ in range(size * 3)) for _ in range(size))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+
+
+def sha256_hex(data: bytes) -> str:
+    """The photo's identity on the wire."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class PendingPhoto:
+    """A photo in the device's gallery waiting to be uploaded; `url` and `offset` survive an app restart."""
+
+    sha256: str
+    ticket_id: str
+    kind: str
+    taken_at: str
+    seed: int
+    url: str | None = None
+    offset: int = 0
+    restarts: int = 0
+
+    def data(self) -> bytes:
+        """The bytes, re-read from 'disk' (regenerated from the seed)."""
+        return png_bytes(self.seed)
+
+    def to_disk(self) -> dict[str, Any]:
+        """What the phone persists about this upload."""
+        return dict(self.__dict__)
+
+
+def _metadata(p: PendingPhoto) -> str:
+    pairs = {"sha256": p.sha256, "ticket_id": p.ticket_id, "kind": p.kind, "taken_at": p.taken_at,
+             "filename": f"{p.sha256[:12]}.png"}
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in pairs.items())
+
+
+class UploadRefused(Exception):
+    """The server will not take this photo (e.g. the ticket left the crew before the upload started)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+async def upload_step(t: Transport, token: str, p: PendingPhoto, fault: str | None) -> bool:
+    """Advance one upload by one request; True when the server holds every byte (state `available`).
+
+    Raises Dropped/SimHttpError/aiohttp errors for the caller's retry policy, UploadRefused when retrying is futile.
+    """
+    data = p.data()
+    had_url = p.url is not None
+    try:
+        if p.url is None:
+            _, h, _ = await t.request("POST", "/v1/uploads", token=token, kind="upload", fault=fault,
+                                      headers={**TUS, "Upload-Length": str(len(data)), "Upload-Metadata": _metadata(p),
+                                               "Content-Type": "application/offset+octet-stream"}, ok=(201,))
+            p.url, p.offset = h["Location"], int(h.get("Upload-Offset", "0"))
+            return p.offset >= len(data)
+        if p.offset < 0:  # offset unknown after a lost PATCH answer: ask the server where it stands
+            _, h, _ = await t.request("HEAD", _path(t, p.url), token=token, kind="upload", headers=dict(TUS), ok=(200, 204))
+            p.offset = int(h["Upload-Offset"])
+            return p.offset >= len(data)
+        end = min(len(data), p.offset + CHUNK)
+        try:
+            _, h, _ = await t.request("PATCH", _path(t, p.url), token=token, kind="upload", body=data[p.offset:end],
+                                      fault=fault, headers={**TUS, "Upload-Offset": str(p.offset),
+                                                            "Content-Type": "application/offset+octet-stream"},
+                                      ok=(200, 204))
+        except Dropped:
+            p.offset = -1
+            raise
+        p.offset = int(h["Upload-Offset"])
+        return p.offset >= len(data)
+    except SimHttpError as exc:
+        code = exc.code
+        if code is ErrorCode.UPLOAD_OFFSET_MISMATCH:
+            p.offset = -1
+            return False
+        if code in (ErrorCode.UPLOAD_EXPIRED, ErrorCode.NOT_FOUND) and had_url and p.restarts < 3:
+            p.url, p.offset, p.restarts = None, 0, p.restarts + 1  # the session is gone: start a new upload
+            return False
+        if not exc.retryable:
+            raise UploadRefused(code.value if code else str(exc.status)) from None
+        raise
+
+
+def _path(t: Transport, url: str) -> str:
+    """Location may be absolute; requests go through the transport's base URL."""
+    if url.startswith(t.base):
+        return url[len(t.base):]
+    if url.startswith("http"):
+        return "/" + url.split("/", 3)[3]
+    return url

@@ -1,0 +1,94 @@
+"""`--spawn`: run the real `fieldsync serve` in a throwaway data directory for the length of one simulation.
+
+The server is a separate process started through its own CLI (embedded PostgreSQL, demo city), so the
+simulator still talks to it only over HTTP; the credentials come from the file the server writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CREDENTIALS_FILE = "demo-credentials.json"
+START_TIMEOUT_S = 180.0  # initdb + migrations + demo seed on a slow disk
+
+
+class SpawnError(Exception):
+    """The server did not come up; the message carries the tail of its log."""
+
+
+def _command() -> list[str]:
+    """The installed `fieldsync` script next to this interpreter, else the same CLI module via -m."""
+    script = Path(sys.executable).with_name("fieldsync")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "sync_server.cli"]
+
+
+class SpawnedServer:
+    """Context manager: start `fieldsync serve --port 0`, wait for its credentials file, stop it on exit."""
+
+    def __init__(self, keep: bool = False, env: dict[str, str] | None = None) -> None:
+        self.keep = keep
+        self.extra_env = env or {}
+        self.dir = Path(tempfile.mkdtemp(prefix="fieldsync-sim-"))
+        self.dir.chmod(0o755)  # as root the embedded cluster runs as `postgres`, which must traverse this dir
+        self.data = self.dir / "data"
+        self.log_path = self.dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.credentials: dict[str, Any] = {}
+
+    def __enter__(self) -> SpawnedServer:
+        env = {**os.environ, "FIELDSYNC_LOG_LEVEL": "warning", "FIELDSYNC_LOG_FORMAT": "json", **self.extra_env}
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen([*_command(), "serve", "--data-dir", str(self.data), "--port", "0"],
+                                     stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        try:
+            self.credentials = self._wait()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait(self) -> dict[str, Any]:
+        path = self.data / CREDENTIALS_FILE
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise SpawnError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                creds: dict[str, Any] = json.loads(path.read_text())
+                if creds.get("server"):  # the URL is filled in once the port is bound
+                    return creds
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.2)
+        raise SpawnError(f"server did not start within {START_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        """The end of the server's log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # graceful: drain requests, stop the embedded cluster
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
