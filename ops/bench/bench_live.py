@@ -119,22 +119,15 @@ def pct(values: list[float], q: float) -> float:
 async def latency(server: Server, sup_token: str, devices: list[tuple[str, str]], seconds: float, rate: float) -> dict[str, Any]:
     """Devices push for `seconds`; the supervisor's events are matched to pushes by (ticket, version)."""
     sent: dict[tuple[str, int], tuple[float, float]] = {}
-    seen: dict[tuple[str, int], float] = {}
+    # The supervisor runs in its own process, so 200 device coroutines never delay its reads; perf_counter is
+    # CLOCK_MONOTONIC, shared by every process on the machine, so its stamps compare with ours.
+    out_file = Path(tempfile.mkstemp(prefix="bench-live-watch-")[1])
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--watch", server.url, sup_token, str(out_file), stdout=asyncio.subprocess.PIPE)
+    assert watcher.stdout is not None
+    assert (await watcher.stdout.readline()).strip() == b"ready"
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as http:
-        ws = await http.ws_connect(server.url.replace("http", "ws") + "/v1/live?encoding=msgpack",
-                                   headers={"Authorization": f"Bearer {sup_token}"}, max_msg_size=0)
-        await ws.receive()  # the catch-up poke
-
-        async def watch() -> None:
-            async for msg in ws:
-                if msg.type is not aiohttp.WSMsgType.BINARY:
-                    break
-                ev = msgpack.unpackb(msg.data)
-                if ev.get("type") == "event" and ev.get("ticket"):
-                    seen.setdefault((ev["ticket_id"], ev["ticket"]["version"]), time.perf_counter())
-
-        watcher = asyncio.create_task(watch())
         stop_at = time.perf_counter() + seconds
         errors = 0
 
@@ -164,12 +157,11 @@ async def latency(server: Server, sup_token: str, devices: list[tuple[str, str]]
                 await asyncio.sleep(random.expovariate(rate))
 
         await asyncio.gather(*(device(tok, tid) for tok, tid in devices))
-        for _ in range(100):  # let the last events arrive (bounded)
-            if all(k in seen for k in sent):
-                break
-            await asyncio.sleep(0.05)
-        watcher.cancel()
-        await ws.close()
+    await asyncio.sleep(2.0)  # let the last events arrive
+    watcher.send_signal(signal.SIGTERM)
+    await watcher.wait()
+    seen = {(t, ver): at for t, ver, at in json.loads(out_file.read_text())}
+    out_file.unlink()
     upper = [(seen[k] - t0) * 1000 for k, (t0, _) in sent.items() if k in seen]
     lower = [(seen[k] - t1) * 1000 for k, (_, t1) in sent.items() if k in seen]
     push = [(t1 - t0) * 1000 for t0, t1 in sent.values()]
@@ -180,6 +172,33 @@ async def latency(server: Server, sup_token: str, devices: list[tuple[str, str]]
         "response_to_event_ms": {"p50": round(pct(lower, 0.5), 1), "p99": round(pct(lower, 0.99), 1)},
         "push_roundtrip_ms": {"p50": round(pct(push, 0.5), 1), "p99": round(pct(push, 0.99), 1)},
     }
+
+
+async def watch(url: str, token: str, out_file: str) -> None:
+    """The supervisor process: stamp every ticket event on arrival, write them out on SIGTERM."""
+    seen: dict[tuple[str, int], float] = {}
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url.replace("http", "ws") + "/v1/live?encoding=msgpack",
+                                   headers={"Authorization": f"Bearer {token}"}, max_msg_size=0)
+        await ws.receive()  # the catch-up poke: subscribed
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+
+        async def read() -> None:
+            async for msg in ws:
+                if msg.type is not aiohttp.WSMsgType.BINARY:
+                    break
+                ev = msgpack.unpackb(msg.data)
+                if ev.get("type") == "event" and ev.get("ticket"):
+                    seen.setdefault((ev["ticket_id"], ev["ticket"]["version"]), time.perf_counter())
+
+        reader = asyncio.create_task(read())
+        await stop.wait()
+        reader.cancel()
+        await ws.close()
+    Path(out_file).write_text(json.dumps([[t, v, at] for (t, v), at in seen.items()]))
 
 
 async def idle_memory(server: Server, devices: list[tuple[str, str]], count: int) -> dict[str, Any]:
@@ -224,7 +243,11 @@ async def main() -> None:
     ap.add_argument("--rate", type=float, default=0.2, help="pushes per second per device (Poisson; 0.2 = one every 5 s)")
     ap.add_argument("--idle", type=int, default=5000, help="idle sockets for the memory figure (0 skips)")
     ap.add_argument("--database-url", help="use this empty database instead of a private cluster")
+    ap.add_argument("--watch", nargs=3, metavar=("URL", "TOKEN", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.watch:
+        await watch(*args.watch)
+        return
     nofile = raise_nofile()
     root = Path(tempfile.mkdtemp(prefix="fs-bench-live-"))
     root.chmod(0o755)
