@@ -7,7 +7,9 @@ import base64
 import hashlib
 import io
 import json
+import os
 import struct
+import time
 import zlib
 from collections.abc import AsyncIterator
 
@@ -296,6 +298,12 @@ async def test_expired_sessions_answer_410_and_lose_their_bytes(
     assert await sweep_expired(server.app[UPLOADS]) == 1
     assert partial_files(settings.data_dir) == []
     assert (await head_offset(http, locs[1], tok))[0] == 410
+    # A partial file whose session is gone (crash between the two steps) is swept once it is old.
+    orphan = settings.data_dir / "uploads" / "no-such-session.part"
+    orphan.write_bytes(b"left behind")
+    assert await sweep_expired(server.app[UPLOADS]) == 0  # too young: a request might still be writing it
+    os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+    assert await sweep_expired(server.app[UPLOADS]) == 1 and not orphan.exists()
 
 
 async def test_termination_deletes_partial_bytes(server: Server, world: World, pool: asyncpg.Pool,

@@ -379,6 +379,7 @@ async def sweep_expired(up: Uploads, batch: int = 500) -> int:
             break
     async with up.pool.acquire() as conn:
         await sql.purge_finished(conn, 7 * 24 * 3600.0)
+    total += await _sweep_orphans(up)
     if total:
         log.info("upload.expired", count=total)
     return total
@@ -459,3 +460,34 @@ async def ticket_photos(up: Uploads, who: Principal, ticket_id: object) -> list[
         if dept is None or (who.role is Role.SUPERVISOR and dept != who.department_id):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
         return list(await sql.ticket_photo_rows(conn, ticket_id))  # type: ignore[arg-type]
+
+
+async def _sweep_orphans(up: Uploads, min_age: float = 3600.0) -> int:
+    """Partial files with no open session (a crash between forgetting a session and unlinking its file), and stale
+    derivative scratch files: deleted once they are old enough that no request can still be using them."""
+    loop = asyncio.get_running_loop()
+
+    def old_files() -> list[Path]:
+        if not up.partial_dir.exists():
+            return []
+        cutoff = time.time() - min_age
+        out = []
+        for p in up.partial_dir.iterdir():
+            try:
+                if p.is_file() and p.stat().st_mtime < cutoff:
+                    out.append(p)
+            except FileNotFoundError:
+                continue
+        return out
+
+    files = await loop.run_in_executor(None, old_files)
+    if not files:
+        return 0
+    ids = [p.name.removesuffix(".part") for p in files if p.name.endswith(".part")]
+    async with up.pool.acquire() as conn:
+        live = {r["id"] for r in await conn.fetch(
+            "SELECT id FROM upload_sessions WHERE id = ANY($1::text[]) AND state = 'open'", ids)}
+    doomed = [p for p in files if p.name.removesuffix(".part") not in live]
+    for p in doomed:
+        await _remove(p)
+    return len(doomed)
