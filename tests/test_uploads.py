@@ -418,3 +418,22 @@ async def test_lost_partial_bytes_restart_from_what_is_on_disk(
     r = await patch(http, loc, tok, 0, data)
     assert r.status == 204 and int(r.headers["Upload-Offset"]) == len(data)
     assert await _blob_count(pool, sha(data)) == 1
+
+
+async def test_racing_uploads_of_one_photo_publish_it_once(
+    server: Server, world: World, pool: asyncpg.Pool, http: aiohttp.ClientSession, settings: Settings,
+) -> None:
+    (t,) = await make_tickets(pool, world, 1)
+    data = noise_jpeg(300, 200, seed=70)
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, added_by)"
+                           " VALUES ($1, $2, 'before', now(), 'x')", t.ticket.id, sha(data))
+    devs = [world.device("san-1", 0), world.device("san-1", 1)]
+    locs = [(await create(http, server.url, d.token, data, t.ticket.id)).headers["Location"] for d in devs]
+    results = await asyncio.gather(*(patch(http, loc, d.token, 0, data) for loc, d in zip(locs, devs)))
+    assert [r.status for r in results] == [204, 204]
+    assert await _blob_count(pool, sha(data)) == 1 and len(stored_originals(settings.data_dir)) == 1
+    async with pool.acquire() as conn:
+        flips = await conn.fetchval("SELECT count(*) FROM audit_log WHERE ticket_id = $1 AND action = 'photo_available'",
+                                    t.ticket.id)
+    assert flips == 1
