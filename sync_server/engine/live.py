@@ -230,7 +230,9 @@ class LiveHub:
         self._dirty.discard(sub)
         sub.queue = None
         for registry, key in ((self.devices, sub.crew_id), (self.supervisors, sub.department_id)):
-            group = registry.get(key) if key is not None else None
+            if key is None:
+                continue
+            group = registry.get(key)
             if group is not None:
                 group.discard(sub)
                 if not group:
