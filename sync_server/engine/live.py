@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import structlog
 from aiohttp import WSMsgType, web
+from pydantic import ValidationError
 
 from protocol import JSON, MSGPACK, encode
 from protocol.live import LiveEvent, LivePoke, LiveRefetch
@@ -132,6 +133,15 @@ def event_frame(row: asyncpg.Record) -> Frame:
     return Frame(model)
 
 
+def _frame_or_none(row: asyncpg.Record) -> Frame | None:
+    """A row the wire model refuses is logged and skipped: one bad document must not stall the feed for everyone."""
+    try:
+        return event_frame(row)
+    except ValidationError:
+        log.exception("live.bad_row", row_id=row["id"], src=row["src"])
+        return None
+
+
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
@@ -216,9 +226,10 @@ class LiveHub:
             async with self.pool.acquire() as conn:
                 rows = await feed.events(conn, [sub.department_id], sub.pos[0], head, sub.pos, PAGE)
             for row in rows:
-                key = (row["x"], row["rank"])
-                self.enqueue(sub, event_frame(row))
-                sub.pos = key
+                frame = _frame_or_none(row)
+                if frame is not None:
+                    self.enqueue(sub, frame)
+                sub.pos = (row["x"], row["rank"])
             if len(rows) < PAGE:
                 sub.pos = max(sub.pos, (head, 0))
             await self._until_drained(sub)
@@ -415,7 +426,9 @@ class LiveHub:
                 if not group:
                     continue
                 key = (row["x"], row["rank"])
-                frame = event_frame(row)
+                frame = _frame_or_none(row)
+                if frame is None:
+                    continue
                 for sub in list(group):
                     if key > sub.pos:
                         self.enqueue(sub, frame)
