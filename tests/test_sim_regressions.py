@@ -28,3 +28,22 @@ async def test_photo_on_a_ticket_self_reported_in_the_same_batch(server: Server,
         status, resp = await dev.push_raw([report, photo])
         assert status == 200, resp
         assert [r.status for r in resp.results] == ["applied", "applied"]
+
+
+@pytest.mark.xfail(strict=True, reason="a note id already used on another ticket is answered `applied` but the INSERT ... "
+                                       "ON CONFLICT (id) DO NOTHING drops it: an applied mutation with no effect (I5)")
+async def test_note_id_reused_on_another_ticket_is_never_silently_dropped(server: Server, world: World, pool) -> None:
+    from tests.factories import make_tickets
+
+    first, second = await make_tickets(pool, world, 2)
+    async with aiohttp.ClientSession() as http:
+        dev = DeviceClient(http, server.url, world.device("san-1").token)
+        await dev.pull()
+        note_id = str(uuid.uuid4())
+        await dev.push([dev.mutation("add_note", first.ticket.id, {"note_id": note_id, "text": "first"})])
+        resp = await dev.push([dev.mutation("add_note", second.ticket.id, {"note_id": note_id, "text": "second"})])
+        (result,) = resp.results
+        if result.status == "applied":  # then the note must really be there
+            assert result.ticket is not None and note_id in {str(n.id) for n in result.ticket.notes}
+        else:  # or the device is told, with a typed reason (SPEC §5: rejected + already_exists)
+            assert result.status == "rejected" and result.reason == "already_exists"

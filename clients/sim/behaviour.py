@@ -173,6 +173,11 @@ def note_text(device: str, note_id: str, idx: int, profile_: Profile) -> str:
     return f"{profile_.notes[idx % len(profile_.notes)]} [{device}:{note_id[:8]}]"
 
 
+def device_uuid(planned: str, device: str) -> str:
+    """Make a planned id unique to the enrolled device, so two runs with one seed on one server never share ids."""
+    return str(uuid.uuid5(uuid.UUID(planned), device))
+
+
 def bind_work(intent: WorkIntent, ticket: Ticket, device: str) -> list[tuple[str, dict[str, Any], float]]:
     """(op, args, gap before it) for working `ticket`: pure, so the same intent and ticket give the same mutations."""
     prof = profile(ticket.service_type)
@@ -188,7 +193,8 @@ def bind_work(intent: WorkIntent, ticket: Ticket, device: str) -> list[tuple[str
         ops += [("pause", {"reason": "waiting for second truck"}), ("resume", {})]
     for kind, seed in intent.photos[:1]:
         ops.append(("attach_photo", {"_photo_seed": seed, "kind": kind}))
-    for note_id, idx in intent.notes:
+    for planned, idx in intent.notes:
+        note_id = device_uuid(planned, device)
         ops.append(("add_note", {"note_id": note_id, "text": note_text(device, note_id, idx, prof)}))
     if intent.item_picks:
         lines = {}
@@ -214,9 +220,10 @@ def bind_self_report(intent: SelfReportIntent, service_types: list[str], device:
     stype = choices[0] if choices[0] == "Graffiti Removal" else choices[intent.type_pick % len(choices)]
     prof = profile(stype)
     address = f"{intent.street_no} {STREETS[intent.street_pick]}, Los Angeles"
-    return intent.ticket_id, {
+    ticket_id = device_uuid(intent.ticket_id, device)
+    return ticket_id, {
         "service_type": stype, "address": address, "lat": intent.lat, "lon": intent.lon, "zip": None,
-        "description": f"Found and fixed on patrol [{device}:{intent.ticket_id[:8]}]",
+        "description": f"Found and fixed on patrol [{device}:{ticket_id[:8]}]",
         "resolution_code": prof.resolutions[0], "items": [], "note": None,
     }
 

@@ -29,6 +29,7 @@ def build(fleet: Fleet, verdict: Verdict, cpu_s: float, wall_s: float) -> dict[s
         "duration_s": round(fleet.run_seconds, 2),
         "quiesce_s": round(fleet.quiesce_seconds, 2),
         "features": {"photos": fleet.uploads, "live": fleet.live},
+        "workarounds": sorted(fleet.config.workarounds),
         "settings": {"offline_fraction": fleet.config.offline_fraction, "photo_rate": fleet.config.photo_rate,
                      "supervisor_rate": fleet.config.supervisor_rate, "fault_rate": fleet.config.fault_rate},
         "mutations_created": c["mutations_created"],
@@ -105,7 +106,8 @@ def table(rep: dict[str, Any]) -> str:
         ("supervisor actions", _fmt(rep["supervisor_actions"])),
         ("simulator CPU", f"{rep['sim_cpu_s']} s ({rep['sim_cpu_percent_of_one_core']}% of one core, "
                           f"{rep['host_cpus']} cores)"),
-        ("features", _fmt(rep["features"])),
+        ("features", _fmt(rep["features"]) + (f"; workarounds: {', '.join(rep['workarounds'])}"
+                                               if rep["workarounds"] else "")),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
