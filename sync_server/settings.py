@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     live_auth_timeout_s: float = Field(5.0, gt=0, description="A live socket without a token in its upgrade must send its hello within this many seconds.")
     live_revoke_check_s: float = Field(2.0, gt=0, description="Seconds between checks that close live sockets of revoked devices and users.")
     live_poll_s: float = Field(2.0, gt=0, description="The live feed re-reads the change log at least this often even without a NOTIFY.")
+    live_lag_timeout_s: float = Field(10.0, gt=0, description="A supervisor socket whose queue stays full this long is closed with 4008 (bursts are caught up from the log, not dropped).")
 
     def resolved_cursor_secret(self) -> bytes:
         """Cursors must survive restarts and be shared by every worker, so the generated key is persisted."""
