@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from .models import Ticket
 
-__all__ = ["ScopeChecksum", "canonical_bytes", "scope_checksum", "ticket_hash"]
+__all__ = ["ScopeChecksum", "canonical_bytes", "canonical_doc_bytes", "doc_hash", "scope_checksum", "ticket_hash"]
 
 _MOD: Final = 1 << 256
 _DOMAIN: Final = b"fieldsync-scope-v1\x00"
@@ -28,14 +28,20 @@ _DOMAIN: Final = b"fieldsync-scope-v1\x00"
 
 def canonical_bytes(ticket: Ticket) -> bytes:
     """One byte string per ticket state, so replicas can be compared without a diff."""
-    normalised = ticket.model_copy(
-        update={
-            "notes": sorted(ticket.notes, key=lambda n: (n.created_at, str(n.id))),
-            "photos": sorted(ticket.photos, key=lambda p: (p.sha256, p.kind.value)),
-            "items": sorted(ticket.items, key=lambda i: i.item_type),
-        }
-    )
-    data = normalised.model_dump(mode="json")
+    return canonical_doc_bytes(ticket.model_dump(mode="json"))
+
+
+def canonical_doc_bytes(doc: dict[str, Any]) -> bytes:
+    """The same bytes from a ticket's JSON-mode document (as `Ticket.model_dump(mode="json")` gives it), for
+    callers that hold documents rather than models; `canonical_bytes` is defined through this, so they cannot drift.
+
+    Sorting the rendered values is the same order as sorting the models: canonical UTC timestamps of fixed width
+    sort chronologically as text, and UUIDs are lowercase.
+    """
+    data = dict(doc)
+    data["notes"] = sorted(doc["notes"], key=lambda n: (n["created_at"], n["id"]))
+    data["photos"] = sorted(doc["photos"], key=lambda p: (p["sha256"], p["kind"]))
+    data["items"] = sorted(doc["items"], key=lambda i: i["item_type"])
     return json.dumps(
         data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
@@ -44,6 +50,11 @@ def canonical_bytes(ticket: Ticket) -> bytes:
 def ticket_hash(ticket: Ticket) -> bytes:
     """SHA-256 of the canonical bytes: the unit the scope checksum adds and removes."""
     return hashlib.sha256(canonical_bytes(ticket)).digest()
+
+
+def doc_hash(doc: dict[str, Any]) -> bytes:
+    """`ticket_hash` for a JSON-mode ticket document."""
+    return hashlib.sha256(canonical_doc_bytes(doc)).digest()
 
 
 class ScopeChecksum:

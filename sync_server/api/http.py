@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+from typing import Any, TypeVar
+
+import msgpack
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from protocol import ErrorCode, ProtocolError
-from protocol.codec import JSON, Limits, decode, encode, negotiate
+from protocol.codec import JSON, MSGPACK, Limits, decode, encode, negotiate
 from sync_server.auth import Principal, Role
 from sync_server.keys import PRINCIPAL, SETTINGS
 
@@ -47,3 +50,13 @@ def principal(request: web.Request, *roles: Role) -> Principal:
     if who.role not in roles:
         raise ProtocolError(ErrorCode.FORBIDDEN, "this endpoint is not available to your role")
     return who
+
+
+def respond_raw(request: web.Request, data: dict[str, Any], status: int = 200) -> web.Response:
+    """Encode an already JSON-mode dict (documents rendered by storage) without re-validating it as models.
+
+    Only for responses whose shape a wire model defines and whose tests decode them with that model.
+    """
+    media = negotiate(request.headers.get("Accept"), request.headers.get("Content-Type"))
+    body = msgpack.packb(data, use_bin_type=True) if media == MSGPACK else json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return web.Response(body=body, status=status, content_type=media)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
-import msgpack
 from aiohttp import web
 from pydantic import Field
 
 from protocol import MAX_MUTATIONS, PullRequest, PullResponse, PushRequest, PushResponse, WireModel
-from protocol.codec import MSGPACK, negotiate
-from sync_server.api.http import principal, read_model, respond
+from sync_server.api.http import principal, read_model, respond_raw
 from sync_server.api.registry import route
 from sync_server.auth import Role
 from sync_server.engine import pull as pull_engine
@@ -31,18 +28,15 @@ async def pull(request: web.Request) -> web.Response:
     req = await read_model(request, PullRequest)
     settings = request.app[SETTINGS]
     page = await pull_engine.pull(request.app[POOL], who, req, request.app[CURSORS], settings.retention_days * 86400)
-    media = negotiate(request.headers.get("Accept"), request.headers.get("Content-Type"))
     # Documents come pre-rendered from the change log; re-validating thousands of tickets per page would dominate.
-    body = msgpack.packb(page, use_bin_type=True) if media == MSGPACK else json.dumps(page, separators=(",", ":")).encode()
-    return web.Response(body=body, content_type=media)
+    return respond_raw(request, page)
 
 
 async def push(request: web.Request) -> web.Response:
     """POST /v1/sync/push."""
     who = principal(request, Role.DEVICE)
     env = await read_model(request, PushEnvelope, max_bytes=request.app[SETTINGS].max_push_bytes)
-    result = await push_engine.push(request.app[POOL], who, env.mutations)
-    return respond(request, result)
+    return respond_raw(request, await push_engine.push(request.app[POOL], who, env.mutations))
 
 
 def setup(app: web.Application) -> None:

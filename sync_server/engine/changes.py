@@ -16,21 +16,21 @@ _SKIP = frozenset({"version", "updated_at"})
 
 
 def changed_fields(before: TicketRecord | None, after: TicketRecord) -> tuple[str, ...]:
-    """Top-level fields that differ, compared on the models themselves (no serialisation on the hot path)."""
-    new = after.ticket
+    """Top-level fields that differ, compared on the wire documents."""
+    new = after.doc
     if before is None:
-        return tuple(sorted(f for f in type(new).model_fields if f not in _SKIP))
-    old = before.ticket
-    return tuple(sorted(f for f in type(new).model_fields if f not in _SKIP and getattr(old, f) != getattr(new, f)))
+        return tuple(sorted(k for k in new if k not in _SKIP))
+    old = before.doc
+    return tuple(sorted(k for k in new if k not in _SKIP and old.get(k) != new[k]))
 
 
 def diff(before: TicketRecord | None, after: TicketRecord) -> tuple[tuple[str, ...], dict[str, Any], dict[str, Any]]:
     """Changed fields with their before/after wire values, for audit rows."""
     changed = changed_fields(before, after)
-    new = after.ticket.model_dump(mode="json", include=set(changed))
+    new = {k: after.doc[k] for k in changed}
     if before is None:
         return changed, {}, new
-    return changed, before.ticket.model_dump(mode="json", include=set(changed)), new
+    return changed, {k: before.doc.get(k) for k in changed}, new
 
 
 async def commit_changes(

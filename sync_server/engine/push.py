@@ -17,7 +17,6 @@ from protocol import (
     MutationResult,
     MutationStatus,
     ProtocolError,
-    PushResponse,
     ReasonCode,
     TicketStatus,
 )
@@ -92,13 +91,13 @@ def _parse_one(seq: int, item: dict[str, Any]) -> Parsed:
 
 
 def _work(rec: TicketRecord, held_by: set[UUID], dev: DeviceCtx) -> WorkTicket:
-    t = rec.ticket
+    d = rec.doc
     return WorkTicket(
-        id=t.id, status=TicketStatus(t.status), crew_id=rec.crew_id, department_id=rec.department_id, version=t.version,
-        resolution_code=t.resolution_code, reason_code=t.reason_code, items={i.item_type: i.count for i in t.items},
-        note_ids={n.id for n in t.notes}, photos={(p.sha256, str(p.kind)) for p in t.photos},
-        field_meta=dict(rec.field_meta), ever_held_by={dev.crew_id} if t.id in held_by else set(),
-        created_by_device=t.created_by_device,
+        id=rec.id, status=TicketStatus(d["status"]), crew_id=rec.crew_id, department_id=rec.department_id,
+        version=d["version"], resolution_code=d["resolution_code"], reason_code=d["reason_code"],
+        items={i["item_type"]: i["count"] for i in d["items"]}, note_ids={UUID(n["id"]) for n in d["notes"]},
+        photos={(p["sha256"], p["kind"]) for p in d["photos"]}, field_meta=dict(rec.field_meta),
+        ever_held_by={dev.crew_id} if rec.id in held_by else set(), created_by_device=d["created_by_device"],
     )
 
 
@@ -117,19 +116,23 @@ class _Batch:
     outcomes: list[tuple[Parsed, Outcome]] = field(default_factory=list)
 
 
-async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]]) -> PushResponse:
-    """Apply a device's batch exactly once; a replayed seq gets its stored result, a gap is refused whole."""
+async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]]) -> dict[str, Any]:
+    """Apply a device's batch exactly once; a replayed seq gets its stored result, a gap is refused whole.
+
+    Returns the PushResponse as a JSON-mode dict: ticket documents come pre-rendered from storage, and building
+    models only to serialise them again would dominate the cost of a push.
+    """
     parsed = parse_batch(raw)
     assert who.device_id is not None and who.crew_id is not None and who.department_id is not None
     dev = DeviceCtx(who.device_id, who.crew_id, who.department_id)
 
-    async def body(conn: asyncpg.Connection) -> PushResponse:
+    async def body(conn: asyncpg.Connection) -> dict[str, Any]:
         return await _push_tx(conn, dev, parsed)
 
     return await run_in_tx(pool, body)
 
 
-async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed]) -> PushResponse:
+async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed]) -> dict[str, Any]:
     row = await store.lock_device(conn, dev.device_id)
     if row is None or row["revoked_at"] is not None:
         raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked")
@@ -146,14 +149,14 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     replay_ids = [UUID(r["ticket_id"]) for r in stored.values() if r.get("ticket_id")]
     current = await load_tickets(conn, [i for i in replay_ids if i not in after]) if replay_ids else {}
     current.update(after)
-    results: list[MutationResult] = []
+    results: list[tuple[MutationResult, dict[str, Any] | None]] = []
     for p in replay:
         if p.seq not in stored:  # applied long ago and its result pruned: still never applied twice
-            results.append(MutationResult(seq=p.seq, status=MutationStatus.DUPLICATE, reason=ReasonCode.ALREADY_EXISTS,
-                                          message="applied earlier; its stored result has expired", server_version=0,
-                                          replayed=True))
+            results.append((MutationResult(seq=p.seq, status=MutationStatus.DUPLICATE, reason=ReasonCode.ALREADY_EXISTS,
+                                           message="applied earlier; its stored result has expired", server_version=0,
+                                           replayed=True), None))
             continue
-        results.append(_replayed(stored[p.seq], current, dev, p.seq))
+        results.append(_replayed(stored[p.seq], current, dev))
     fresh_results = [_result(p, o, current, batch, dev, version) for p, o in batch.outcomes]
     results.extend(_last_carries_ticket(fresh_results))
     if fresh:
@@ -161,12 +164,15 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
             (r.seq, p.op, p.ticket_id, r.status.value, r.reason.value if r.reason else None,
              json.dumps({**r.model_dump(mode="json", exclude={"ticket", "replayed"}), "ticket_id": str(p.ticket_id) if p.ticket_id else None}),
              version)
-            for r, (p, _) in zip(fresh_results, batch.outcomes)
+            for (r, _), (p, _) in zip(fresh_results, batch.outcomes)
         ])
         last_seq = fresh[-1].seq
         await store.advance_seq(conn, dev.device_id, last_seq)
-    return PushResponse(results=results, server_version=version or max((r.server_version for r in results), default=0),
-                        last_seq=last_seq)
+    return {
+        "results": [{**r.model_dump(mode="json"), "ticket": doc} for r, doc in results],
+        "server_version": version or max((r.server_version for r, _ in results), default=0),
+        "last_seq": last_seq,
+    }
 
 
 async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -> _Batch:
@@ -267,7 +273,7 @@ async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, versio
     items = []
     for t in touched:
         before = batch.before.get(t.id)
-        old = {i.item_type: i.count for i in before.ticket.items} if before is not None else {}
+        old = {i["item_type"]: i["count"] for i in before.doc["items"]} if before is not None else {}
         items.extend((t.id, k, v) for k, v in t.items.items() if old.get(k) != v)
     await store.upsert_items(conn, items)
     before = {t.id: batch.before[t.id] for t in touched}
@@ -281,36 +287,33 @@ async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, versio
     return after
 
 
-def _result(p: Parsed, o: Outcome, current: dict[UUID, TicketRecord], batch: _Batch, dev: DeviceCtx, version: int) -> MutationResult:
+def _result(p: Parsed, o: Outcome, current: dict[UUID, TicketRecord], batch: _Batch, dev: DeviceCtx,
+            version: int) -> tuple[MutationResult, dict[str, Any] | None]:
     """Tell the device exactly what happened, with the ticket as it now stands if the crew still holds it."""
     tid = p.ticket_id
     rec = (current.get(tid) or batch.records.get(tid)) if tid is not None else None
-    ticket, removed = _holding(rec, batch.work.get(tid) if tid is not None else None, dev)
+    doc, removed = _holding(rec, batch.work.get(tid) if tid is not None else None, dev)
     return MutationResult(
-        seq=p.seq, status=o.status, reason=o.reason, message=o.message, ticket=ticket, removed=removed,
+        seq=p.seq, status=o.status, reason=o.reason, message=o.message, removed=removed,
         conflicts=[_info(c) for c in o.conflicts], server_version=version,
-    )
+    ), doc
 
 
 def _holding(rec: TicketRecord | None, wt: WorkTicket | None, dev: DeviceCtx) -> tuple[Any, Any]:
-    """(ticket, removal reason) for a result: the document if held, the reason if the crew lost it, nothing if never its own (I3)."""
+    """(document, removal reason): the ticket if held, the reason if the crew lost it, nothing if never its own (I3)."""
     if rec is None:
         return None, None
     if rec.holder_crew_id == dev.crew_id:
-        return rec.ticket, None
+        return rec.doc, None
     if wt is not None and wt.where(dev) is Where.LEFT:
         return None, removed_reason(wt, dev, crew_changed=rec.crew_id != dev.crew_id)
     return None, None
 
 
-def _last_carries_ticket(results: list[MutationResult]) -> list[MutationResult]:
+def _last_carries_ticket(results: list[tuple[MutationResult, dict[str, Any] | None]]) -> list[tuple[MutationResult, dict[str, Any] | None]]:
     """A ticket touched by several mutations of a batch travels once, on its last result (SPEC: push results)."""
-    last: dict[Any, int] = {}
-    for i, r in enumerate(results):
-        if r.ticket is not None:
-            last[r.ticket.id] = i
-    return [r if r.ticket is None or last[r.ticket.id] == i else r.model_copy(update={"ticket": None})
-            for i, r in enumerate(results)]
+    last = {doc["id"]: i for i, (_, doc) in enumerate(results) if doc is not None}
+    return [(r, doc if doc is None or last[doc["id"]] == i else None) for i, (r, doc) in enumerate(results)]
 
 
 def _info(c: Conflict) -> ConflictInfo:
@@ -324,12 +327,11 @@ def _scalar(v: Any) -> Any:
     return json.dumps(v, separators=(",", ":"), default=str)
 
 
-def _replayed(stored: dict[str, Any], current: dict[UUID, TicketRecord], dev: DeviceCtx, seq: int) -> MutationResult:
+def _replayed(stored: dict[str, Any], current: dict[UUID, TicketRecord], dev: DeviceCtx) -> tuple[MutationResult, dict[str, Any] | None]:
     """The original result of an already-applied seq, with the ticket as it stands now."""
     data = {k: v for k, v in stored.items() if k != "ticket_id"}
     tid = stored.get("ticket_id")
     rec = current.get(UUID(tid)) if tid else None
-    if rec is not None and rec.holder_crew_id == dev.crew_id:
-        data["ticket"] = rec.ticket.model_dump(mode="json")
     data["replayed"] = True
-    return MutationResult.model_validate(data)
+    doc = rec.doc if rec is not None and rec.holder_crew_id == dev.crew_id else None
+    return MutationResult.model_validate(data), doc

@@ -5,31 +5,38 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from protocol.canonical import ticket_hash
+from protocol.canonical import doc_hash
 from protocol import Ticket
 
-# One statement per batch of tickets: children come back as JSON arrays in canonical order, so loading N tickets is
-# one round trip however many notes and photos they carry.
+# One statement per batch of tickets, rendering the whole wire document (children as arrays in canonical order,
+# timestamps in the canonical UTC form via fs_ts), so loading N tickets is one round trip and no model is built
+# on the hot path: the push engine and the change log work on these documents directly.
 _TICKET_SQL = """
-SELECT t.id, t.sr_number, st.name AS service_type, d.code AS department, t.status, t.priority, t.address, t.zip,
-       t.lat, t.lon, t.council_district, t.description, t.source, t.requested_at, t.service_date, t.due_at,
-       c.name AS crew, t.resolution_code, t.reason_code, t.created_by_device, t.updated_at, t.version,
-       t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of,
-       (SELECT coalesce(json_agg(json_build_object('id', n.id, 'text', n.text, 'author', n.author,
-                'device_time', n.device_time, 'created_at', n.created_at) ORDER BY n.created_at, n.id), '[]')
-          FROM ticket_notes n WHERE n.ticket_id = t.id)::text AS notes,
-       (SELECT coalesce(json_agg(json_build_object('sha256', p.sha256, 'kind', p.kind, 'taken_at', p.taken_at,
+SELECT t.id, t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of,
+  json_build_object(
+    'id', t.id, 'sr_number', t.sr_number, 'service_type', st.name, 'department', d.code, 'status', t.status,
+    'priority', t.priority, 'address', t.address, 'zip', t.zip, 'lat', t.lat, 'lon', t.lon,
+    'council_district', t.council_district, 'description', t.description, 'source', t.source,
+    'requested_at', fs_ts(t.requested_at), 'service_date', t.service_date, 'due_at', fs_ts(t.due_at),
+    'crew', c.name, 'resolution_code', t.resolution_code, 'reason_code', t.reason_code,
+    'created_by_device', t.created_by_device, 'updated_at', fs_ts(t.updated_at), 'version', t.version,
+    'notes', (SELECT coalesce(json_agg(json_build_object('id', n.id, 'text', n.text, 'author', n.author,
+                'device_time', fs_ts(n.device_time), 'created_at', fs_ts(n.created_at)) ORDER BY n.created_at, n.id), '[]')
+              FROM ticket_notes n WHERE n.ticket_id = t.id),
+    'photos', (SELECT coalesce(json_agg(json_build_object('sha256', p.sha256, 'kind', p.kind, 'taken_at', fs_ts(p.taken_at),
                 'lat', p.lat, 'lon', p.lon,
                 'state', CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = p.sha256) THEN 'available' ELSE 'pending' END)
                 ORDER BY p.sha256, p.kind), '[]')
-          FROM ticket_photos p WHERE p.ticket_id = t.id)::text AS photos,
-       (SELECT coalesce(json_agg(json_build_object('item_type', i.item_type, 'count', i.count) ORDER BY i.item_type), '[]')
-          FROM ticket_items i WHERE i.ticket_id = t.id)::text AS items
+              FROM ticket_photos p WHERE p.ticket_id = t.id),
+    'items', (SELECT coalesce(json_agg(json_build_object('item_type', i.item_type, 'count', i.count) ORDER BY i.item_type), '[]')
+              FROM ticket_items i WHERE i.ticket_id = t.id)
+  )::text AS doc
 FROM tickets t
 JOIN service_types st ON st.id = t.service_type_id
 JOIN departments d ON d.id = t.department_id
@@ -39,23 +46,36 @@ WHERE t.id = ANY($1::uuid[])
 # The same, taking the row locks in id order: a fixed order, so concurrent batches and bulk actions never deadlock.
 _TICKET_LOCK_SQL = _TICKET_SQL + " ORDER BY t.id FOR UPDATE OF t"
 
-_TICKET_FIELDS = (
-    "id", "sr_number", "service_type", "department", "status", "priority", "address", "zip", "lat", "lon",
-    "council_district", "description", "source", "requested_at", "service_date", "due_at", "crew",
-    "resolution_code", "reason_code", "created_by_device", "updated_at", "version",
-)
+
+def _floats(doc: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL writes 34.0 as 34; the wire form (and so the canonical bytes) keeps coordinates as floats."""
+    for obj in (doc, *doc["photos"]):
+        for k in ("lat", "lon"):
+            if isinstance(obj.get(k), int):
+                obj[k] = float(obj[k])
+    return doc
 
 
 @dataclass(frozen=True)
 class TicketRecord:
     """A ticket's wire document plus the server-only columns the engine decides with."""
 
-    ticket: Ticket
+    doc: dict[str, Any]
     department_id: int
     crew_id: int | None
     holder_crew_id: int | None
     field_meta: dict[str, Any] = field(default_factory=dict)
     duplicate_of: UUID | None = None
+
+    @cached_property
+    def ticket(self) -> Ticket:
+        """The validated model, built only when a caller needs one (supervisor answers, uploads)."""
+        return Ticket.model_validate(self.doc)
+
+    @property
+    def id(self) -> UUID:
+        """Ticket id."""
+        return UUID(self.doc["id"])
 
 
 async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID], *, lock: bool = False) -> dict[UUID, TicketRecord]:
@@ -64,21 +84,17 @@ async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID], *, lock: b
     if not id_list:
         return {}
     rows = await conn.fetch(_TICKET_LOCK_SQL if lock else _TICKET_SQL, id_list)
-    out: dict[UUID, TicketRecord] = {}
-    for r in rows:
-        data = {k: r[k] for k in _TICKET_FIELDS}
-        data["notes"] = json.loads(r["notes"])
-        data["photos"] = json.loads(r["photos"])
-        data["items"] = json.loads(r["items"])
-        out[r["id"]] = TicketRecord(
-            ticket=Ticket.model_validate(data),
+    return {
+        r["id"]: TicketRecord(
+            doc=_floats(json.loads(r["doc"])),
             department_id=r["department_id"],
             crew_id=r["crew_id"],
             holder_crew_id=r["holder_crew_id"],
             field_meta=json.loads(r["field_meta"]),
             duplicate_of=r["duplicate_of"],
         )
-    return out
+        for r in rows
+    }
 
 
 async def lock_tickets(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
@@ -107,15 +123,15 @@ async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry
         return
     ids, depts, holders, prevs, reasons, versions, docs, digests, changed = [], [], [], [], [], [], [], [], []
     for e in entries:
-        t = e.record.ticket
-        ids.append(t.id)
+        d = e.record.doc
+        ids.append(e.record.id)
         depts.append(e.record.department_id)
         holders.append(e.record.holder_crew_id)
         prevs.append(e.prev_crew_id)
         reasons.append(e.removal_reason)
-        versions.append(t.version)
-        docs.append(t.model_dump_json())
-        digests.append(ticket_hash(t))
+        versions.append(d["version"])
+        docs.append(json.dumps(d, separators=(",", ":"), ensure_ascii=False))
+        digests.append(doc_hash(d))
         changed.append(",".join(e.changed))
     crews = {c for e in entries for c in (e.record.holder_crew_id, e.prev_crew_id) if c is not None}
     # Arrays, not executemany: one statement and one round trip whatever the batch size; ids are drawn here, under
