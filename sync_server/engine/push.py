@@ -269,6 +269,7 @@ async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, versio
         (t.id, t.status.value, t.crew_id, t.resolution_code, t.reason_code, json.dumps(t.field_meta)) for t in touched
     ], HELD)
     await store.insert_notes(conn, batch.notes)
+    await store.lock_photos(conn, [ph[1] for ph in batch.photos])
     await store.insert_photos(conn, batch.photos)
     items = []
     for t in touched:

@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from sync_server.storage.tickets import NOTIFY_SQL, live_payload
+from sync_server.storage.uploads import PHOTO_LOCK_CLASS
 
 # Latest change row per ticket among the rows that concern `crew` and committed inside (base, head].
 # `xid >= pg_snapshot_xmin(base)` narrows the index range: everything older is visible in `base` by definition.
@@ -176,3 +177,14 @@ async def department_service_types(conn: asyncpg.Connection, department_id: int)
     """Names and codes a crew of this department may self-report."""
     rows = await conn.fetch("SELECT name, code FROM service_types WHERE department_id = $1", department_id)
     return {r["name"] for r in rows} | {r["code"] for r in rows}
+
+
+async def lock_photos(conn: asyncpg.Connection, hashes: Sequence[str]) -> None:
+    """The uploads engine's per-hash lock (storage.uploads.lock_photo) for many hashes, in sorted order, in one statement:
+    an attach must not interleave with the verification of the same bytes, or the photo could stay pending forever."""
+    if not hashes:
+        return
+    await conn.execute(
+        "SELECT count(pg_advisory_xact_lock($1, hashtext(s))) FROM (SELECT s FROM unnest($2::text[]) AS s ORDER BY s) AS o",
+        PHOTO_LOCK_CLASS, sorted(set(hashes)),
+    )

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
-_PHOTO_LOCK_CLASS = 0x46535048  # 'FSPH': advisory locks keyed by a photo hash (see lock_photo)
+PHOTO_LOCK_CLASS = 0x46535048  # 'FSPH': advisory locks keyed by a photo hash (see lock_photo)
 _DEVICE_UPLOAD_LOCK_CLASS = 0x46535550  # 'FSUP': serialises one device's session creation (concurrency limit)
 
 
@@ -18,7 +18,7 @@ async def lock_photo(conn: asyncpg.Connection, sha256: str) -> None:
     Without it an attach committing concurrently with verification could read the blob as missing while the
     verifier reads the attach as missing, and the ticket would show the photo pending forever.
     """
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PHOTO_LOCK_CLASS, sha256)
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", PHOTO_LOCK_CLASS, sha256)
 
 
 async def lock_device_uploads(conn: asyncpg.Connection, device_id: str) -> None:
