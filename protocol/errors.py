@@ -144,7 +144,7 @@ REASON_DESCRIPTIONS: Final[Mapping[ReasonCode, str]] = MappingProxyType({
     ReasonCode.ALREADY_EXISTS: "The note, photo or self-reported ticket already exists: with status `duplicate` nothing changed; with `rejected` the existing one differs.",
     ReasonCode.PHOTO_PENDING: "The transition needs an available photo whose upload has not completed yet; upload, then retry as a new mutation.",
     ReasonCode.TICKET_CLOSED: "The ticket is closed/cancelled and accepts no more crew changes.",
-    ReasonCode.UNKNOWN_OP: "The server knows the op name but it is disabled for this device or department.",
+    ReasonCode.UNKNOWN_OP: "The op name is not one this server knows (e.g. a newer client); rejected on its own, its seq advances.",
     ReasonCode.CONFLICT_RESOLVED: "Applied with adjustments; `conflicts` lists what was kept and what was discarded.",
 })
 

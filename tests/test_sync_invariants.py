@@ -38,7 +38,7 @@ async def test_I1_exactly_once(server: Server, pool: asyncpg.Pool, world: World,
     assert sorted([first.results[0].replayed, second.results[0].replayed]) == [False, True]
     # a seq from the future is refused whole, with the expected seq
     status, err = await dev.push_raw([dev.mutation("add_note", rec.ticket.id, note("c"), seq=7)])
-    assert status == 409 and err["error"]["code"] == "seq_gap" and err["error"]["details"]["expected"] == 3
+    assert status == 409 and err["error"]["code"] == "seq_gap" and err["error"]["details"]["expected_seq"] == 3
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM ticket_notes") == 2
         assert await conn.fetchval("SELECT last_seq FROM devices WHERE id = $1", world.device("san-1").device_id) == 2

@@ -141,7 +141,7 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     fresh = [p for p in parsed if p.seq > last_seq]
     if fresh and fresh[0].seq != last_seq + 1:
         raise ProtocolError(ErrorCode.SEQ_GAP, f"expected seq {last_seq + 1}, got {fresh[0].seq}",
-                            {"expected": last_seq + 1, "last_seq": last_seq})
+                            {"expected_seq": last_seq + 1, "last_seq": last_seq})
     version = int(row["xid"]) if fresh else 0
     batch = await _fold(conn, dev, fresh)
     after = await _flush(conn, dev, batch, version) if fresh else {}
