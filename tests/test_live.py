@@ -4,6 +4,7 @@ without gaps or duplicates against the change log, slow consumers, revocation, a
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -222,18 +223,51 @@ async def test_position_older_than_retention_gets_refetch(
     await again.close()
 
 
+async def raw_live_socket(url: str, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """A consumer that truly stops reading: a raw socket with a tiny receive buffer that reads the handshake and the
+    first frame (the catch-up poke, for its position) and then nothing (aiohttp's client keeps buffering instead)."""
+    import base64
+    import os
+
+    host, port = url.removeprefix("http://").split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=raw, limit=1024)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /v1/live?encoding=json HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Authorization: Bearer {token}\r\n\r\n").encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), WAIT)
+    assert b0 == 0x81 and b1 < 126  # one unmasked text frame: the poke
+    poke = json.loads(await reader.readexactly(b1))
+    assert poke["type"] == "poke"
+    return reader, writer, int(poke["watermark"])
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked server frame: (opcode, payload)."""
+    b0, b1 = await asyncio.wait_for(reader.readexactly(2), WAIT)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    return b0 & 0x0F, await asyncio.wait_for(reader.readexactly(n), WAIT)
+
+
 async def test_slow_consumer_is_dropped_while_others_keep_receiving(
     settings: Settings, db_dsn: str, pool: asyncpg.Pool, world: World, http: aiohttp.ClientSession
 ) -> None:
-    srv = await start_server(settings.model_copy(update={"live_queue_size": 8}), db_dsn)
+    srv = await start_server(settings.model_copy(update={"live_queue_size": 8, "live_lag_timeout_s": 1.0}), db_dsn)
     try:
-        slow = await Live.connect(http, srv.url, world.supervisors["sanitation"])
-        await slow.ready()
+        slow_reader, slow_writer, start = await raw_live_socket(srv.url, world.supervisors["sanitation"])
         hub = srv.app[LIVE]
         (sub,) = [s for s in hub.all if s.role == "supervisor"]
-        # The slow reader: tiny socket buffers on both ends and a client that stops reading.
         sub.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        slow.ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         fast = await Live.connect(http, srv.url, world.supervisors["sanitation"], media=MSGPACK)
         await fast.ready()
 
@@ -252,17 +286,29 @@ async def test_slow_consumer_is_dropped_while_others_keep_receiving(
         for _ in range(150):  # until the slow one is dropped: kernel buffers on loopback absorb a few hundred KiB
             created += [r.ticket.id for r in await make_tickets(pool, world, 20)]
             await asyncio.sleep(0.01)  # separate transactions, separate reads, like steady field traffic
-            if sub.closing:
+            if sub.closing:  # queue full for live_lag_timeout_s: closed
                 break
         await make_tickets(pool, world, 1, crew="san-2")
         got = await asyncio.wait_for(reader, WAIT)
         assert got == created  # the fast consumer got everything, in order
         assert sub.closing and sub not in hub.all
-        msgs = await slow.until(lambda m: isinstance(m, int))
-        assert msgs[-1] == CLOSE_SLOW
+        # now the slow client reads what was buffered for it: events in order, then the close frame with 4008
+        seen: list[uuid.UUID] = []
+        position, code = start, None
+        for _ in range(len(created) + 10):
+            op, payload = await read_frame(slow_reader)
+            if op == 0x8:
+                code = int.from_bytes(payload[:2], "big")
+                break
+            ev = json.loads(payload)
+            if ev["type"] == "event":
+                seen.append(uuid.UUID(ev["ticket_id"]))
+                position = ev["position"]
+        assert code == CLOSE_SLOW
+        slow_writer.close()
+        assert seen == created[: len(seen)]
         # it resumes from its last position and gets exactly the rest
-        again = await Live.connect(http, srv.url, world.supervisors["sanitation"], after=slow.position)
-        seen = [e.ticket_id for e in events(msgs)]
+        again = await Live.connect(http, srv.url, world.supervisors["sanitation"], after=position)
         for _ in range(5000):
             if len(seen) >= len(created):
                 break
@@ -373,3 +419,30 @@ async def test_late_field_report_reaches_supervisor_as_its_own_event(
     same_tx = [e for e in got if decode_position(e.position)[0] == decode_position(late.position)[0]]
     assert [e.event for e in same_tx] == ["ticket_changed", "late_report"]
     await sup.close()
+
+
+async def test_burst_bigger_than_the_queue_is_caught_up_not_dropped(
+    settings: Settings, db_dsn: str, pool: asyncpg.Pool, world: World, http: aiohttp.ClientSession
+) -> None:
+    srv = await start_server(settings.model_copy(update={"live_queue_size": 8}), db_dsn)
+    try:
+        sup = await Live.connect(http, srv.url, world.supervisors["sanitation"])
+        await sup.ready()
+        hub = srv.app[LIVE]
+        (sub,) = [s for s in hub.all if s.role == "supervisor"]
+        sub.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        burst = [r.ticket.id for r in await make_tickets(pool, world, 300)]  # one transaction, ~230 KiB of events
+        got: list[uuid.UUID] = []
+        for _ in range(1000):
+            if len(got) >= len(burst):
+                break
+            m = await sup.recv()
+            assert not isinstance(m, int), f"closed with {m}"
+            if isinstance(m, LiveEvent):
+                got.append(m.ticket_id)  # type: ignore[arg-type]
+        assert got == burst and not sub.closing and hub.fell_behind >= 1
+        (t,) = await make_tickets(pool, world, 1)  # and it is back in the live fan-out
+        assert (await sup.until(lambda m: isinstance(m, LiveEvent)))[-1].ticket_id == t.ticket.id
+        await sup.close()
+    finally:
+        await srv.runner.cleanup()

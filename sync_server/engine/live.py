@@ -35,14 +35,13 @@ CHANNEL = "fieldsync_changes"
 RANK_BITS = 20
 RANK_MAX = (1 << RANK_BITS) - 1
 PENDING_POLL = 0.02  # seconds between watermark checks while a notified change is not yet below it
-PAGE = 500  # catch-up page: a resuming supervisor is fed at the pace it reads, never all at once
 
 # Close codes (the README's "Live feed" section lists them).
 CLOSE_GOING_AWAY = 1001  # server shutting down: reconnect (to any process) and resume
 CLOSE_TRY_AGAIN = 1013  # database unavailable while setting up the socket: reconnect with backoff
 CLOSE_UNAUTHORIZED = 4001  # no valid token in time
 CLOSE_REVOKED = 4003  # the device or user was revoked while connected
-CLOSE_SLOW = 4008  # the client fell further behind than the queue allows: reconnect and resume from its position
+CLOSE_SLOW = 4008  # the client stopped reading (queue full for live_lag_timeout_s): reconnect and resume
 CLOSE_BAD_REQUEST = 4400  # undecodable frame, wrong first message, or an admin without ?department=
 
 # Frames are not written past this much unsent data in the transport: the rest waits in the bounded queue.
@@ -82,7 +81,7 @@ class Subscriber:
     """One live socket. Slots and a lazily created queue keep an idle socket to a few hundred bytes of our own."""
 
     __slots__ = ("ws", "transport", "media", "role", "crew_id", "department_id", "device_id", "user_id",
-                 "pos", "queue", "closing", "poke_queued", "drained")
+                 "pos", "queue", "closing", "poke_queued", "drained", "behind")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, media: str, role: str, *,
                  crew_id: int | None = None, department_id: int | None = None, device_id: str | None = None,
@@ -94,6 +93,7 @@ class Subscriber:
         self.closing = False
         self.poke_queued = False
         self.drained: asyncio.Event | None = None
+        self.behind = False  # dropped out of the live fan-out; a catch-up from the log is under way
 
 
 @dataclass
@@ -163,6 +163,7 @@ class LiveHub:
         self._read_done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self.fell_behind = 0  # supervisors moved from the fan-out to a catch-up (bursts bigger than the queue)
         self._closers: set[asyncio.Task[Any]] = set()
         self._retention = timedelta(days=settings.retention_days * 0.95)
 
@@ -214,25 +215,60 @@ class LiveHub:
             else:
                 self.enqueue(sub, Frame(LiveRefetch(type="refetch")))
                 sub.pos = (self.head, 0)
+        await self._catch_up(sub)
+
+    async def _catch_up(self, sub: Subscriber) -> None:
+        """Feed a supervisor from the log at the pace it reads, until it reaches the head and rejoins the fan-out."""
+        assert sub.department_id is not None
+        page = max(1, self.settings.live_queue_size // 2)  # with the drain wait below, the queue never overflows
         while not sub.closing:
+            if not await self._until_drained(sub):  # first, so that rejoining never starts with a full queue
+                self.close(sub, CLOSE_SLOW, "consumer too slow; reconnect and resume")
+                return
             head = self.head
             if sub.pos >= (head, 0):
                 if self._reading is None or sub.department_id in self._reading:
+                    sub.behind = False
                     self.supervisors.setdefault(sub.department_id, set()).add(sub)
                     self.enqueue(sub, Frame(LivePoke(type="poke", watermark=encode_position(max(sub.pos, (head, 0))))))
                     return
                 await self._read_done.wait()  # the read in flight does not cover this department: catch up after it
                 continue
             async with self.pool.acquire() as conn:
-                rows = await feed.events(conn, [sub.department_id], sub.pos[0], head, sub.pos, PAGE)
+                rows = await feed.events(conn, [sub.department_id], sub.pos[0], head, sub.pos, page)
             for row in rows:
                 frame = _frame_or_none(row)
-                if frame is not None:
-                    self.enqueue(sub, frame)
+                if frame is not None and not self.enqueue(sub, frame):
+                    return  # closed meanwhile
                 sub.pos = (row["x"], row["rank"])
-            if len(rows) < PAGE:
+            if len(rows) < page:
                 sub.pos = max(sub.pos, (head, 0))
-            await self._until_drained(sub)
+
+    def _fall_behind(self, sub: Subscriber) -> None:
+        """A burst bigger than the queue: leave the fan-out and catch up from the log (positions make it exact)."""
+        assert sub.department_id is not None
+        sub.behind = True
+        self.fell_behind += 1
+        group = self.supervisors.get(sub.department_id)
+        if group is not None:
+            group.discard(sub)
+            if not group:
+                del self.supervisors[sub.department_id]
+
+        async def recover() -> None:
+            try:
+                await self._catch_up(sub)
+            except _DB_ERRORS as exc:
+                log.warning("live.catch_up_failed", error=str(exc))
+                self.close(sub, CLOSE_TRY_AGAIN, "database unavailable, reconnect")
+
+        self._spawn(recover())
+
+    def _spawn(self, coro: Any) -> None:
+        """Background work that must not be garbage-collected mid-flight."""
+        task = asyncio.create_task(coro)
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     def remove(self, sub: Subscriber) -> None:
         """Forget a socket (its handler ended)."""
@@ -257,30 +293,35 @@ class LiveHub:
             return
         log.info("live.close", code=code, reason=reason, device=sub.device_id, user=sub.user_id)
         self.remove(sub)
-        task = asyncio.create_task(sub.ws.close(code=code, message=reason.encode(), drain=False))
-        self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
+        self._spawn(sub.ws.close(code=code, message=reason.encode(), drain=False))
 
     # ------------------------------------------------------------------ writing
 
-    def enqueue(self, sub: Subscriber, frame: Frame, *, poke: bool = False) -> None:
-        """Write now if the socket keeps up, else queue; a queue over its bound drops the consumer (4008)."""
+    def enqueue(self, sub: Subscriber, frame: Frame, *, poke: bool = False) -> bool:
+        """Write now if the socket keeps up, else queue; False when the frame was not taken (queue full or closed).
+
+        A full queue moves a supervisor to a catch-up from the log (it is closed with 4008 only if it then stays
+        behind for `live_lag_timeout_s`); any other socket is closed with 4008 at once."""
         if sub.closing:
-            return
+            return False
         q = sub.queue
         if not q and self._write(sub, frame):
-            return
+            return not sub.closing
         if poke and sub.poke_queued:
-            return  # a poke already waiting says the same thing: pull
+            return True  # a poke already waiting says the same thing: pull
         if q is None:
             q = sub.queue = deque()
         if len(q) >= self.settings.live_queue_size:
-            self.close(sub, CLOSE_SLOW, "consumer too slow; reconnect and resume")
-            return
+            if sub.department_id is not None and sub in self.supervisors.get(sub.department_id, ()):
+                self._fall_behind(sub)
+            else:
+                self.close(sub, CLOSE_SLOW, "consumer too slow; reconnect and resume")
+            return False
         q.append(frame)
         sub.poke_queued = sub.poke_queued or poke
         self._dirty.add(sub)
         self._flush_wake.set()
+        return True
 
     def _write(self, sub: Subscriber, frame: Frame) -> bool:
         """Hand one frame to the transport without waiting; False when the peer is behind (the frame stays queued)."""
@@ -317,12 +358,17 @@ class LiveHub:
         if sub.drained is not None:
             sub.drained.set()
 
-    async def _until_drained(self, sub: Subscriber) -> None:
-        """Pace a catch-up to the client's reading speed (bounded memory however far behind it is)."""
+    async def _until_drained(self, sub: Subscriber) -> bool:
+        """Pace a catch-up to the client's reading speed (bounded memory however far behind it is); False when the
+        queue stayed over half full for `live_lag_timeout_s` (the client is not reading)."""
         while sub.queue and len(sub.queue) > self.settings.live_queue_size // 2 and not sub.closing:
             sub.drained = sub.drained or asyncio.Event()
             sub.drained.clear()
-            await sub.drained.wait()
+            try:
+                await asyncio.wait_for(sub.drained.wait(), self.settings.live_lag_timeout_s)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     async def _flush_loop(self) -> None:
         while True:
@@ -430,8 +476,7 @@ class LiveHub:
                 if frame is None:
                     continue
                 for sub in list(group):
-                    if key > sub.pos:
-                        self.enqueue(sub, frame)
+                    if key > sub.pos and self.enqueue(sub, frame):
                         sub.pos = key
             return True
         finally:
@@ -462,7 +507,8 @@ class LiveHub:
     def stats(self) -> dict[str, Any]:
         """Counts for /readyz-style diagnostics and the benchmark."""
         return {"sockets": len(self.all), "devices": sum(map(len, self.devices.values())),
-                "supervisors": sum(map(len, self.supervisors.values())), "head": self.head, "listening": self.listening}
+                "supervisors": sum(map(len, self.supervisors.values())), "head": self.head, "listening": self.listening,
+                "fell_behind": self.fell_behind}
 
 
 def media_of(name: str | None) -> str | None:
