@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     _db_options(c)
     c.set_defaults(func=cmd_user_create)
 
+    p = sub.add_parser("prune", help="drop change-log history, tombstones and old push results past the retention window")
+    p.add_argument("--retention-days", type=float, help="override FIELDSYNC_RETENTION_DAYS for this run")
+    _db_options(p)
+    p.set_defaults(func=cmd_prune)
+
     p = sub.add_parser("import-311", help="import a MyLA311 service-request CSV export (upsert by SR number)")
     p.add_argument("path", type=Path, help="CSV file (portal CamelCase or lowercase headers; .csv.gz accepted)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
@@ -341,6 +346,29 @@ def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
 
     token, dept = _with_db(settings, body)
     _out(f"user: {args.name}\nrole: {role.value}" + (f"\ndepartment: {dept}" if dept else "") + f"\ntoken: {token}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    """Retention by hand (every server also prunes in the background); cursors older than the window get a snapshot."""
+    from datetime import timedelta
+
+    from sync_server.engine.maintenance import prune
+
+    days = args.retention_days if args.retention_days is not None else settings.retention_days
+    if days <= 0:
+        raise CliError("--retention-days must be positive")
+
+    async def body(db: Database) -> Any:
+        conn = await connect(db)
+        try:
+            await migrate(conn)  # like import-311: a fresh embedded data dir is usable straight away
+            return await prune(conn, timedelta(days=days))
+        finally:
+            await conn.close()
+
+    report = _with_db(settings, body)
+    _out(json.dumps({"retention_days": days, **report.__dict__}))
     return 0
 
 

@@ -47,3 +47,17 @@ async def test_prune_is_a_no_op_inside_the_window(pool: asyncpg.Pool, world: Wor
         report = await prune(conn, timedelta(days=7))
         assert (report.superseded, report.tombstones, report.results) == (0, 0, 0)
         assert await conn.fetchval("SELECT count(*) FROM changes") == 3
+
+
+def test_prune_cli_reports_counts(tmp_path) -> None:
+    """`fieldsync prune` runs against the embedded default and prints one JSON report."""
+    import json
+    import subprocess
+    import sys
+
+    tmp_path.chmod(0o755)
+    out = subprocess.run([sys.executable, "-m", "sync_server.cli", "prune", "--data-dir", str(tmp_path / "d"),
+                          "--retention-days", "7"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(report) == {"retention_days", "superseded", "tombstones", "results"} and report["retention_days"] == 7
