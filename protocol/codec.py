@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+import msgpack  # no stubs or py.typed upstream
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import DecodeError, ErrorCode, ProtocolError

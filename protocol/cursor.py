@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from typing import Any, Final
 
-import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+import msgpack  # no stubs or py.typed upstream
 
 from .errors import ErrorCode, ProtocolError
 from .version import MIN_SUPPORTED_VERSION, PROTOCOL_VERSION
