@@ -120,3 +120,18 @@ async def test_stale_transition_from_second_device(server: Server, pool: asyncpg
     await a.push([a.mutation("start", t.ticket.id)])
     (r,) = (await b.push([b.mutation("acknowledge", t.ticket.id)])).results
     assert (r.status, r.reason) == ("merged", "stale_transition") and r.ticket.status == "in_progress"
+
+
+async def test_self_report_then_more_work_in_the_same_batch(server: Server, pool: asyncpg.Pool, world: World, http) -> None:
+    """A phone that self-reports and then adds a note and a photo before syncing sends it all in one push."""
+    dev = DeviceClient(http, server.url, world.device("san-1").token)
+    tid = uuid.uuid4()
+    args = {"service_type": "Graffiti Removal", "address": "5 N MAIN ST", "lat": 34.05, "lon": -118.24,
+            "resolution_code": "painted_over"}
+    res = await dev.push([dev.mutation("self_report", tid, args),
+                          dev.mutation("add_note", tid, {"note_id": str(uuid.uuid4()), "text": "second coat"}),
+                          dev.mutation("set_items", tid, {"items": [{"item_type": "sq_ft", "count": 40}]})])
+    assert [r.status for r in res.results] == ["applied"] * 3
+    await dev.pull()
+    t = dev.replica.tickets[tid]
+    assert [n.text for n in t.notes] == ["second coat"] and t.items[0].count == 40 and dev.replica.converged()

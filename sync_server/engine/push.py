@@ -206,7 +206,8 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
         out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time)
         if out.status is not MutationStatus.REJECTED:
             batch.work[m.ticket_id] = trial
-            batch.before.setdefault(m.ticket_id, records[m.ticket_id])
+            if m.ticket_id not in batch.before:  # a ticket self-reported earlier in this batch has before=None
+                batch.before[m.ticket_id] = records[m.ticket_id]
             _collect(batch, p, out, trial, dev)
         batch.outcomes.append((p, out))
     return batch
