@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ EXIT_SETUP = 2  # the run could not start (bad credentials, server down)
 async def simulate(config: SimConfig, credentials: dict[str, Any]) -> tuple[dict[str, Any], Verdict, Fleet]:
     """One whole run: setup, shift, quiesce, verdict, report. Usable from tests without a subprocess."""
     cpu0, t0 = time.process_time(), time.monotonic()
+    _dump_tasks_on_sigusr1()
     connector = aiohttp.TCPConnector(limit=config.connections, limit_per_host=config.connections)
     timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -35,6 +37,20 @@ async def simulate(config: SimConfig, credentials: dict[str, Any]) -> tuple[dict
         verdict = await judge(fleet)
     rep = build(fleet, verdict, time.process_time() - cpu0, time.monotonic() - t0)
     return rep, verdict, fleet
+
+
+def _dump_tasks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints where every coroutine waits: the tool to diagnose a run that stalls."""
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(limit=4, file=sys.stderr)
+
+    try:
+        loop.add_signal_handler(signal.SIGUSR1, dump)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals on this platform
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:

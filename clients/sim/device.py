@@ -459,12 +459,14 @@ class Device:
         """Keep a live socket while online; a poke wakes the sync loop (an optimisation only, SPEC §3)."""
         fleet = self.fleet
         attempt = 0
-        while not fleet.finished:
+        while not fleet.finished and fleet.live_session is not None:
             await self.online.wait()
             try:
-                async with fleet.session.ws_connect(fleet.transport.base + "/v1/live", heartbeat=30) as ws:
-                    await ws.send_json({"type": "hello", "token": self.creds.token, "encoding": "json"})
-                    attempt = 0
+                async with fleet.live_session.ws_connect(
+                    fleet.transport.base + "/v1/live?encoding=json", headers=fleet.transport.headers(self.creds.token, False),
+                    heartbeat=30,
+                ) as ws:
+                    fleet.metrics.counters["live_connects"] += 1
                     while self.online.is_set() and not fleet.finished:
                         try:
                             msg = await ws.receive(timeout=1.0)
@@ -474,7 +476,9 @@ class Device:
                             break
                         fleet.metrics.counters["live_messages"] += 1
                         if isinstance(decode_live(msg.data, JSON), LivePoke):
+                            fleet.metrics.counters["live_pokes"] += 1
                             self.wake.set()
-            except (*RETRYABLE_TRANSPORT, DecodeError):
-                attempt += 1
-                await asyncio.sleep(backoff_delay(min(attempt, 6), self.retry_rng, cap=10.0))
+            except (*RETRYABLE_TRANSPORT, aiohttp.WSServerHandshakeError, DecodeError) as exc:
+                fleet.metrics.errors[f"live:{type(exc).__name__}"] += 1
+            attempt += 1  # every disconnect backs off a little, so a server closing sockets is not hammered
+            await asyncio.sleep(backoff_delay(min(attempt, 6), self.retry_rng, base=0.5, cap=10.0))

@@ -24,6 +24,18 @@ from .supervisor import StaffApi, SupervisorActor, discover_service_types, gathe
 from .transport import SimHttpError, Transport
 
 
+async def settle(tasks: list[asyncio.Task[Any]], timeout: float, metrics: Metrics) -> None:
+    """Let tasks finish within a bound, then cancel the rest: a stuck coroutine must never hang the verdict."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout) if timeout > 0 else (set(), set(tasks))
+    for task in pending:
+        task.cancel()
+    if pending:
+        metrics.counters["tasks_cancelled_at_stop"] += len(pending)
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 class SetupError(Exception):
     """The server or credentials cannot host this run (no admin token, no crews, ...)."""
 
@@ -50,6 +62,7 @@ class Fleet:
         self.finished = False
         self.fault_rate = config.fault_rate
         self.live = False
+        self.live_session: aiohttp.ClientSession | None = None
         self.uploads = False
         self._stop = asyncio.Event()
         self.run_seconds = 0.0
@@ -82,15 +95,22 @@ class Fleet:
                 self.uploads = False
 
     async def detect_live(self, token: str) -> None:
-        """A WebSocket upgrade that succeeds means the server has the live feed."""
+        """A WebSocket upgrade that succeeds means the server has the live feed.
+
+        Sockets get their own session without a connection limit: a phone's socket is open all shift, and
+        sharing the request pool would let N sockets starve every push and pull.
+        """
         if not self.config.live:
             return
         try:
-            async with self.session.ws_connect(self.transport.base + "/v1/live", timeout=aiohttp.ClientWSTimeout(ws_close=2)) as ws:
-                await ws.send_json({"type": "hello", "token": token, "encoding": "json"})
+            async with self.session.ws_connect(self.transport.base + "/v1/live?encoding=json",
+                                               headers=self.transport.headers(token, False),
+                                               timeout=aiohttp.ClientWSTimeout(ws_close=2)):
                 self.live = True
         except (aiohttp.ClientError, asyncio.TimeoutError):
             self.live = False
+        if self.live:
+            self.live_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def setup(self) -> None:
         """Enrol N fresh devices over the admin API, learn service types, make sure every crew has work."""
@@ -158,17 +178,17 @@ class Fleet:
             self.fault_rate = 0.0
             for d in self.devices:
                 d.online.set()
-            await asyncio.gather(*crew, *sups, return_exceptions=True)
+            await settle([*crew, *sups], 60.0, self.metrics)
             self.run_seconds = time.monotonic() - t0
             progress.phase = "quiesce"
             q0 = time.monotonic()
             self.finished = True
             for d in self.devices:
                 d.wake.set()
-            await asyncio.gather(*sync, return_exceptions=True)
-            for task in live:
-                task.cancel()
-            await asyncio.gather(*live, return_exceptions=True)
+            await settle(sync, 90.0, self.metrics)
+            await settle(live, 0.0, self.metrics)
+            if self.live_session is not None:
+                await self.live_session.close()
             try:
                 await asyncio.wait_for(self.quiesce(), timeout=cfg.quiesce_timeout_s)
             except asyncio.TimeoutError:
