@@ -122,14 +122,14 @@ class SyncMachine(RuleBasedStateMachine):
 
     # ---- offline field work -------------------------------------------------------------------------------------
 
-    @rule(phone=st.integers(0, 3), ticket=st.integers(0, 6),
+    @rule(phone=st.integers(0, 3), ticket=st.integers(0, 12),
           op=st.sampled_from(["acknowledge", "start", "pause", "resume", "complete", "unable_to_complete", "add_note",
                               "set_items", "set_resolution", "decline"]),
           count=st.integers(0, 5))
     def work(self, phone: int, ticket: int, op: str, count: int) -> None:
         """Queue a mutation offline; any ticket id (held or not), as stale phones do."""
         p = self.phones[phone]
-        tid = self.ticket_ids[ticket]
+        tid = self.ticket_ids[ticket % len(self.ticket_ids)]  # self-reported tickets join the pool
         args: dict[str, Any] = {
             "complete": {"resolution_code": "collected"},
             "unable_to_complete": {"reason_code": "blocked"},
@@ -146,7 +146,9 @@ class SyncMachine(RuleBasedStateMachine):
         p = self.phones[phone]
         args = {"service_type": "Graffiti Removal", "address": "1 N MAIN ST", "lat": 34.05, "lon": -118.24,
                 "resolution_code": "painted_over", "note": "tag"}
-        p.outbox.append(p.client.mutation("self_report", uuid.uuid4(), args))
+        tid = uuid.uuid4()
+        self.ticket_ids.append(tid)
+        p.outbox.append(p.client.mutation("self_report", tid, args))
 
     # ---- the network ---------------------------------------------------------------------------------------------
 
@@ -189,7 +191,7 @@ class SyncMachine(RuleBasedStateMachine):
           crew=st.sampled_from(CREWS))
     def supervise(self, ticket: int, action: str, crew: str) -> None:
         """Central changes while phones are offline; illegal ones are refused by the API and change nothing."""
-        tid = self.ticket_ids[ticket]
+        tid = self.ticket_ids[ticket % 7]
         call = {
             "reassign": ("POST", f"/v1/tickets/{tid}/assign", {"crew": crew}),
             "cancel": ("POST", f"/v1/tickets/{tid}/cancel", {"reason": "resident"}),
