@@ -27,7 +27,6 @@ from sync_server.engine.live import (
     CLOSE_UNAUTHORIZED,
     LiveHub,
     Subscriber,
-    media_of,
 )
 from sync_server.keys import DSN, POOL, SETTINGS
 from sync_server.storage import feed
@@ -35,6 +34,11 @@ from sync_server.storage import feed
 log = structlog.get_logger(__name__)
 LIVE: web.AppKey[LiveHub] = web.AppKey("live_hub")
 SUBPROTOCOLS = ("fieldsync.msgpack", "fieldsync.json")
+
+
+def media_of(name: str | None) -> str | None:
+    """'json' / 'msgpack' (query, hello, or subprotocol suffix) to a media type."""
+    return {"json": JSON, "msgpack": MSGPACK}.get(name or "")
 
 
 async def _authenticate(request: web.Request, header: str) -> Principal:

@@ -23,7 +23,7 @@ import structlog
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
-from protocol import JSON, MSGPACK, encode
+from protocol import MSGPACK, encode
 from protocol.live import LiveEvent, LivePoke, LiveRefetch
 from protocol.models import Ticket
 from sync_server.settings import Settings
@@ -511,11 +511,6 @@ class LiveHub:
                 "fell_behind": self.fell_behind}
 
 
-def media_of(name: str | None) -> str | None:
-    """'json' / 'msgpack' (query, hello, or subprotocol suffix) to a media type."""
-    return {"json": JSON, "msgpack": MSGPACK}.get(name or "")
-
-
-__all__ = ["LiveHub", "Subscriber", "decode_position", "encode_position", "media_of", "parse_notice",
+__all__ = ["LiveHub", "Subscriber", "decode_position", "encode_position", "parse_notice",
            "CLOSE_BAD_REQUEST", "CLOSE_GOING_AWAY", "CLOSE_REVOKED", "CLOSE_SLOW", "CLOSE_TRY_AGAIN",
            "CLOSE_UNAUTHORIZED"]
