@@ -60,6 +60,20 @@ def decode_position(position: int) -> Key:
     return position >> RANK_BITS, position & RANK_MAX
 
 
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait for `event` up to `seconds`; True if it was set.
+
+    asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that races with the event being
+    set, so a loop built on it can ignore shutdown and hang the app's cleanup (seen in the test suite).
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
 class Frame:
     """One message, encoded at most once per encoding however many sockets receive it."""
 
@@ -364,9 +378,7 @@ class LiveHub:
         while sub.queue and len(sub.queue) > self.settings.live_queue_size // 2 and not sub.closing:
             sub.drained = sub.drained or asyncio.Event()
             sub.drained.clear()
-            try:
-                await asyncio.wait_for(sub.drained.wait(), self.settings.live_lag_timeout_s)
-            except asyncio.TimeoutError:
+            if not await wait_event(sub.drained, self.settings.live_lag_timeout_s):
                 return False
         return True
 
@@ -412,8 +424,7 @@ class LiveHub:
                 self._resync()
                 delay = 0.1
                 while not lost.is_set():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(lost.wait(), timeout=15)
+                    await wait_event(lost, 15)
                     if not lost.is_set():  # a silent half-open TCP connection never reports itself
                         await conn.fetchval("SELECT 1", timeout=5)
             except _DB_ERRORS as exc:
@@ -440,8 +451,7 @@ class LiveHub:
             # A NOTIFY for xid >= head means a committed change waits for older transactions to finish: poll the
             # watermark briskly until it passes (a 20 ms statement while pending, nothing while idle).
             pending = self._notified >= self.head and bool(self.supervisors)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=PENDING_POLL if pending else self.settings.live_poll_s)
+            await wait_event(self._wake, PENDING_POLL if pending else self.settings.live_poll_s)
             self._wake.clear()
             try:
                 moved = await self._advance()

@@ -187,6 +187,10 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
     types: set[str] = set()
     if any(p.model is not None and p.model.op == "self_report" for p in fresh):
         types = await store.department_service_types(conn, dev.department_id)
+    # Note ids are client-made and global: one already used on another ticket must be refused, not dropped by the
+    # insert's ON CONFLICT (an "applied" with no effect would break I5).
+    note_owner = await store.note_owners(conn, [p.model.args.note_id for p in fresh
+                                                if p.model is not None and p.model.op == "add_note"])
     for p in fresh:
         if p.error is not None:
             batch.outcomes.append((p, p.error))
@@ -198,6 +202,9 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
                 _collect(batch, p, out, batch.work[m.ticket_id], dev)
             batch.outcomes.append((p, out))
             continue
+        if m.op == "add_note" and note_owner.get(m.args.note_id, m.ticket_id) != m.ticket_id:
+            batch.outcomes.append((p, rejected(ReasonCode.ALREADY_EXISTS, "note id already used on another ticket")))
+            continue
         t = batch.work.get(m.ticket_id)
         if t is None:
             batch.outcomes.append((p, rejected(ReasonCode.NOT_IN_SCOPE, "ticket is not in your crew's scope")))
@@ -205,6 +212,8 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
         trial = t.copy()
         out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time)
         if out.status is not MutationStatus.REJECTED:
+            if out.new_note is not None:
+                note_owner[out.new_note[0]] = m.ticket_id
             batch.work[m.ticket_id] = trial
             if m.ticket_id not in batch.before:  # a ticket self-reported earlier in this batch has before=None
                 batch.before[m.ticket_id] = records[m.ticket_id]

@@ -86,10 +86,12 @@ async def store_results(conn: asyncpg.Connection, device_id: str, rows: Sequence
     """(seq, op, ticket_id, status, reason, result_json, server_version); the primary key makes a double apply impossible."""
     if not rows:
         return
-    await conn.executemany(
+    seqs, ops, tids, statuses, reasons, results, versions = (list(c) for c in zip(*rows))
+    await conn.execute(
         "INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
-        [(device_id, *r) for r in rows],
+        " SELECT $1, seq, op, tid, st, why, res::jsonb, ver FROM unnest($2::bigint[], $3::text[], $4::uuid[],"
+        " $5::text[], $6::text[], $7::text[], $8::bigint[]) AS v(seq, op, tid, st, why, res, ver)",
+        device_id, seqs, ops, tids, statuses, reasons, results, versions,
     )
 
 
@@ -119,11 +121,14 @@ async def write_work(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], 
     """Persist folded crew state per ticket: (id, status, crew_id, resolution_code, reason_code, field_meta_json)."""
     if not rows:
         return
-    await conn.executemany(
-        "UPDATE tickets SET status = $2, crew_id = $3, resolution_code = $4, reason_code = $5, field_meta = $6::jsonb,"
-        " version = version + 1, updated_at = now(),"
-        " holder_crew_id = CASE WHEN $2 = ANY($7::text[]) THEN $3::integer END WHERE id = $1",
-        [(*r, list(held)) for r in rows],
+    ids, statuses, crews, resolutions, reasons, metas = (list(c) for c in zip(*rows))
+    await conn.execute(
+        "UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,"
+        " field_meta = v.meta::jsonb, version = t.version + 1, updated_at = now(),"
+        " holder_crew_id = CASE WHEN v.st = ANY($7::text[]) THEN v.crew END"
+        " FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[])"
+        " AS v(id, st, crew, res, why, meta) WHERE t.id = v.id",
+        ids, statuses, crews, resolutions, reasons, metas, list(held),
     )
 
 
@@ -188,3 +193,11 @@ async def lock_photos(conn: asyncpg.Connection, hashes: Sequence[str]) -> None:
         "SELECT count(pg_advisory_xact_lock($1, hashtext(s))) FROM (SELECT s FROM unnest($2::text[]) AS s ORDER BY s) AS o",
         PHOTO_LOCK_CLASS, sorted(set(hashes)),
     )
+
+
+async def note_owners(conn: asyncpg.Connection, note_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+    """Which ticket already holds each of these note ids."""
+    if not note_ids:
+        return {}
+    rows = await conn.fetch("SELECT id, ticket_id FROM ticket_notes WHERE id = ANY($1::uuid[])", list(note_ids))
+    return {r["id"]: r["ticket_id"] for r in rows}

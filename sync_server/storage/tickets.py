@@ -172,10 +172,17 @@ async def audit(
     """Audit rows (actor_kind, actor, action, ticket_id, department_id, before, after, reason) in the caller's transaction (I9)."""
     if not rows:
         return
-    await conn.executemany(
+    cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
+    for k, a, act, tid, dep, b, af, why in rows:
+        for col, v in zip(cols, (k, a, act, tid, dep, _json(b), _json(af), why)):
+            col.append(v)
+    # One INSERT over arrays: a push audits every mutation, and per-row statements would dominate it.
+    await conn.execute(
         "INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)"
-        " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8)",
-        [(k, a, act, tid, dep, _json(b), _json(af), why) for k, a, act, tid, dep, b, af, why in rows],
+        " SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest($1::text[], $2::text[], $3::text[],"
+        " $4::uuid[], $5::smallint[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY"
+        " AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord",
+        *cols,
     )
 
 
