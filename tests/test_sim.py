@@ -15,10 +15,6 @@ from clients.sim.verdict import judge
 from tests.conftest import Server
 from tests.factories import World
 
-# The self-report + photo batch bug (tests/test_sim_regressions.py) would break devices and hide everything else;
-# remove this once that regression test passes.
-WORKAROUNDS = frozenset({"split-self-report-batch"})
-
 
 def credentials(server: Server, world: World) -> dict[str, Any]:
     """The demo-credentials.json shape, built from the test world (the simulator enrols its own devices)."""
@@ -32,7 +28,7 @@ def credentials(server: Server, world: World) -> dict[str, Any]:
 
 def config(**kw: Any) -> SimConfig:
     base: dict[str, Any] = dict(devices=30, duration_s=20, seed=7, fault_rate=0.1, offline_fraction=0.3,
-                                photo_rate=0.4, supervisor_rate=40, step_s=0.6, progress=False, workarounds=WORKAROUNDS)
+                                photo_rate=0.4, supervisor_rate=40, step_s=0.6, progress=False, quiesce_timeout_s=40)
     base.update(kw)
     return SimConfig(**base)
 

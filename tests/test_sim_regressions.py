@@ -1,4 +1,4 @@
-"""Server bugs the simulator found, each reduced to its smallest reproduction (each fixed; kept as regression tests)."""
+"""Server bugs the simulator found, each reduced to its smallest reproduction: regression tests once fixed, strict xfail until then."""
 
 from __future__ import annotations
 

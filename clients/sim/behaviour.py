@@ -213,7 +213,7 @@ def bind_work(intent: WorkIntent, ticket: Ticket, device: str) -> list[tuple[str
 
 def bind_self_report(intent: SelfReportIntent, service_types: list[str], device: str) -> tuple[str, dict[str, Any]] | None:
     """The self_report mutation args, or None when the department has no type a crew fixes on the spot."""
-    choices = [t for t in SELF_REPORT_TYPES if t in service_types] or sorted(service_types)
+    choices: list[str] = [t for t in SELF_REPORT_TYPES if t in service_types] or sorted(service_types)
     if not choices:
         return None
     # Graffiti is what crews fix unprompted; a department that does graffiti always reports that.
@@ -235,7 +235,9 @@ def device_time(now: datetime) -> str:
 
 # ---------------------------------------------------------------------------------------------- supervisors
 
-SUPERVISOR_ACTIONS: Final = (("reassign", 0.35), ("cancel", 0.15), ("priority", 0.25), ("create", 0.15), ("close", 0.10))
+SUPERVISOR_ACTIONS: Final[tuple[tuple[str, float], ...]] = (
+    ("reassign", 0.35), ("cancel", 0.15), ("priority", 0.25), ("create", 0.15), ("close", 0.10),
+)
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,8 @@ class SupervisorPlanner:
     def next(self) -> SupervisorIntent:
         """The next action and the pause before it."""
         r = self.rng
-        names, weights = zip(*SUPERVISOR_ACTIONS)
+        names = [a for a, _ in SUPERVISOR_ACTIONS]
+        weights = [w for _, w in SUPERVISOR_ACTIONS]
         gap = r.expovariate(max(self.rate_per_min, 1e-6) / 60.0)
         return SupervisorIntent(r.choices(names, weights)[0], r.random(), r.random(),
                                 r.choice(("low", "normal", "high", "urgent")), r.random() < 0.5, round(gap, 3))

@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 
 from .config import SimConfig
-from .device import WORKAROUNDS
 from .fleet import Fleet, SetupError
 from .report import build, plot, table, write
 from .spawn import SpawnedServer, SpawnError
@@ -74,8 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--connections", type=int, default=d.connections, help="HTTP connection pool size")
     r.add_argument("--no-live", action="store_true", help="never use the live feed")
     r.add_argument("--no-photos", action="store_true", help="never upload photos")
-    r.add_argument("--workaround", action="append", default=[], choices=WORKAROUNDS,
-                   help="client-side workaround for a known server bug (listed in the report)")
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--plot", type=Path, help="PNG of throughput and latency over time (needs fieldsync[plot])")
     r.add_argument("--keep-server-dir", action="store_true", help="with --spawn: keep the temp dir (server log)")
@@ -92,7 +89,7 @@ def _config(args: argparse.Namespace, server: str) -> SimConfig:
         server=server, devices=args.devices, duration_s=args.duration, seed=args.seed,
         offline_fraction=args.offline_fraction, photo_rate=args.photo_rate, supervisor_rate=args.supervisor_rate,
         fault_rate=args.fault_rate, step_s=args.step, connections=args.connections, live=not args.no_live,
-        photos=not args.no_photos, workarounds=frozenset(args.workaround), report=args.report, plot=args.plot,
+        photos=not args.no_photos, report=args.report, plot=args.plot,
     )
 
 

@@ -26,9 +26,6 @@ class SimConfig:
     request_timeout_s: float = 30.0
     live: bool = True                 # use GET /v1/live pokes when the server offers it
     photos: bool = True               # use tus uploads when the server offers them
-    # Client-side workarounds for known server bugs (each has a strict xfail in tests/test_sim_regressions.py).
-    # Off by default: the simulator behaves like a plain phone unless told otherwise, and the report lists them.
-    workarounds: frozenset[str] = frozenset()
     report: Path | None = None
     plot: Path | None = None
     progress: bool = True

@@ -50,8 +50,6 @@ if TYPE_CHECKING:
     from .fleet import Fleet
 
 MAX_ATTEMPTS = 30  # per request; with backoff capped at 2 s that is about half a minute of a failing server
-SPLIT_SELF_REPORT = "split-self-report-batch"
-WORKAROUNDS = (SPLIT_SELF_REPORT,)
 FAULT_KINDS = (("drop_request", 0.3), ("drop_response", 0.35), ("duplicate", 0.2), ("restart", 0.15))
 
 
@@ -82,17 +80,6 @@ class Credentials:
     token: str
     crew: str
     department: str
-
-
-def split_after_self_report(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Workaround: end the batch before any op on a ticket self-reported earlier in it (see test_sim_regressions)."""
-    created: set[str] = set()
-    for i, m in enumerate(batch):
-        if m["ticket_id"] in created:
-            return batch[:i]
-        if m["op"] == "self_report":
-            created.add(m["ticket_id"])
-    return batch
 
 
 class DeviceBroken(Exception):
@@ -265,8 +252,6 @@ class Device:
         """Drain the outbox in batches; each batch is retried with the same seqs and bodies until it has results."""
         while self.outbox and self.online.is_set():
             batch = self.outbox[: self.fleet.config.push_batch]
-            if SPLIT_SELF_REPORT in self.fleet.config.workarounds:
-                batch = split_after_self_report(batch)
             await self.push_batch(batch)
 
     async def push_batch(self, batch: list[dict[str, Any]]) -> None:
@@ -421,15 +406,21 @@ class Device:
             await asyncio.sleep(backoff_delay(attempt, self.retry_rng, cap=2.0, retry_after=retry_after))
         raise DeviceBroken("pull: too many attempts")
 
-    async def upload_photos(self) -> None:
-        """Upload waiting photos one request at a time, resuming cut-off uploads where the server says they stand."""
+    async def upload_photos(self, budget: int = 12) -> None:
+        """Advance waiting uploads, resuming cut-off ones where the server says they stand.
+
+        Photos never block ticket sync (I8): each round spends at most `budget` requests per photo, and a photo
+        the server asks us to hold back (429 + Retry-After) waits for a later round instead of stalling this one.
+        """
         m = self.fleet.metrics
+        loop = asyncio.get_running_loop()
         for p in list(self.photos):
-            for attempt in range(MAX_ATTEMPTS):
+            if p.not_before > loop.time():
+                continue
+            for attempt in range(budget):
                 if not self.online.is_set():
                     return
                 fault = self.fault((("drop_request", 0.4), ("drop_response", 0.6)))
-                retry_after = None
                 try:
                     done = await upload_step(self.fleet.transport, self.creds.token, p, fault)
                     self.persist()
@@ -450,10 +441,12 @@ class Device:
                     pass
                 except SimHttpError as exc:
                     m.errors[f"upload:{exc.code.value if exc.code else exc.status}"] += 1
-                    retry_after = exc.retry_after
+                    if exc.retry_after:
+                        p.not_before = loop.time() + exc.retry_after
+                        break
                 except RETRYABLE_TRANSPORT as exc:
                     m.errors[f"upload:{type(exc).__name__}"] += 1
-                await asyncio.sleep(backoff_delay(attempt, self.retry_rng, cap=2.0, retry_after=retry_after))
+                await asyncio.sleep(backoff_delay(attempt, self.retry_rng, cap=2.0))
 
     async def live_loop(self) -> None:
         """Keep a live socket while online; a poke wakes the sync loop (an optimisation only, SPEC §3)."""

@@ -170,6 +170,7 @@ class Fleet:
         for d in self.devices:
             d.wake.set()  # morning pull
         cpu0, t0 = time.process_time(), time.monotonic()
+        self.metrics.started = t0  # the time series counts from the start of the shift, not of the setup
         try:
             await asyncio.sleep(cfg.duration_s)
         finally:
@@ -185,7 +186,7 @@ class Fleet:
             self.finished = True
             for d in self.devices:
                 d.wake.set()
-            await settle(sync, 90.0, self.metrics)
+            await settle(sync, min(90.0, cfg.quiesce_timeout_s), self.metrics)
             await settle(live, 0.0, self.metrics)
             if self.live_session is not None:
                 await self.live_session.close()
@@ -207,8 +208,8 @@ class Fleet:
                 for _ in range(5):
                     await d.push_all()
                     if d.photos:
-                        await d.upload_photos()
-                    if not d.outbox and not d.photos:
+                        await d.upload_photos(budget=30)
+                    if not d.outbox:
                         return
             except DeviceBroken as exc:
                 d.broken = str(exc)

@@ -51,6 +51,7 @@ class PendingPhoto:
     url: str | None = None
     offset: int = 0
     restarts: int = 0
+    not_before: float = 0.0  # monotonic time before which the server asked us not to retry (Retry-After)
 
     def data(self) -> bytes:
         """The bytes, re-read from 'disk' (regenerated from the seed)."""
