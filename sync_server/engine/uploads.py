@@ -129,6 +129,12 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
         await sql.lock_device_uploads(conn, device_id)
         blob = await sql.get_blob(conn, meta.sha256)
         known = blob is not None and blob["size"] == length
+        if not known:
+            # A creation whose answer was lost is retried blind: hand back the session already open for these exact
+            # bytes (the client resumes from its offset) instead of opening another that counts against the limit.
+            existing = await sql.open_session_for(conn, device_id, meta.sha256, length)
+            if existing is not None:
+                return existing
         if not known and await sql.count_open_sessions(conn, device_id) >= up.settings.max_uploads_per_device:
             raise ProtocolError(ErrorCode.TOO_MANY_UPLOADS, "too many unfinished uploads for this device",
                                 {"retry_after": RETRY_AFTER_SECONDS, "limit": up.settings.max_uploads_per_device})

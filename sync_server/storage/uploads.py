@@ -42,6 +42,15 @@ async def count_open_sessions(conn: asyncpg.Connection, device_id: str) -> int:
     ))
 
 
+async def open_session_for(conn: asyncpg.Connection, device_id: str, sha256: str, length: int) -> asyncpg.Record | None:
+    """The device's unfinished session for these exact bytes, if any (newest first)."""
+    return await conn.fetchrow(
+        "SELECT * FROM upload_sessions WHERE device_id = $1 AND sha256 = $2 AND length = $3 AND state = 'open'"
+        " AND expires_at > now() ORDER BY created_at DESC LIMIT 1",
+        device_id, sha256, length,
+    )
+
+
 async def get_blob(conn: asyncpg.Connection, sha256: str) -> asyncpg.Record | None:
     """The verified blob row, or None while the bytes are missing or unverified."""
     return await conn.fetchrow(
