@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -9,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from protocol.cursor import CursorSigner
-from sync_server.api import middleware, ops, supervisor
+from sync_server.api import conflicts, live, middleware, ops, supervisor, sync, uploads
 from sync_server.engine import maintenance
 from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
 from sync_server.settings import Settings
@@ -55,28 +56,15 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         app[POOL] = pool
         log.info("app.pool_ready", min=settings.pool_min_size, max=settings.pool_max_size)
         yield
-        await pool.close()
+        try:
+            async with asyncio.timeout(10):  # graceful: let in-flight transactions finish...
+                await pool.close()
+        except TimeoutError:  # ...but a stuck one must not hold shutdown forever
+            log.warning("app.pool_close_timeout")
+            pool.terminate()
 
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(maintenance.prune_ctx)
-    ops.setup(app)
-    supervisor.setup(app)
-    for setup in _optional_setups():
-        setup(app)
+    for module in (ops, supervisor, sync, conflicts, uploads, live):
+        module.setup(app)
     return app
-
-
-def _optional_setups() -> list:  # type: ignore[type-arg]
-    """Feature modules that register their own routes (sync, uploads, live) when present in this build."""
-    import importlib
-
-    out = []
-    for name in ("sync_server.api.sync", "sync_server.api.conflicts", "sync_server.api.uploads", "sync_server.api.live"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        out.append(mod.setup)
-    return out
