@@ -6,6 +6,7 @@ import argparse
 import csv
 import gzip
 import random
+import sys
 from pathlib import Path
 
 
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("dest", type=Path)
     ap.add_argument("--rows", type=int, default=3000)
     args = ap.parse_args()
-    print(make_slice(args.src, args.dest, args.rows))
+    sys.stdout.write(f"{make_slice(args.src, args.dest, args.rows)}\n")
 
 
 if __name__ == "__main__":
