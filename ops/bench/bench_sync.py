@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import shutil
@@ -24,8 +23,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
+from common import emit, wait_ready  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
 
@@ -171,14 +172,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         url = f"http://127.0.0.1:{port}"
         conn = aiohttp.TCPConnector(limit=args.devices + 20)
         async with aiohttp.ClientSession(connector=conn) as http:
-            for _ in range(200):
-                try:
-                    async with http.get(url + "/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+            await wait_ready(http, url, 200)
             out: dict[str, Any] = {"devices": args.devices, "seconds": args.seconds, "workers": args.workers}
             # 1. initial sync of the big scope
             init = [await pull_all(http, url, creds["big"][0], None, args.page) for _ in range(args.repeat)]
@@ -232,12 +226,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    out = asyncio.run(run(args))
-    text = json.dumps(out, indent=2)
-    sys.stdout.write(text + "\n")
-    if args.json:
-        args.json.write_text(text)
-    return 0
+    return emit(asyncio.run(run(args)), args.json)
 
 
 if __name__ == "__main__":

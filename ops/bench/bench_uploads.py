@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import hashlib
 import io
-import json
 import os
 import random
 import shutil
@@ -30,8 +29,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
+from common import emit, wait_ready  # noqa: E402
 import asyncpg  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -222,16 +223,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         url = f"http://127.0.0.1:{port}"
         stats: dict[str, Any] = {"bytes": 0, "interrupted": 0, "retries_409": 0, "resumed_from": []}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.devices * 2 + 10)) as http:
-            for _ in range(300):
-                try:
-                    async with http.get(url + "/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("server did not become ready")
+            await wait_ready(http, url, 300)
             sampler = RssSampler(server.pid)
             cold = sampler.rss()
             # Warm-up: one upload imports Pillow/hashing paths, so "idle" below is a server that has served a photo.
@@ -285,12 +277,7 @@ def main() -> int:
     p.add_argument("--mb", type=float, default=3.0)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
-    out = asyncio.run(run(args))
-    text = json.dumps(out, indent=2)
-    sys.stdout.write(text + "\n")
-    if args.json:
-        args.json.write_text(text)
-    return 0
+    return emit(asyncio.run(run(args)), args.json)
 
 
 if __name__ == "__main__":
