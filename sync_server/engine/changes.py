@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -63,7 +63,3 @@ async def commit_changes(
     await audit(conn, audits)
     return after
 
-
-def by_id(records: Sequence[TicketRecord]) -> dict[UUID, TicketRecord]:
-    """Index records by ticket id."""
-    return {r.ticket.id: r for r in records}

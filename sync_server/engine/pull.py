@@ -6,6 +6,7 @@ import json
 import time
 from datetime import datetime, timezone
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -38,7 +39,7 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
         base = None if state.reset else state.snapshot
         head, checksum, reset = state.head, state.checksum or "", state.reset
         async with pool.acquire() as conn:
-            rows = await store.change_page(conn, who.crew_id, base, head, _uuid(state.after), req.limit + 1)
+            rows = await store.change_page(conn, who.crew_id, base, head, UUID(state.after) if state.after else None, req.limit + 1)
     else:
         expired = state is None or now - state.issued_at > retention_s * _EXPIRY_MARGIN
         base = None if expired else state.snapshot  # type: ignore[union-attr]
@@ -71,8 +72,3 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
         "server_time": format_datetime(datetime.now(timezone.utc)),
     }
 
-
-def _uuid(value: str | None) -> Any:
-    from uuid import UUID
-
-    return UUID(value) if value else None

@@ -100,10 +100,6 @@ async def advance_seq(conn: asyncpg.Connection, device_id: str, last_seq: int) -
     await conn.execute("UPDATE devices SET last_seq = $2 WHERE id = $1", device_id, last_seq)
 
 
-async def current_xid(conn: asyncpg.Connection) -> int:
-    """This transaction's id: the server version its writes commit at (I7)."""
-    return int(await conn.fetchval("SELECT pg_current_xact_id()::text::bigint"))
-
 
 async def ever_held(conn: asyncpg.Connection, ticket_ids: Sequence[UUID], crew_id: int) -> set[UUID]:
     """Tickets the crew held at some point (within retention): work on them is a late report, not a foreign write."""
