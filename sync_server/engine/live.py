@@ -21,7 +21,7 @@ import asyncpg
 import structlog
 from aiohttp import WSMsgType
 
-from protocol import MSGPACK, encode
+from protocol import MSGPACK
 from protocol.live import LivePoke, LiveRefetch
 from sync_server.settings import Settings
 from sync_server.storage import feed
@@ -38,15 +38,11 @@ from sync_server.engine.live_frames import (  # noqa: F401  # re-exported: the A
     CLOSE_UNAUTHORIZED,
     Frame,
     PENDING_POLL,
-    RANK_BITS,
-    RANK_MAX,
     Subscriber,
     WRITE_LIMIT,
-    _Notice,
     _frame_or_none,
     decode_position,
     encode_position,
-    event_frame,
     parse_notice,
     wait_event,
 )

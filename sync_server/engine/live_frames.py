@@ -16,8 +16,8 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from protocol import MSGPACK, encode
-from protocol.live import LiveEvent, LivePoke, LiveRefetch
+from protocol import encode
+from protocol.live import LiveEvent
 from protocol.models import Ticket
 
 log = structlog.get_logger(__name__)
