@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -183,38 +184,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve_workers(settings: Settings, db: Database, workers: int) -> int:
-    """Fork N workers onto one port (SO_REUSEPORT: the kernel spreads connections); each has its own pool and live
-    LISTEN connection. Migrate/seed runs once before forking; the parent forwards SIGTERM/SIGINT and waits."""
-    import os
+    """Fork N supervised workers onto one port (SO_REUSEPORT: the kernel spreads connections); each has its own pool
+    and live LISTEN connection. Migrate/seed runs once before forking; a worker that dies is replaced."""
     import socket
+
+    from sync_server.workers import supervise
 
     asyncio.run(prepare(settings, db))
     if settings.port == 0:  # every worker must bind the same port
         with socket.socket() as probe:
             probe.bind((settings.host, 0))
             settings = settings.model_copy(update={"port": probe.getsockname()[1]})
-    children: list[int] = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = 1
-            try:
-                code = asyncio.run(serve(settings, db, reuse_port=True, prepared=True))
-            finally:
-                os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, frame: object) -> None:
-        for child in children:
-            try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
-    return max(codes, default=0)
+    settings.resolved_cursor_secret()  # created once here, so every worker reads the same key
+    return supervise(workers, lambda: asyncio.run(serve(settings, db, reuse_port=True, prepared=True)))
 
 
 def _url_host(host: str) -> str:
@@ -266,7 +248,7 @@ async def serve(settings: Settings, db: Database, *, reuse_port: bool = False, p
         port = runner.addresses[0][1]
         url = settings.public_url or f"http://{_url_host(settings.host)}:{port}"
         credentials = update_server_url(settings.data_dir, url)
-        log.info("serve.ready", url=url, database=db.kind, data_dir=str(settings.data_dir.absolute()))
+        log.info("serve.ready", url=url, pid=os.getpid(), database=db.kind, data_dir=str(settings.data_dir.absolute()))
         if credentials is not None:
             log.info(
                 "serve.demo_credentials",

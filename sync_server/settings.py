@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
@@ -64,9 +65,38 @@ class Settings(BaseSettings):
         """Cursors must survive restarts and be shared by every worker, so the generated key is persisted."""
         if self.cursor_secret is not None:
             return self.cursor_secret.get_secret_value().encode()
-        path = self.data_dir / "cursor-secret"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
-        return path.read_text().strip().encode()
+        return read_or_create_secret(self.data_dir / "cursor-secret")
+
+
+def read_or_create_secret(path: Path) -> bytes:
+    """The secret stored at `path`, created on first use so that concurrent first starts (N workers, several
+    commands) all end up with the same bytes: the key is written completely to a private temp file, then linked into
+    place with os.link, which never replaces an existing file; whoever loses the race reads the winner's key."""
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.write(fd, secrets.token_urlsafe(32).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won; its complete key is what everyone uses
+    finally:
+        os.unlink(tmp)
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> bytes:
+    """A stored key; an empty file (e.g. truncated by hand) is an error, never a silently weak key."""
+    value = path.read_bytes().strip()
+    if not value:
+        raise ValueError(f"{path} is empty: delete it to generate a new secret")
+    return value
