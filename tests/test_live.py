@@ -446,3 +446,19 @@ async def test_burst_bigger_than_the_queue_is_caught_up_not_dropped(
         await sup.close()
     finally:
         await srv.runner.cleanup()
+
+
+async def test_shutdown_survives_a_background_loop_that_died(server: Server) -> None:
+    """A loop that ended with an error (seen: asyncpg InternalClientError after a PostgreSQL restart) must not turn
+    the hub's shutdown into a crash that skips closing the pool and sockets."""
+    hub = server.app[LIVE]
+
+    async def crashed() -> None:
+        raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+
+    task = asyncio.create_task(crashed(), name="live.crashed")
+    await asyncio.sleep(0)
+    hub._tasks.append(task)
+    await hub.stop()  # before the fix: re-raised InternalClientError out of on_shutdown
+    assert task.done() and isinstance(task.exception(), asyncpg.InternalClientError)
+    assert all(t.done() for t in hub._tasks)

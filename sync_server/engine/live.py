@@ -11,7 +11,6 @@ xid delivered" and is what the catch-up poke carries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Iterable
 from datetime import timedelta
@@ -47,7 +46,9 @@ from sync_server.engine.live_frames import (  # noqa: F401  # re-exported: the A
     wait_event,
 )
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+# InternalClientError: asyncpg's protocol state machine refusing a pool connection that a server restart left
+# mid-operation; like the others it is transient for a background loop (the pool replaces the connection).
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncio.TimeoutError)
 
 
 class LiveHub:
@@ -91,8 +92,12 @@ class LiveHub:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await t
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - a loop that died of a bug must not turn shutdown into a crash
+                log.exception("live.loop_failed", loop=t.get_name())
         if self._closers:
             await asyncio.wait(self._closers, timeout=2)
 
@@ -400,6 +405,9 @@ class LiveHub:
                     gone_devices, gone_users = await feed.revoked(conn, devices, users)
             except _DB_ERRORS as exc:
                 log.warning("live.revoke_check_failed", error=str(exc))
+                continue
+            except Exception:  # noqa: BLE001 - outermost loop: a bug must not stop revocation for good
+                log.exception("live.revoke_check_crashed")
                 continue
             for sub in subs:
                 if sub.device_id in gone_devices or sub.user_id in gone_users:
