@@ -3,6 +3,7 @@
 Server and device code import from here, so these names are the contract.
 """
 
+from .catalog import Catalog, CatalogLimits, CatalogServiceType
 from .canonical import ScopeChecksum, canonical_bytes, scope_checksum, ticket_hash
 from .codec import (
     DEFAULT_LIMITS,
@@ -94,7 +95,7 @@ __all__ = [
     "DEFAULT_LIMITS", "JSON", "MAX_MUTATIONS", "MIN_SUPPORTED_VERSION", "MSGPACK", "OPS",
     "PROTOCOL_VERSION", "VERSION_HEADER",
     "AcknowledgeArgs", "AcknowledgeMutation", "AddNoteArgs", "AddNoteMutation",
-    "AttachPhotoArgs", "AttachPhotoMutation", "Change", "CompleteArgs", "CompleteMutation",
+    "AttachPhotoArgs", "AttachPhotoMutation", "Catalog", "CatalogLimits", "CatalogServiceType", "Change", "CompleteArgs", "CompleteMutation",
     "ConflictInfo", "CursorSigner", "CursorState", "DeclineArgs", "DeclineMutation",
     "DecodeError", "ErrorBody", "ErrorCode", "ErrorEnvelope", "GeoPoint", "ItemLine",
     "Limits", "LiveEvent", "LiveHello", "LiveMessage", "LivePoke", "LiveRefetch",

@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from protocol.cursor import CursorSigner
-from sync_server.api import conflicts, live, middleware, ops, supervisor, sync, uploads
+from sync_server.api import catalog, conflicts, live, middleware, ops, org, supervisor, sync, uploads
 from sync_server.engine import maintenance
 from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
 from sync_server.settings import Settings
@@ -65,6 +65,6 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
 
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(maintenance.prune_ctx)
-    for module in (ops, supervisor, sync, conflicts, uploads, live):
+    for module in (ops, supervisor, org, catalog, sync, conflicts, uploads, live):
         module.setup(app)
     return app

@@ -46,7 +46,10 @@ def _db_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands; flags override FIELDSYNC_* environment variables."""
+    from sync_server import __version__, cli_org  # cli_org imports this module's helpers
+
     parser = argparse.ArgumentParser(prog="fieldsync", description="Offline-first sync backend for city 311 field crews.")
+    parser.add_argument("--version", action="version", version=f"fieldsync {__version__}")
     parser.add_argument("--log-level", help="minimum log level (env FIELDSYNC_LOG_LEVEL)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = dsub.add_parser("enroll", help="enrol a device for a crew and print its token once")
     e.add_argument("--crew", required=True, help="crew name, e.g. san-ev")
     e.add_argument("--label", help="free-text label, e.g. the phone's asset tag")
+    e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     _db_options(e)
     e.set_defaults(func=cmd_device_enroll)
     r = dsub.add_parser("revoke", help="revoke a device; its token fails at once")
@@ -83,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", required=True)
     c.add_argument("--role", required=True, choices=[Role.SUPERVISOR.value, Role.ADMIN.value])
     c.add_argument("--department", help="department code (required for supervisors), e.g. sanitation")
+    c.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     _db_options(c)
     c.set_defaults(func=cmd_user_create)
+    cli_org.add_user_commands(usub)
+    cli_org.add_org_commands(sub)
 
     p = sub.add_parser("prune", help="drop change-log history, tombstones and old push results past the retention window")
     p.add_argument("--retention-days", type=float, help="override FIELDSYNC_RETENTION_DAYS for this run")
@@ -291,7 +298,10 @@ def cmd_device_enroll(args: argparse.Namespace, settings: Settings) -> int:
             await pool.close()
 
     device_id, token, crew = _with_db(settings, body)
-    _out(f"device_id: {device_id}\ncrew: {crew}\ntoken: {token}")
+    if args.json:
+        _out(json.dumps({"device_id": device_id, "crew": crew, "token": token}))
+    else:
+        _out(f"device_id: {device_id}\ncrew: {crew}\ntoken: {token}")
     return 0
 
 
@@ -327,6 +337,9 @@ def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
             await pool.close()
 
     token, dept = _with_db(settings, body)
+    if args.json:
+        _out(json.dumps({"name": args.name, "role": role.value, "department": dept, "token": token}))
+        return 0
     _out(f"user: {args.name}\nrole: {role.value}" + (f"\ndepartment: {dept}" if dept else "") + f"\ntoken: {token}")
     return 0
 

@@ -136,7 +136,8 @@ class SyncMachine(RuleBasedStateMachine):
             "decline": {"reason_code": "wrong_area"},
             "add_note": {"note_id": str(uuid.uuid4()), "text": f"note {count}"},
             "set_items": {"items": [{"item_type": "mattress", "count": count}]},
-            "set_resolution": {"resolution_code": f"code_{count}"},
+            # codes every service type accepts by default (service_types.resolution_codes, GET /v1/catalog)
+            "set_resolution": {"resolution_code": ("collected", "cleaned", "removed", "partial", "resolved", "not_found")[count]},
         }.get(op, {})
         p.outbox.append(p.client.mutation(op, tid, args))
 

@@ -31,7 +31,7 @@ async def list_crews(request: web.Request) -> web.Response:
     """GET /v1/crews."""
     who = principal(request, *STAFF)
     rows = await supervise.list_crews(request.app[POOL], who)
-    return respond(request, CrewList(crews=[CrewInfo(**dict(r)) for r in rows]))
+    return respond(request, CrewList(crews=[CrewInfo(**{k: r[k] for k in CrewInfo.model_fields}) for r in rows]))
 
 
 async def list_devices(request: web.Request) -> web.Response:

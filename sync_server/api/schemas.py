@@ -200,8 +200,10 @@ class CrewInfo(WireModel):
 
     id: int
     name: str
+    display_name: str | None = None
     department: str
     active: bool
+    retired_at: WireDatetime | None = None
     devices: int
     open_tickets: int
 

@@ -22,11 +22,13 @@ from protocol import (
 )
 from protocol.push import Mutation
 from sync_server.auth import Principal
+from sync_server.domain.catalog import CODE_FIELDS, code_refusal
 from sync_server.domain.conflicts import Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, rejected, removed_reason
 from sync_server.engine.changes import commit_changes
 from sync_server.engine.intake import HELD, NewTicket, insert_ticket_rows
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
+from sync_server.storage.org import service_type_codes
 from sync_server.storage.tickets import TicketRecord, audit, load_tickets
 
 _MUTATION = TypeAdapter(Mutation)
@@ -189,6 +191,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
         types = await store.department_service_types(conn, dev.department_id)
     # Note ids are client-made and global: one already used on another ticket must be refused, not dropped by the
     # insert's ON CONFLICT (an "applied" with no effect would break I5).
+    codes = await _codes(conn, fresh, records)
     note_owner = await store.note_owners(conn, [p.model.args.note_id for p in fresh
                                                 if p.model is not None and p.model.op == "add_note"])
     for p in fresh:
@@ -197,7 +200,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
             continue
         m = p.model
         if m.op == "self_report":
-            out = _self_report(batch, m, dev, types)
+            out = _self_report(batch, m, dev, types, codes)
             if out.status is MutationStatus.APPLIED:
                 _collect(batch, p, out, batch.work[m.ticket_id], dev)
             batch.outcomes.append((p, out))
@@ -208,6 +211,10 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
         t = batch.work.get(m.ticket_id)
         if t is None:
             batch.outcomes.append((p, rejected(ReasonCode.NOT_IN_SCOPE, "ticket is not in your crew's scope")))
+            continue
+        bad = code_refusal(m.op, m.args, codes.get(_service_type(batch, m.ticket_id))) if m.op in CODE_FIELDS else None
+        if bad is not None and t.where(dev) is not Where.FOREIGN:  # a foreign ticket answers not_in_scope (I3)
+            batch.outcomes.append((p, rejected(ReasonCode.INVALID_ARGS, bad)))
             continue
         trial = t.copy()
         out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time)
@@ -222,7 +229,24 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
     return batch
 
 
-def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str]) -> Outcome:
+async def _codes(conn: asyncpg.Connection, fresh: list[Parsed], records: dict[UUID, TicketRecord]) -> dict[str, Any]:
+    """Allowed codes of the service types this batch's code-carrying ops touch (one query, none without such ops)."""
+    if not any(p.model is not None and p.model.op in CODE_FIELDS for p in fresh):
+        return {}
+    names = {r.doc["service_type"] for r in records.values()}
+    names |= {p.model.args.service_type for p in fresh if p.model is not None and p.model.op == "self_report"}
+    return await service_type_codes(conn, sorted(names))
+
+
+def _service_type(batch: _Batch, ticket_id: UUID) -> str | None:
+    """The service type of a locked ticket, or of one self-reported earlier in this batch."""
+    rec = batch.records.get(ticket_id)
+    if rec is not None:
+        return str(rec.doc["service_type"])
+    return next((n.service_type for n in batch.created if n.id == ticket_id), None)
+
+
+def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str], codes: dict[str, Any]) -> Outcome:
     """Create-and-close proactive work; the client-made id makes a retried create a duplicate, never a second ticket."""
     existing = batch.work.get(m.ticket_id)
     if existing is not None or any(n.id == m.ticket_id for n in batch.created):
@@ -232,6 +256,9 @@ def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str]) -> Outc
     a = m.args
     if a.service_type not in types:  # checked here: a failing INSERT would poison the whole batch (I6)
         return rejected(ReasonCode.INVALID_ARGS, f"service type {a.service_type!r} is not one of your department's")
+    bad = code_refusal(m.op, a, codes.get(a.service_type))
+    if bad is not None:
+        return rejected(ReasonCode.INVALID_ARGS, bad)
     batch.created.append(NewTicket(
         id=m.ticket_id, service_type=a.service_type, address=a.address, lat=a.lat, lon=a.lon, zip=a.zip,
         description=a.description, source="self_report", requested_at=m.device_time, crew_id=dev.crew_id,

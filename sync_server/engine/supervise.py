@@ -222,18 +222,27 @@ async def assign(
 
     async def body(conn: asyncpg.Connection) -> tuple[list[TicketRecord], list[UUID]]:
         row = await resolve_crew(conn, who, crew, None)
-
-        def decide(rec: TicketRecord) -> Values | None:
-            target = transition(rec.ticket.status, Action.ASSIGN, Actor.SUPERVISOR)
-            if rec.department_id != row["department_id"]:
-                raise _Refused(ErrorCode.VALIDATION_FAILED)
-            if rec.crew_id == row["id"] and rec.ticket.status is not TicketStatus.UNASSIGNED:
-                return None  # already this crew's work; resetting its progress would undo field work
-            return {"status": target.value, "crew_id": row["id"]}
-
-        return await _apply(conn, who, ids, action=Action.ASSIGN.value, decide=decide, reason=None, bulk=bulk)
+        return await assign_in_tx(conn, who, ids, row, bulk=bulk)
 
     return await run_in_tx(pool, body)
+
+
+async def assign_in_tx(
+    conn: asyncpg.Connection, who: Principal, ids: Sequence[UUID], row: asyncpg.Record, *, bulk: bool,
+    reason: str | None = None,
+) -> tuple[list[TicketRecord], list[UUID]]:
+    """The one assignment path (audit, change log, removals to the old crew's devices), inside the caller's
+    transaction, so retiring a crew moves its tickets exactly as a supervisor's bulk reassign would."""
+
+    def decide(rec: TicketRecord) -> Values | None:
+        target = transition(rec.ticket.status, Action.ASSIGN, Actor.SUPERVISOR)
+        if rec.department_id != row["department_id"]:
+            raise _Refused(ErrorCode.VALIDATION_FAILED)
+        if rec.crew_id == row["id"] and rec.ticket.status is not TicketStatus.UNASSIGNED:
+            return None  # already this crew's work; resetting its progress would undo field work
+        return {"status": target.value, "crew_id": row["id"]}
+
+    return await _apply(conn, who, ids, action=Action.ASSIGN.value, decide=decide, reason=reason, bulk=bulk)
 
 
 async def update_fields(

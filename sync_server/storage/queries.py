@@ -114,7 +114,7 @@ async def crews_with_counts(conn: asyncpg.Connection, department_id: int | None)
     """Crews with active-device and open-ticket counts, in two grouped subqueries (never a count per crew)."""
     return await conn.fetch(
         """
-        SELECT c.id, c.name, d.code AS department, c.active,
+        SELECT c.id, c.name, c.display_name, d.code AS department, c.active, c.retired_at,
                COALESCE(dv.n, 0)::int AS devices, COALESCE(tk.n, 0)::int AS open_tickets
         FROM crews c
         JOIN departments d ON d.id = c.department_id
