@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     UPLOAD_TOO_LARGE = "upload_too_large"
     UNSUPPORTED_IMAGE = "unsupported_image"
     UPLOAD_EXPIRED = "upload_expired"
+    REQUEST_TIMEOUT = "request_timeout"
 
     @property
     def http_status(self) -> int:
@@ -113,6 +114,7 @@ ERROR_TABLE: Final[Mapping[ErrorCode, ErrorSpec]] = MappingProxyType({
     _E.UPLOAD_TOO_LARGE: ErrorSpec(413, False, "Upload-Length exceeds the server's tus max size."),
     _E.UNSUPPORTED_IMAGE: ErrorSpec(415, False, "The photo is not a supported image format (JPEG, PNG, HEIC, WebP)."),
     _E.UPLOAD_EXPIRED: ErrorSpec(410, False, "An unfinished upload was expired; start a new upload."),
+    _E.REQUEST_TIMEOUT: ErrorSpec(408, True, "The request body did not arrive within the server's body timeout; resend it (the connection is closed)."),
 })
 
 

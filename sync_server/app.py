@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import structlog
@@ -14,6 +15,7 @@ from sync_server.api import catalog, conflicts, live, middleware, ops, org, supe
 from sync_server.engine import maintenance
 from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
 from sync_server.settings import Settings
+from sync_server.storage.errors import DatabaseUnreachable
 from sync_server.storage.migrate import check_schema
 
 log = structlog.get_logger(__name__)
@@ -28,7 +30,17 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         server_settings={"application_name": "fieldsync", "jit": "off"},
         command_timeout=60,
         reset=_no_reset,
+        connect=_connect,
     )
+
+
+async def _connect(dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
+    """The pool's connect: a socket-level failure becomes DatabaseUnreachable, so the error boundary maps it to 503
+    by class without guessing whether an OSError came from the database or from a client."""
+    try:
+        return await asyncpg.connect(dsn, **kwargs)
+    except (OSError, TimeoutError) as exc:
+        raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -43,7 +55,9 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         client_max_size=max(settings.max_push_bytes, settings.max_body_bytes),
         # aiohttp buffers up to 2x this per connection before pausing the socket; 64 KiB (not 3.14's 256 KiB) keeps
         # dozens of concurrent photo uploads from parking tens of MiB in memory (issue 5 benchmark).
-        handler_args={"read_bufsize": 64 << 10},
+        # after an answer, aiohttp closes a connection whose next request head has not arrived within keepalive_timeout;
+        # the first head of a connection is bounded by guard_request_heads (below).
+        handler_args={"read_bufsize": 64 << 10, "keepalive_timeout": settings.header_timeout_s},
     )
     app[SETTINGS] = settings
     app[DSN] = dsn
@@ -68,3 +82,49 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     for module in (ops, supervisor, org, catalog, sync, conflicts, uploads, live):
         module.setup(app)
     return app
+
+
+def guard_request_heads(server: web.Server, timeout: float) -> None:
+    """Close a connection whose first request head is not complete `timeout` s after it opened (slowloris, issue
+    10.13): aiohttp bounds later heads by keepalive_timeout but, before 3.14.1, not the first one.
+
+    Works on the runner's public `server`: arms a timer when the connection is made, disarms it when aiohttp builds
+    the first request (its head parsed). Must run before the server accepts connections.
+    """
+    loop = asyncio.get_running_loop()
+    timers: dict[object, asyncio.TimerHandle] = {}
+    made, lost, factory = server.connection_made, server.connection_lost, server.request_factory
+
+    def expire(handler: web.RequestHandler) -> None:
+        timers.pop(handler, None)
+        log.info("http.header_timeout", timeout_s=timeout)
+        handler.force_close()
+
+    def connection_made(handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        made(handler, transport)
+        timers[handler] = loop.call_later(timeout, expire, handler)
+
+    def connection_lost(handler: web.RequestHandler, exc: BaseException | None = None) -> None:
+        timer = timers.pop(handler, None)
+        if timer is not None:
+            timer.cancel()
+        lost(handler, exc)
+
+    def request_factory(message: Any, payload: Any, protocol: web.RequestHandler, writer: Any, task: Any) -> Any:
+        timer = timers.pop(protocol, None)
+        if timer is not None:
+            timer.cancel()
+        return factory(message, payload, protocol, writer, task)
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+    server.connection_lost = connection_lost  # type: ignore[method-assign]
+    server.request_factory = request_factory
+
+
+async def start_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """AppRunner set up with the request-head guard; every server (cli, tests) starts through here."""
+    runner = web.AppRunner(app, **kwargs)
+    await runner.setup()
+    assert runner.server is not None
+    guard_request_heads(runner.server, app[SETTINGS].header_timeout_s)
+    return runner

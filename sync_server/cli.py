@@ -238,7 +238,7 @@ async def prepare(settings: Settings, db: Database) -> dict[str, Any] | None:
 
 async def serve(settings: Settings, db: Database, *, reuse_port: bool = False, prepared: bool = False) -> int:
     """Serve one process until SIGINT/SIGTERM, then drain requests and close the pool before the cluster stops."""
-    from sync_server.app import create_app
+    from sync_server.app import create_app, start_runner
     from sync_server.demo.seed import CREDENTIALS_FILE, update_server_url
 
     if not prepared:
@@ -247,8 +247,7 @@ async def serve(settings: Settings, db: Database, *, reuse_port: bool = False, p
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(create_app(settings, db.dsn), access_log=None, shutdown_timeout=10.0)
-    await runner.setup()
+    runner = await start_runner(create_app(settings, db.dsn), access_log=None, shutdown_timeout=10.0)
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     cursor_secret: SecretStr | None = Field(None, description="HMAC key for sync cursors; generated into the data dir when unset.")
     max_push_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted push body in bytes.")
     max_body_bytes: int = Field(256 << 10, ge=1024, description="Largest accepted body for other JSON/msgpack endpoints.")
+    header_timeout_s: float = Field(20.0, gt=0, description="A connection must send a complete request head within this many seconds of opening (or of its previous answer); idle keep-alive connections close after the same time.")
+    body_timeout_s: float = Field(120.0, gt=0, description="A JSON/msgpack request body must arrive whole within this many seconds, else 408 request_timeout (tus PATCH uses upload_read_timeout_seconds).")
     retention_days: float = Field(7.0, gt=0, description="How long change-log history and removal tombstones are kept; older cursors get a fresh snapshot.")
     prune_interval_s: float = Field(3600.0, gt=0, description="Seconds between background retention prunes (each process tries; one runs).")
     demo_data: bool = Field(True, description="Seed demo departments, crews, devices and tickets into an empty database.")

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from sync_server.app import create_app
+from sync_server.app import create_app, start_runner
 from sync_server.embedded_pg import EmbeddedPostgres
 from sync_server.settings import Settings
 from sync_server.storage.migrate import migrate
@@ -96,8 +96,7 @@ class Server:
 async def start_server(settings: Settings, dsn: str) -> Server:
     """Start the real app on a free loopback port."""
     app = create_app(settings, dsn)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    runner = await start_runner(app, access_log=None)
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

@@ -2,31 +2,63 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, TypeVar
 
 import msgpack
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from pydantic import BaseModel
 
 from protocol import ErrorCode, ProtocolError
-from protocol.codec import JSON, MSGPACK, Limits, decode, encode, negotiate
+from protocol.codec import JSON, MSGPACK, Limits, decode, encode, negotiate, parse_media_type
 from sync_server.auth import Principal, Role
 from sync_server.keys import PRINCIPAL, SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_model(request: web.Request, model: type[M], *, max_bytes: int | None = None) -> M:
-    """Read at most max_bytes (refusing before buffering more) and decode into `model` or a typed 4xx."""
-    limit = max_bytes or request.app[SETTINGS].max_body_bytes
+class ClientGone(Exception):
+    """The client closed or reset its connection mid-body: nobody is left to answer, and it is not our fault."""
+
+
+def _too_large(limit: int) -> ProtocolError:
+    return ProtocolError(ErrorCode.BODY_TOO_LARGE, f"body exceeds {limit} bytes", {"limit": limit})
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, however the client segments it, refused as soon as it passes `limit` (never buffered past it)
+    and cut off with 408 when it does not arrive within body_timeout_s (a slow client must not hold a worker)."""
     if request.content_length is not None and request.content_length > limit:
-        raise ProtocolError(ErrorCode.BODY_TOO_LARGE, f"body exceeds {limit} bytes", {"limit": limit})
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise ProtocolError(ErrorCode.BODY_TOO_LARGE, f"body exceeds {limit} bytes", {"limit": limit})
-    return decode(body, request.content_type if request.body_exists else JSON, model, Limits(max_body_bytes=limit))
+        raise _too_large(limit)
+    timeout = request.app[SETTINGS].body_timeout_s
+    buf = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            # readany() waits for the next segment; read(n) would return only what happens to be buffered (issue 10.1).
+            while chunk := await request.content.readany():
+                if len(buf) + len(chunk) > limit:
+                    raise _too_large(limit)
+                buf += chunk
+    except TimeoutError:
+        raise ProtocolError(ErrorCode.REQUEST_TIMEOUT, f"body not received within {timeout:g} s",
+                            {"timeout_s": timeout}) from None
+    except (ConnectionError, ClientPayloadError) as exc:
+        raise ClientGone(type(exc).__name__) from exc
+    return bytes(buf)
+
+
+async def read_model(request: web.Request, model: type[M], *, max_bytes: int | None = None) -> M:
+    """Negotiate the answer's encoding, read at most max_bytes and decode into `model`, or a typed 4xx — all before
+    the handler has any effect, so a refused request changed nothing (issue 10.11)."""
+    negotiate(request.headers.get("Accept"), request.headers.get("Content-Type"))
+    limit = max_bytes or request.app[SETTINGS].max_body_bytes
+    # the raw header, not request.content_type: aiohttp strips the charset parameter, and SPEC refuses non-UTF-8
+    ctype = request.headers.get("Content-Type") if request.body_exists else JSON
+    parse_media_type(ctype)  # 415 before reading a body we would refuse anyway
+    body = await read_body(request, limit)
+    return decode(body, ctype, model, Limits(max_body_bytes=limit))
 
 
 def response_type(request: web.Request) -> str:

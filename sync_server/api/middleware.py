@@ -6,16 +6,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import structlog
 from aiohttp import web
 
 from protocol import ErrorCode, ProtocolError
 from protocol.codec import encode_error
 from protocol.version import VERSION_HEADER, check_version
-from sync_server.api.http import response_type
+from sync_server.api.http import ClientGone, response_type
 from sync_server.auth import Role, authenticate, touch_device
 from sync_server.keys import POOL, PRINCIPAL
+from sync_server.storage.errors import database_unavailable_cause
 
 log = structlog.get_logger("sync_server.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -29,12 +29,17 @@ SELF_AUTHENTICATED = frozenset({"/v1/live"})
 VERSIONED_PREFIXES = ("/v1/sync/",)
 
 
-def error_response(request: web.Request, err: ProtocolError) -> web.Response:
+_RETRY_AFTER = (ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_UPLOADS, ErrorCode.SERVICE_UNAVAILABLE, ErrorCode.REQUEST_TIMEOUT)
+
+
+def error_response(request: web.Request, err: ProtocolError, headers: dict[str, str] | None = None) -> web.Response:
     """The single error envelope, in the media type the client reads."""
     media = response_type(request)
-    resp = web.Response(body=encode_error(err, media), status=err.http_status, content_type=media)
-    if err.code in (ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_UPLOADS, ErrorCode.SERVICE_UNAVAILABLE):
+    resp = web.Response(body=encode_error(err, media), status=err.http_status, content_type=media, headers=headers)
+    if err.code in _RETRY_AFTER:
         resp.headers["Retry-After"] = str(err.details.get("retry_after", 1))
+    if err.code is ErrorCode.REQUEST_TIMEOUT:
+        resp.force_close()  # the rest of a stalled body must not be read as the next request
     return resp
 
 
@@ -64,23 +69,37 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every failure to the protocol envelope; only this outermost layer may catch broadly."""
+    """Map every failure to the protocol envelope; only this outermost layer may catch broadly.
+
+    Storage failures are mapped by class and cause (sync_server/storage/errors.py): a connection lost inside a
+    transaction surfaces as the InterfaceError asyncpg raises while rolling back, with the real cause in its chain.
+    """
     try:
         return await handler(request)
     except ProtocolError as err:
         return error_response(request, err)
     except web.HTTPNotFound:
         return error_response(request, ProtocolError(ErrorCode.NOT_FOUND, "no such resource"))
-    except web.HTTPMethodNotAllowed:
-        return error_response(request, ProtocolError(ErrorCode.METHOD_NOT_ALLOWED, "method not allowed"))
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))  # RFC 9110 §15.5.6: a 405 carries Allow
+        return error_response(request, ProtocolError(ErrorCode.METHOD_NOT_ALLOWED, "method not allowed",
+                                                     {"allowed": sorted(exc.allowed_methods)}), {"Allow": allowed})
     except web.HTTPRequestEntityTooLarge:
         return error_response(request, ProtocolError(ErrorCode.BODY_TOO_LARGE, "body too large"))
     except web.HTTPException:
         raise
-    except (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, OSError) as exc:
-        log.warning("http.database_unavailable", error=str(exc))
-        return error_response(request, ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "database unavailable, retry", {"retry_after": 2}))
-    except Exception:  # noqa: BLE001 - outermost boundary of a request
+    except ClientGone as exc:  # no one to answer; not the database's fault and not ours
+        log.info("http.client_disconnected", error=str(exc))
+        return error_response(request, ProtocolError(ErrorCode.MALFORMED_BODY, "connection closed mid-body"))
+    except Exception as exc:  # noqa: BLE001 - outermost boundary of a request
+        cause = database_unavailable_cause(exc)
+        if cause is not None:
+            log.warning("http.database_unavailable", error=type(cause).__name__, detail=str(cause)[:200])
+            return error_response(request, ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "database unavailable, retry",
+                                                         {"retry_after": 2}))
+        if isinstance(exc, ConnectionError):  # the client reset the socket while we wrote or read: nothing to map
+            log.info("http.client_disconnected", error=type(exc).__name__)
+            raise
         log.exception("http.unhandled")
         return error_response(request, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error"))
 
