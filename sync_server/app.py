@@ -17,6 +17,7 @@ from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
 from sync_server.settings import Settings
 from sync_server.storage.errors import DatabaseUnreachable
 from sync_server.storage.migrate import check_schema
+from sync_server.web import console
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +82,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app.cleanup_ctx.append(maintenance.prune_ctx)
     for module in (ops, supervisor, org, catalog, sync, conflicts, uploads, live):
         module.setup(app)
+    console.setup(app)
     return app
 
 

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_user_create)
     cli_org.add_user_commands(usub)
     cli_org.add_org_commands(sub)
+    sp = usub.add_parser("set-password", help="set a user's console password, read from stdin (first line)")
+    sp.add_argument("name")
+    _db_options(sp)
+    sp.set_defaults(func=cmd_user_set_password)
 
     p = sub.add_parser("prune", help="drop change-log history, tombstones and old push results past the retention window")
     p.add_argument("--retention-days", type=float, help="override FIELDSYNC_RETENTION_DAYS for this run")
@@ -340,6 +344,29 @@ def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
         _out(json.dumps({"name": args.name, "role": role.value, "department": dept, "token": token}))
         return 0
     _out(f"user: {args.name}\nrole: {role.value}" + (f"\ndepartment: {dept}" if dept else "") + f"\ntoken: {token}")
+    return 0
+
+
+def cmd_user_set_password(args: argparse.Namespace, settings: Settings) -> int:
+    """Set a console password from stdin (never argv, which other users can read in the process list); ends the user's sessions."""
+    from sync_server.passwords import set_password
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CliError("no password on stdin (e.g. `fieldsync user set-password NAME < file`)")
+
+    async def body(db: Database) -> int:
+        pool = await _pool(db, migrate_first=False)
+        try:
+            async with pool.acquire() as conn:
+                return await set_password(conn, args.name, password, actor=_cli_principal().name)
+        except ProtocolError as err:
+            raise CliError(err.message) from None
+        finally:
+            await pool.close()
+
+    _with_db(settings, body)
+    _out(f"user: {args.name}\npassword: set (console sessions of this user ended)")
     return 0
 
 

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     live_revoke_check_s: float = Field(2.0, gt=0, description="Seconds between checks that close live sockets of revoked devices and users.")
     live_poll_s: float = Field(2.0, gt=0, description="The live feed re-reads the change log at least this often even without a NOTIFY.")
     live_lag_timeout_s: float = Field(10.0, gt=0, description="A supervisor socket whose queue stays full this long is closed with 4008 (bursts are caught up from the log, not dropped).")
+    city_timezone: str = Field("America/Los_Angeles", description="IANA time zone the console shows times in.")
+    map_tile_url: str | None = Field(None, description="Optional map tile URL template ({z}/{x}/{y}) for the console board; unset draws points only (offline).")
+    session_idle_minutes: int = Field(30, ge=1, description="A console session unused this long expires.")
+    session_max_hours: int = Field(12, ge=1, description="A console session expires this long after sign-in, however active.")
 
     def resolved_cursor_secret(self) -> bytes:
         """Cursors must survive restarts and be shared by every worker, so the generated key is persisted."""

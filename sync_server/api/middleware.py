@@ -25,6 +25,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/"})
 # Handlers that authenticate themselves: browsers cannot set headers on a WebSocket upgrade, so the live feed also
 # accepts its token in the first message (sync_server/api/live.py).
 SELF_AUTHENTICATED = frozenset({"/v1/live"})
+# Browser pages authenticate with a session cookie of their own (sync_server/web/console), never a bearer token.
+COOKIE_AUTHENTICATED_PREFIXES = ("/console",)
 # Device sync endpoints speak the versioned protocol; every request carries the version header.
 VERSIONED_PREFIXES = ("/v1/sync/",)
 
@@ -107,6 +109,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate every non-public request before any handler runs; device sync also checks the protocol version."""
+    if request.path.startswith(COOKIE_AUTHENTICATED_PREFIXES):
+        return await handler(request)
     if request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads")):
         return await handler(request)
     if request.path.startswith(VERSIONED_PREFIXES):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from sync_server.demo import generate
 from sync_server.engine.intake import insert_tickets
 from sync_server.ingest.mapping import DEPARTMENT_BY_CODE, DEPARTMENTS
 from sync_server.ingest.upsert import ensure_catalog
+from sync_server.passwords import hash_password
 
 log = structlog.get_logger(__name__)
 
@@ -51,8 +53,13 @@ async def seed(conn: asyncpg.Connection, *, tickets: int, seed: int, now: dateti
                 devices.append({"device_id": device_id, "crew": spec.name, "department": spec.department, "token": token})
         supervisors = []
         for d in DEPARTMENTS:
-            token = await create_user(conn, f"{d.name} supervisor", Role.SUPERVISOR, dept_ids[d.code])
-            supervisors.append({"department": d.code, "token": token})
+            name = f"{d.name} supervisor"
+            token = await create_user(conn, name, Role.SUPERVISOR, dept_ids[d.code])
+            # Console sign-in (/console/): a random demo password per supervisor, only ever written to the credentials file.
+            password = secrets.token_urlsafe(12)
+            await conn.execute("UPDATE users SET password_hash = $2, password_set_at = now() WHERE name = $1",
+                               name, await hash_password(password))
+            supervisors.append({"department": d.code, "token": token, "username": name, "password": password})
         admin = await create_user(conn, "admin", Role.ADMIN, None)
         new = generate.tickets(generate.load_slice(), tickets, seed, crew_ids, now)
         for start in range(0, len(new), TICKET_BATCH):

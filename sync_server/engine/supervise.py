@@ -6,7 +6,7 @@ import base64
 import binascii
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -163,9 +163,13 @@ async def get_ticket(pool: asyncpg.Pool, who: Principal, ticket_id: UUID) -> tup
 
 async def _apply(
     conn: asyncpg.Connection, who: Principal, ids: Sequence[UUID], *, action: str, decide: Decide,
-    reason: str | None, bulk: bool,
+    reason: str | None, bulk: bool, expect: Mapping[UUID, int] | None = None,
 ) -> tuple[list[TicketRecord], list[UUID]]:
-    """Lock → load → plan every ticket → refuse all if any is refused → update → log and audit, in the caller's transaction."""
+    """Lock → load → plan every ticket → refuse all if any is refused → update → log and audit, in the caller's transaction.
+
+    `expect` (ticket id → version the caller saw, e.g. a console page) refuses the whole action when any ticket has
+    changed since, checked under the row locks so nothing can slip in between the check and the change.
+    """
     ids = list(dict.fromkeys(ids))
     locked = await lock_tickets(conn, ids)
     unknown = [t for t in ids if t not in locked or not visible(who, locked[t]["department_id"])]
@@ -175,6 +179,8 @@ async def _apply(
         raise ProtocolError(ErrorCode.VALIDATION_FAILED, "unknown tickets; nothing was changed",
                             {"field": "ticket_ids", "unknown_ids": [str(t) for t in unknown]})
     before = await load_tickets(conn, ids)
+    if expect is not None:
+        _check_versions(before, expect)
     plans: dict[UUID, Values] = {}
     refused: dict[ErrorCode, list[TicketRecord]] = {}
     for tid in ids:
@@ -201,6 +207,15 @@ async def _apply(
     return [after.get(t, before[t]) for t in ids], changed
 
 
+def _check_versions(before: Mapping[UUID, TicketRecord], expect: Mapping[UUID, int]) -> None:
+    """A stale page must not act blindly: name every ticket that moved on, with what it is now."""
+    moved = [r for t, r in before.items() if t in expect and r.ticket.version != expect[t]]
+    if moved:
+        raise ProtocolError(ErrorCode.CONFLICT, "tickets changed since the page was loaded; nothing was changed",
+                            {"stale": [{"id": str(r.ticket.id), "version": r.ticket.version, "status": r.ticket.status.value,
+                                        "crew": r.ticket.crew, "priority": r.ticket.priority.value} for r in moved]})
+
+
 def _refusal(refused: dict[ErrorCode, list[TicketRecord]], action: str) -> ProtocolError:
     """One typed error naming every offending ticket; a transition problem wins over a crew/department mismatch."""
     code = ErrorCode.ILLEGAL_TRANSITION if ErrorCode.ILLEGAL_TRANSITION in refused else next(iter(refused))
@@ -216,20 +231,21 @@ def _refusal(refused: dict[ErrorCode, list[TicketRecord]], action: str) -> Proto
 
 
 async def assign(
-    pool: asyncpg.Pool, who: Principal, ids: Sequence[UUID], crew: str, *, bulk: bool
+    pool: asyncpg.Pool, who: Principal, ids: Sequence[UUID], crew: str, *, bulk: bool,
+    expect: Mapping[UUID, int] | None = None,
 ) -> tuple[list[TicketRecord], list[UUID]]:
     """Assign or reassign tickets to a crew of their department; re-assigning to the holder is a no-op."""
 
     async def body(conn: asyncpg.Connection) -> tuple[list[TicketRecord], list[UUID]]:
         row = await resolve_crew(conn, who, crew, None)
-        return await assign_in_tx(conn, who, ids, row, bulk=bulk)
+        return await assign_in_tx(conn, who, ids, row, bulk=bulk, expect=expect)
 
     return await run_in_tx(pool, body)
 
 
 async def assign_in_tx(
     conn: asyncpg.Connection, who: Principal, ids: Sequence[UUID], row: asyncpg.Record, *, bulk: bool,
-    reason: str | None = None,
+    reason: str | None = None, expect: Mapping[UUID, int] | None = None,
 ) -> tuple[list[TicketRecord], list[UUID]]:
     """The one assignment path (audit, change log, removals to the old crew's devices), inside the caller's
     transaction, so retiring a crew moves its tickets exactly as a supervisor's bulk reassign would."""
@@ -242,11 +258,13 @@ async def assign_in_tx(
             return None  # already this crew's work; resetting its progress would undo field work
         return {"status": target.value, "crew_id": row["id"]}
 
-    return await _apply(conn, who, ids, action=Action.ASSIGN.value, decide=decide, reason=reason, bulk=bulk)
+    return await _apply(conn, who, ids, action=Action.ASSIGN.value, decide=decide, reason=reason, bulk=bulk,
+                        expect=expect)
 
 
 async def update_fields(
-    pool: asyncpg.Pool, who: Principal, ids: Sequence[UUID], values: Values, *, bulk: bool, action: str = "update"
+    pool: asyncpg.Pool, who: Principal, ids: Sequence[UUID], values: Values, *, bulk: bool, action: str = "update",
+    expect: Mapping[UUID, int] | None = None,
 ) -> tuple[list[TicketRecord], list[UUID]]:
     """Set supervisor-owned fields (priority, due_at, service_date, description) on tickets that are not finished for good."""
     allowed = {"priority", "due_at", "service_date", "description"}
@@ -262,7 +280,7 @@ async def update_fields(
         return diff or None
 
     async def body(conn: asyncpg.Connection) -> tuple[list[TicketRecord], list[UUID]]:
-        return await _apply(conn, who, ids, action=action, decide=decide, reason=None, bulk=bulk)
+        return await _apply(conn, who, ids, action=action, decide=decide, reason=None, bulk=bulk, expect=expect)
 
     return await run_in_tx(pool, body)
 
@@ -282,7 +300,7 @@ _TARGET_FIELDS: dict[Action, Callable[[UUID | None], Values]] = {
 
 async def change_status(
     pool: asyncpg.Pool, who: Principal, ticket_id: UUID, action: Action, *, reason: str | None = None,
-    duplicate_of: UUID | None = None,
+    duplicate_of: UUID | None = None, expect: int | None = None,
 ) -> TicketRecord:
     """Cancel, close, reopen or mark a duplicate: the state machine table decides legality (409 otherwise)."""
     if action not in _TARGET_FIELDS:
@@ -299,7 +317,8 @@ async def change_status(
             target = transition(rec.ticket.status, action, Actor.SUPERVISOR)
             return {"status": target.value, **_TARGET_FIELDS[action](duplicate_of)}
 
-        recs, _ = await _apply(conn, who, [ticket_id], action=action.value, decide=decide, reason=reason, bulk=False)
+        recs, _ = await _apply(conn, who, [ticket_id], action=action.value, decide=decide, reason=reason, bulk=False,
+                               expect=None if expect is None else {ticket_id: expect})
         return recs[0]
 
     return await run_in_tx(pool, body)
