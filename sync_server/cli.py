@@ -58,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (env FIELDSYNC_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="bind port, 0 picks a free one (env FIELDSYNC_PORT, default 8080)")
     p.add_argument("--log-format", choices=[f.value for f in LogFormat], help="console or json (env FIELDSYNC_LOG_FORMAT)")
-    p.add_argument("--no-demo", dest="demo_data", action="store_const", const=False,
-                   help="do not seed demo data into an empty database (env FIELDSYNC_DEMO_DATA=false)")
+    demo = p.add_mutually_exclusive_group()
+    demo.add_argument("--demo", dest="demo_data", action="store_const", const=True,
+                      help="seed the demo city into an empty database even with --database-url (env FIELDSYNC_DEMO_DATA=true)")
+    demo.add_argument("--no-demo", dest="demo_data", action="store_const", const=False,
+                      help="do not seed demo data, not even into an empty embedded cluster (env FIELDSYNC_DEMO_DATA=false)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="N server processes sharing the port (SO_REUSEPORT); live events reach all via LISTEN/NOTIFY")
     p.set_defaults(func=cmd_serve)
@@ -123,7 +126,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 # Settings field -> command-line flag, for the README's configuration table.
 FLAGS: dict[str, str] = {
     "data_dir": "--data-dir", "database_url": "--database-url", "host": "--host", "port": "--port",
-    "log_format": "--log-format", "log_level": "--log-level", "demo_data": "--no-demo (sets false)",
+    "log_format": "--log-format", "log_level": "--log-level", "demo_data": "--demo / --no-demo",
 }
 
 
@@ -229,7 +232,7 @@ async def prepare(settings: Settings, db: Database) -> dict[str, Any] | None:
         if applied:
             log.info("serve.migrated", applied=applied)
         credentials = None
-        if settings.demo_data:
+        if settings.wants_demo():
             credentials = await seed(conn, tickets=settings.demo_tickets, seed=settings.demo_seed)
     finally:
         await conn.close()
@@ -259,14 +262,8 @@ async def serve(settings: Settings, db: Database, *, reuse_port: bool = False, p
         url = settings.public_url or f"http://{_url_host(settings.host)}:{port}"
         credentials = update_server_url(settings.data_dir, url)
         log.info("serve.ready", url=url, pid=os.getpid(), database=db.kind, data_dir=str(settings.data_dir.absolute()))
-        if credentials is not None:
-            log.info(
-                "serve.demo_credentials",
-                file=str((settings.data_dir / CREDENTIALS_FILE).absolute()),
-                admin_token=credentials["admin"]["token"],
-                supervisors={s["department"]: s["token"] for s in credentials["supervisors"]},
-                devices=[f"{d['crew']} {d['device_id']} {d['token']}" for d in credentials["devices"]],
-            )
+        if credentials is not None:  # tokens never go to the log (logs are shipped and kept); the file is 0600
+            log.info("serve.demo_credentials", url=url, file=str((settings.data_dir / CREDENTIALS_FILE).absolute()))
         await stop.wait()
         log.info("serve.stopping")
     finally:

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(120.0, gt=0, description="A JSON/msgpack request body must arrive whole within this many seconds, else 408 request_timeout (tus PATCH uses upload_read_timeout_seconds).")
     retention_days: float = Field(7.0, gt=0, description="How long change-log history and removal tombstones are kept; older cursors get a fresh snapshot.")
     prune_interval_s: float = Field(3600.0, gt=0, description="Seconds between background retention prunes (each process tries; one runs).")
-    demo_data: bool = Field(True, description="Seed demo departments, crews, devices and tickets into an empty database.")
+    demo_data: bool | None = Field(None, description="Seed demo departments, crews, devices and tickets into an empty database; unset: only on the embedded default, never on a database URL unless `--demo`.")
     demo_tickets: int = Field(2000, ge=0, description="Number of open demo tickets to seed.")
     demo_seed: int = Field(20200101, description="Random seed for the demo data generator.")
     max_photo_bytes: int = Field(25 << 20, ge=1024, description="Largest accepted photo upload in bytes (tus Tus-Max-Size).")
@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     map_tile_url: str | None = Field(None, description="Optional map tile URL template ({z}/{x}/{y}) for the console board; unset draws points only (offline).")
     session_idle_minutes: int = Field(30, ge=1, description="A console session unused this long expires.")
     session_max_hours: int = Field(12, ge=1, description="A console session expires this long after sign-in, however active.")
+
+    def wants_demo(self) -> bool:
+        """Demo data is for trying FieldSync on a laptop: on by default only for the embedded cluster, so pointing
+        a fresh production database at the server never fills it with a fake city (opt in with --demo)."""
+        return self.demo_data if self.demo_data is not None else self.database_url is None
 
     def resolved_cursor_secret(self) -> bytes:
         """Cursors must survive restarts and be shared by every worker, so the generated key is persisted."""

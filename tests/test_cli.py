@@ -135,8 +135,12 @@ async def test_serve_end_to_end_with_demo_data(data_root: Path) -> None:
                 assert r.status == 401
         events = _events(first.log_path.read_text())
         shown = next(e for e in events if e["event"] == "serve.demo_credentials")
-        assert shown["file"] == str((data_dir / "demo-credentials.json").absolute())
-        assert shown["admin_token"] == creds["admin"]["token"]
+        assert shown["file"] == str((data_dir / "demo-credentials.json").absolute()) and shown["url"] == url
+        log_text = first.log_path.read_text()
+        tokens = [creds["admin"]["token"], *(s["token"] for s in creds["supervisors"]), *(d["token"] for d in creds["devices"])]
+        assert not [t for t in tokens if t in log_text]  # never a token in the log
+        assert "fsu_" not in log_text and "fsd_" not in log_text
+        assert (data_dir / "demo-credentials.json").stat().st_mode & 0o777 == 0o600
         assert any(e["event"] == "demo.seeded" and e["tickets"] == 200 for e in events)
         assert first.stop() == 0
     finally:
@@ -244,3 +248,30 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("FIELDSYNC_DEMO_TICKETS", "17")
     s = settings_from(build_parser().parse_args(["serve", "--port", "0", "--data-dir", str(tmp_path), "--no-demo"]))
     assert (s.port, s.host, s.data_dir, s.demo_data, s.demo_tickets) == (0, "0.0.0.0", tmp_path, False, 17)
+
+
+async def test_demo_data_only_on_the_embedded_default_unless_asked(db_dsn: str, tmp_path: Path) -> None:
+    """A fresh production database given by URL is never filled with a fake city; --demo opts in; the embedded default seeds."""
+    from sync_server.cli import prepare
+    from sync_server.runtime import Database
+    from sync_server.settings import Settings
+
+    assert Settings(data_dir=tmp_path).wants_demo() is True
+    assert Settings(data_dir=tmp_path, database_url=db_dsn).wants_demo() is False
+    assert settings_from(build_parser().parse_args(["serve", "--database-url", db_dsn, "--demo"])).wants_demo() is True
+    assert settings_from(build_parser().parse_args(["serve", "--no-demo"])).wants_demo() is False
+    external = Settings(data_dir=tmp_path / "a", database_url=db_dsn, demo_tickets=20)
+    assert await prepare(external, Database(db_dsn)) is None
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM crews") == 0
+        assert await conn.fetchval("SELECT count(*) FROM users") == 0
+        assert not (tmp_path / "a" / "demo-credentials.json").exists()
+        opted_in = external.model_copy(update={"demo_data": True})
+        creds = await prepare(opted_in, Database(db_dsn))
+        assert creds is not None and await conn.fetchval("SELECT count(*) FROM tickets") == 20
+        # a database that is set up already is never seeded again
+        assert await prepare(opted_in, Database(db_dsn)) is None
+        assert await conn.fetchval("SELECT count(*) FROM tickets") == 20
+    finally:
+        await conn.close()
