@@ -25,7 +25,7 @@ _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", 
 
 # Long side of each served derivative, in pixels.
 DERIVATIVE_SIZES = {"thumb": 320, "display": 2048}
-DERIVATIVE_VERSION = "1"  # part of the ETag: bump when the derivative recipe changes
+DERIVATIVE_VERSION = "2"  # part of the ETag and the cache key: bump when the derivative recipe changes
 _heif_lock = threading.Lock()
 _heif_ready = False
 
@@ -104,7 +104,11 @@ def sha256_file(path: Path) -> str:
 
 
 def make_derivative(src: Path, variant: str, media: str) -> bytes:
-    """A JPEG no larger than the variant's size, oriented by EXIF and then stripped of all metadata (no GPS)."""
+    """A JPEG no larger than the variant's size, oriented by EXIF, carrying pixels and a colour profile only.
+
+    Served copies reach every device of a crew: nothing a camera or an editor wrote (EXIF with GPS, XMP, IPTC,
+    JPEG COM comments, PNG text chunks) may travel with them.
+    """
     size = DERIVATIVE_SIZES[variant]
     if media == HEIC:
         _ensure_heif()
@@ -118,10 +122,14 @@ def make_derivative(src: Path, variant: str, media: str) -> bytes:
             flat.paste(rgba, mask=rgba.getchannel("A"))
             oriented = flat
         oriented.thumbnail((size, size), Image.Resampling.LANCZOS)
+        # Pillow's JPEG writer copies some of `info` on its own (the COM comment, and XMP in newer releases): start
+        # from pixels alone and hand over only what we chose. The ICC colour profile is kept on purpose: it holds
+        # colour data, not personal data, and dropping it shifts wide-gamut phone photos.
+        icc = img.info.get("icc_profile")
+        clean = Image.frombytes(oriented.mode, oriented.size, oriented.tobytes())
         out = io.BytesIO()
-        # No exif=: Pillow writes EXIF only when asked, so GPS and camera data never reach a served copy. The colour
-        # profile is kept (it holds no personal data, and dropping it shifts wide-gamut phone photos).
-        oriented.save(out, "JPEG", quality=82, optimize=True, icc_profile=img.info.get("icc_profile"))
+        kwargs = {"icc_profile": icc} if icc else {}
+        clean.save(out, "JPEG", quality=82, optimize=True, **kwargs)
         return out.getvalue()
 
 

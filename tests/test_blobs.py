@@ -174,7 +174,7 @@ async def test_upload_and_download_with_s3_backend(moto_url: str, world: World, 
             "s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test",
         ).list_objects_v2(Bucket=bucket).get("Contents", [])]
         assert sorted(keys) == sorted([f"photos/{blob_key(Variant.ORIGINAL, sha(data))}",
-                                       f"photos/{blob_key(Variant.THUMB, sha(data))}"])
+                                       f"photos/thumb/v2/{sha(data)[:2]}/{sha(data)[2:4]}/{sha(data)}"])
         assert not any((settings.data_dir / "blobs").rglob("*")) if (settings.data_dir / "blobs").exists() else True
     finally:
         await srv.runner.cleanup()

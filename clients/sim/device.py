@@ -42,7 +42,7 @@ from .behaviour import (
     bind_work,
     pick,
 )
-from .photos import PendingPhoto, UploadRefused, png_bytes, sha256_hex, upload_step
+from .photos import PendingPhoto, UploadRefused, advance_photo, png_bytes, sha256_hex
 from .replica import Replica
 from .transport import RETRYABLE_TRANSPORT, Dropped, Offline, SimHttpError, backoff_delay
 
@@ -417,36 +417,25 @@ class Device:
         for p in list(self.photos):
             if p.not_before > loop.time():
                 continue
-            for attempt in range(budget):
-                if not self.online.is_set():
-                    return
-                fault = self.fault((("drop_request", 0.4), ("drop_response", 0.6)))
-                try:
-                    done = await upload_step(self.fleet.transport, self.creds.token, p, fault)
-                    self.persist()
-                    if done:
-                        self.photos.remove(p)
-                        self.persist()
-                        self.fleet.uploaded[(p.sha256, p.ticket_id, p.kind)] = self.id
-                        m.counters["photos_uploaded"] += 1
-                        break
-                    continue
-                except UploadRefused as exc:
-                    self.photos.remove(p)
-                    self.persist()
-                    m.counters["photos_refused"] += 1
-                    m.errors[f"upload_refused:{exc.code}"] += 1
-                    break
-                except Dropped:
-                    pass
-                except SimHttpError as exc:
-                    m.errors[f"upload:{exc.code.value if exc.code else exc.status}"] += 1
-                    if exc.retry_after:
-                        p.not_before = loop.time() + exc.retry_after
-                        break
-                except RETRYABLE_TRANSPORT as exc:
-                    m.errors[f"upload:{type(exc).__name__}"] += 1
-                await asyncio.sleep(backoff_delay(attempt, self.retry_rng, cap=2.0))
+            try:
+                outcome = await advance_photo(
+                    self.fleet.transport, self.creds.token, p, self.retry_rng, m, budget=budget,
+                    fault=lambda: self.fault((("drop_request", 0.4), ("drop_response", 0.6))),
+                    online=self.online.is_set)
+            except UploadRefused as exc:
+                self.photos.remove(p)
+                self.persist()
+                m.counters["photos_refused"] += 1
+                m.errors[f"upload_refused:{exc.code}"] += 1
+                continue
+            self.persist()
+            if outcome == "done":
+                self.photos.remove(p)
+                self.persist()
+                self.fleet.uploaded[(p.sha256, p.ticket_id, p.kind)] = self.id
+                m.counters["photos_uploaded"] += 1
+            elif outcome == "offline":
+                return
 
     async def live_loop(self) -> None:
         """Keep a live socket while online; a poke wakes the sync loop (an optimisation only, SPEC §3)."""

@@ -16,7 +16,11 @@ from typing import Any
 
 from protocol import ErrorCode
 
-from .transport import Dropped, SimHttpError, Transport
+import asyncio
+from collections.abc import Callable
+
+from .metrics import Metrics
+from .transport import RETRYABLE_TRANSPORT, Dropped, SimHttpError, Transport, backoff_delay
 
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = 1024  # small chunks, so a dropped PATCH leaves a partial upload to resume
@@ -125,3 +129,42 @@ def _path(t: Transport, url: str) -> str:
     if url.startswith("http"):
         return "/" + url.split("/", 3)[3]
     return url
+
+
+async def advance_photo(t: Transport, token: str, p: PendingPhoto, rng: random.Random, metrics: Metrics, *,
+                        budget: int, fault: Callable[[], str | None], online: Callable[[], bool]) -> str:
+    """Spend at most `budget` requests on one upload; returns "done", "deferred", "offline" or "budget".
+
+    Raises UploadRefused when retrying is futile. Every request that did not move the upload forward is followed
+    by a jittered, exponentially growing pause, and an answer carrying Retry-After (429, 503, 409 upload_busy)
+    defers the photo to a later round no earlier than the server asked: a busy or failing server never sees a
+    device hammer one upload.
+    """
+    loop = asyncio.get_running_loop()
+    idle = 0  # consecutive requests that made no progress
+    for _ in range(budget):
+        if not online():
+            return "offline"
+        before = p.offset
+        try:
+            if await upload_step(t, token, p, fault()):
+                return "done"
+            if p.offset > before >= 0:
+                idle = 0
+                continue
+        except UploadRefused:
+            raise
+        except Dropped:
+            pass
+        except SimHttpError as exc:
+            metrics.errors[f"upload:{exc.code.value if exc.code else exc.status}"] += 1
+            if exc.retry_after:
+                # At least what the server asked, plus up to half again of jitter so a fleet does not return at once.
+                p.not_before = loop.time() + exc.retry_after * (1.0 + 0.5 * rng.random())
+                return "deferred"
+        except RETRYABLE_TRANSPORT as exc:
+            metrics.errors[f"upload:{type(exc).__name__}"] += 1
+        idle += 1
+        metrics.counters["upload_backoffs"] += 1
+        await asyncio.sleep(backoff_delay(idle, rng, cap=2.0))
+    return "budget"

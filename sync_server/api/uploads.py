@@ -33,7 +33,8 @@ from sync_server.auth import Role
 from sync_server.blobs import Variant, open_store
 from sync_server.blobs.fs import FsBlobStore
 from sync_server.engine import uploads as engine
-from sync_server.keys import POOL, PRINCIPAL, SETTINGS
+from sync_server.engine.upload_leases import LeaseHolder
+from sync_server.keys import DSN, POOL, PRINCIPAL, SETTINGS
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +106,8 @@ def tus(handler: Handler) -> Handler:
             resp = error_response(request, err)
             if "offset" in err.details:
                 resp.headers["Upload-Offset"] = str(err.details["offset"])
+            if "retry_after" in err.details and "Retry-After" not in resp.headers:  # e.g. 409 upload_busy
+                resp.headers["Retry-After"] = str(err.details["retry_after"])
         return _tus_headers(resp)
 
     wrapped.__name__ = handler.__name__
@@ -347,7 +350,7 @@ async def _uploads_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = open_store(settings)
     cpu = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="fieldsync-photo")
-    up = engine.Uploads(app[POOL], settings, store, settings.data_dir / "uploads", cpu)
+    up = engine.Uploads(app[POOL], settings, store, settings.data_dir / "uploads", LeaseHolder(app[DSN]), cpu)
     app[UPLOADS] = up
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, lambda: up.partial_dir.mkdir(parents=True, exist_ok=True))
@@ -360,6 +363,7 @@ async def _uploads_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
     except asyncio.CancelledError:
         pass
+    await up.leases.close()
     await store.close()
     cpu.shutdown(wait=False)
 

@@ -28,6 +28,12 @@ def blob_key(variant: Variant, sha256: str) -> str:
     return f"{variant.value}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
 
+def derivative_key(variant: Variant, sha256: str, version: str) -> str:
+    """A derivative's key names its recipe version, so a changed recipe (e.g. stricter metadata stripping) is never
+    answered from a copy cached under the old one; stale versions are dead weight an operator may delete."""
+    return f"{variant.value}/v{version}/{blob_key(variant, sha256).split('/', 1)[1]}"
+
+
 @dataclass(frozen=True)
 class BlobStat:
     """What a download needs before streaming: the size for Content-Length and Range."""

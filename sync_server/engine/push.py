@@ -178,8 +178,13 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
 
 
 async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -> _Batch:
-    """Lock every ticket of the batch (id order), then fold mutations in seq order in memory."""
+    """Lock the batch's photos, then every ticket of the batch (id order), then fold mutations in seq order in memory."""
     batch = _Batch()
+    # Lock order, everywhere: device row, then photo advisory locks (sorted hashes), then ticket rows (id order).
+    # Photo verification (engine.uploads.mark_blob_verified) takes a photo lock and then the rows of the tickets
+    # showing it, so a push must hold its photo locks before its first ticket row lock or the two deadlock.
+    # Locking the hash of an attach that the fold later rejects costs nothing but a short wait.
+    await store.lock_photos(conn, [p.model.args.sha256 for p in fresh if p.model is not None and p.model.op == "attach_photo"])
     ids = sorted({p.ticket_id for p in fresh if p.model is not None}, key=str)
     records = await load_tickets(conn, ids, lock=True)
     batch.records = records
@@ -306,8 +311,7 @@ async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, versio
         (t.id, t.status.value, t.crew_id, t.resolution_code, t.reason_code, json.dumps(t.field_meta)) for t in touched
     ], HELD)
     await store.insert_notes(conn, batch.notes)
-    await store.lock_photos(conn, [ph[1] for ph in batch.photos])
-    await store.insert_photos(conn, batch.photos)
+    await store.insert_photos(conn, batch.photos)  # under the photo locks _fold took first
     items = []
     for t in touched:
         before = batch.before.get(t.id)

@@ -23,22 +23,24 @@ import structlog
 from protocol import ErrorCode, ProtocolError, UploadMetadata
 from sync_server import images
 from sync_server.auth import Principal, Role
-from sync_server.blobs import BlobStore, Variant, blob_key
+from sync_server.blobs import BlobStore, Variant, blob_key, derivative_key
 from sync_server.engine.changes import commit_changes
 from sync_server.engine.intake import HELD
 from sync_server.engine.tx import run_in_tx
+from sync_server.engine.upload_leases import LeaseHolder
 from sync_server.settings import Settings
 from sync_server.storage import uploads as sql
 from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 
 log = structlog.get_logger(__name__)
 
-LEASE_SECONDS = 60.0  # a crashed writer blocks its upload for at most this long
+LEASE_SECONDS = 60.0  # row lease: keeps the expiry sweep off an upload being written (exclusion is LeaseHolder's)
+BUSY_RETRY_AFTER = 5  # seconds a client waits when another request is writing its upload (usually its own lost one)
 RENEW_EVERY = 15.0
 MAX_PATCH_SECONDS = 600.0  # even a trickling client gives its request back after this; it resumes with a new PATCH
 RETRY_AFTER_SECONDS = 30
 MIN_PHOTO_BYTES = 16
-lock_photo = sql.lock_photo  # re-exported: push's attach_photo must call it before inserting ticket_photos
+lock_photo = sql.lock_photo  # re-exported: an attach takes it (before any ticket row lock) to insert ticket_photos
 
 
 class _PartialLost(Exception):
@@ -61,6 +63,7 @@ class Uploads:
     settings: Settings
     store: BlobStore
     partial_dir: Path
+    leases: LeaseHolder  # write leases that die with this process (engine.upload_leases)
     # Hashing and decoding are CPU-bound: a pool sized to the cores bounds their native memory and keeps them from
     # queueing ahead of the small partial-file writes on the default executor.
     cpu: Executor | None = None
@@ -95,6 +98,7 @@ async def mark_blob_verified(
     """Make a verified blob visible and flip every ticket that references it to `available` via the change log.
 
     Returns False when the blob was already known (stored once). Runs in the caller's transaction.
+    Lock order (the same in push): the photo's advisory lock first, then the ticket rows in id order.
     """
     await sql.lock_photo(conn, sha256)
     ids = await sql.tickets_with_photo(conn, sha256)
@@ -200,12 +204,27 @@ async def patch_upload(
     if offset != view.offset:
         raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "Upload-Offset differs from the server's",
                             {"offset": view.offset})
+    if not await up.leases.acquire(upload_id):
+        raise ProtocolError(ErrorCode.UPLOAD_BUSY, "another request is writing this upload; retry after Retry-After",
+                            {"offset": view.offset, "retry_after": BUSY_RETRY_AFTER})
+    try:
+        return await _patch_leased(up, who, upload_id, offset, read, checksum)
+    finally:
+        await asyncio.shield(up.leases.release(upload_id))
+
+
+async def _patch_leased(
+    up: Uploads, who: Principal, upload_id: str, offset: int, read: Callable[[], Awaitable[bytes]],
+    checksum: tuple[str, bytes] | None,
+) -> SessionView:
+    """The PATCH body of patch_upload, run while this process holds the upload's write lease."""
     token = secrets.token_hex(12)
     async with up.pool.acquire() as conn:
         claimed = await sql.claim_session(conn, upload_id, who.device_id or "", offset, token, LEASE_SECONDS)
-    if claimed is None:
-        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "another request is writing this upload; HEAD and resume",
-                            {"offset": view.offset})
+    if claimed is None:  # another request advanced (or finished) it between our read and our lease
+        row = await _reload(up, upload_id)
+        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "Upload-Offset differs from the server's; HEAD and resume",
+                            {"offset": row["upload_offset"]})
     length = claimed["length"]
     path = up.partial(upload_id)
     loop = asyncio.get_running_loop()
@@ -276,6 +295,8 @@ async def _stream(
         written += await loop.run_in_executor(None, _write, f, chunk, hasher)
         now = time.monotonic()
         if now - renewed > RENEW_EVERY:
+            if not up.leases.holds(upload_id):  # our lease connection died: another request may be writing now
+                raise BodyInterrupted("write lease lost")
             async with up.pool.acquire() as conn:
                 if not await sql.renew_lease(conn, upload_id, token, LEASE_SECONDS):
                     raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated or expired")
@@ -429,7 +450,7 @@ async def photo_for_download(up: Uploads, who: Principal, sha256: str, variant: 
 
 async def ensure_derivative(up: Uploads, sha256: str, variant: Variant, media: str) -> str:
     """Generate a derivative once, off the loop, and cache it in the store; concurrent requests share one job."""
-    key = blob_key(variant, sha256)
+    key = derivative_key(variant, sha256, images.DERIVATIVE_VERSION)
     if await up.store.stat(key) is not None:
         return key
     job = up.inflight.get(key)

@@ -182,7 +182,8 @@ async def department_service_types(conn: asyncpg.Connection, department_id: int)
 
 async def lock_photos(conn: asyncpg.Connection, hashes: Sequence[str]) -> None:
     """The uploads engine's per-hash lock (storage.uploads.lock_photo) for many hashes, in sorted order, in one statement:
-    an attach must not interleave with the verification of the same bytes, or the photo could stay pending forever."""
+    an attach must not interleave with the verification of the same bytes, or the photo could stay pending forever.
+    Take it before any ticket row lock (the order verification uses: photo, then tickets)."""
     if not hashes:
         return
     await conn.execute(

@@ -85,11 +85,15 @@ async def get_session(conn: asyncpg.Connection, upload_id: str) -> asyncpg.Recor
 async def claim_session(
     conn: asyncpg.Connection, upload_id: str, device_id: str, offset: int, token: str, lease_seconds: float
 ) -> asyncpg.Record | None:
-    """Take the write lease if the session is open, at the client's offset and not being written by another PATCH."""
+    """Mark the session as written by this request if it is open and at the client's offset.
+
+    The caller holds the upload's advisory write lease (engine.upload_leases), which is what excludes a second
+    writer; a token left by a request whose process died is simply replaced.
+    """
     return await conn.fetchrow(
         "UPDATE upload_sessions SET lease_token = $4, lease_until = now() + make_interval(secs => $5), updated_at = now()"
         " WHERE id = $1 AND device_id = $2 AND state = 'open' AND expires_at > now() AND upload_offset = $3"
-        " AND (lease_token IS NULL OR lease_until < now()) RETURNING *",
+        " RETURNING *",
         upload_id, device_id, offset, token, lease_seconds,
     )
 
