@@ -141,7 +141,7 @@ async def test_concurrent_live_patch_gets_409_upload_busy_with_retry_after(
         if free:
             break
         await asyncio.sleep(0.02)
-    assert status == 200 and offset is not None and offset in (0, 1000)
+    assert status == 200 and offset is not None and 0 <= offset <= 1000  # what arrived of the cut body is kept
     done = await patch(http, location, dev.token, offset, data[offset:])
     assert done.status == 204 and done.headers["Upload-Offset"] == str(len(data))
 
