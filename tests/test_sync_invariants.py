@@ -1,4 +1,4 @@
-"""One test per DESIGN invariant I1–I7, named after it, over real HTTP and real PostgreSQL."""
+"""One test per invariant I1–I7 (docs/architecture.md), named after it, over real HTTP and real PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Field scenarios from DESIGN §Conflict rules, end to end over HTTP."""
+"""Field scenarios from the conflict rules (docs/architecture.md), end to end over HTTP."""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ STATUS_OPS: dict[str, Action] = {
 APPEND_OPS = frozenset({"add_note", "attach_photo"})
 FIELD_OPS = frozenset({"set_items", "set_resolution"})
 
-# Late field reports: (op, current status of a ticket the crew no longer holds) -> rule. DESIGN §Conflict rules:
+# Late field reports: (op, current status of a ticket the crew no longer holds) -> rule. docs/architecture.md, conflict rules:
 # field work is never dropped; a completed pickup stays completed even if it was cancelled or reassigned meanwhile,
 # because the truck really took the mattress away. A duplicate or closed ticket is left as the supervisor set it and
 # the report is kept for review. "Unable to complete" on a ticket another crew now owns changes nothing: they will go.
