@@ -200,9 +200,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def _serve_workers(settings: Settings, db: Database, workers: int) -> int:
     """Fork N supervised workers onto one port (SO_REUSEPORT: the kernel spreads connections); each has its own pool
     and live LISTEN connection. Migrate/seed runs once before forking; a worker that dies is replaced."""
-    import socket
+    import shutil
+    import tempfile
 
     from sync_server.workers import supervise
+
+    # Workers write metric values to per-pid files here; any worker's /metrics merges them. Set before anything
+    # imports prometheus_client (it picks its value class at import), hence the literal name and the late import.
+    metrics_dir = tempfile.mkdtemp(prefix="fieldsync-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from sync_server.metrics import MULTIPROC_ENV, mark_worker_dead
+
+    try:
+        return _fork_workers(settings, db, workers, supervise, mark_worker_dead)
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _fork_workers(settings: Settings, db: Database, workers: int, supervise: Any, on_exit: Any) -> int:
+    """Prepare once, fix the port, then hand the workers to the supervisor."""
+    import socket
 
     asyncio.run(prepare(settings, db))
     if settings.port == 0:  # every worker must bind the same port
@@ -210,7 +228,8 @@ def _serve_workers(settings: Settings, db: Database, workers: int) -> int:
             probe.bind((settings.host, 0))
             settings = settings.model_copy(update={"port": probe.getsockname()[1]})
     settings.resolved_cursor_secret()  # created once here, so every worker reads the same key
-    return supervise(workers, lambda: asyncio.run(serve(settings, db, reuse_port=True, prepared=True)))
+    return int(supervise(workers, lambda: asyncio.run(serve(settings, db, reuse_port=True, prepared=True)),
+                         on_worker_exit=on_exit))
 
 
 def _url_host(host: str) -> str:

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -71,6 +71,16 @@ class Settings(BaseSettings):
         """Demo data is for trying FieldSync on a laptop: on by default only for the embedded cluster, so pointing
         a fresh production database at the server never fills it with a fake city (opt in with --demo)."""
         return self.demo_data if self.demo_data is not None else self.database_url is None
+
+    metrics_host: str = Field("127.0.0.1", description="Address of the Prometheus metrics listener (GET /metrics); keep it off the public network.")
+    metrics_port: int | None = Field(9464, ge=0, le=65535, description="Port of the metrics listener; 0 or empty disables it. Workers share it (SO_REUSEPORT).")
+    metrics_stale_device_hours: float = Field(12.0, gt=0, description="fieldsync_devices_stale counts devices not seen for longer than this.")
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_disables(cls, value: object) -> object:
+        """FIELDSYNC_METRICS_PORT= (empty) means off, like 0."""
+        return None if value == "" else value
 
     def resolved_cursor_secret(self) -> bytes:
         """Cursors must survive restarts and be shared by every worker, so the generated key is persisted."""

@@ -77,6 +77,8 @@ def supervise(
             code = 1
             try:
                 code = target()
+            except BaseException:  # noqa: BLE001 - outermost boundary of a worker process: say why it died
+                log.exception("serve.worker_crashed", worker=slot.index)
             finally:
                 os._exit(code)
         slot.pid, slot.started, slot.respawn_at = pid, time.monotonic(), None

@@ -83,7 +83,8 @@ async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for an in-test server: no demo data, a private data dir."""
-    return Settings(data_dir=tmp_path / "data", demo_data=False, port=0, pool_min_size=1, pool_max_size=10)
+    return Settings(data_dir=tmp_path / "data", demo_data=False, port=0, pool_min_size=1, pool_max_size=10,
+                    metrics_port=0)
 
 
 class Server:

@@ -30,6 +30,7 @@ from sync_server.engine.live import (
 )
 from sync_server.keys import DSN, POOL, SETTINGS
 from sync_server.storage import feed
+from sync_server.metrics import METRICS
 
 log = structlog.get_logger(__name__)
 LIVE: web.AppKey[LiveHub] = web.AppKey("live_hub")
@@ -114,6 +115,8 @@ async def _session(request: web.Request, ws: web.WebSocketResponse, hub: LiveHub
         await ws.close(code=CLOSE_BAD_REQUEST, message=b"admins name a department: ?department=<code>")
         return ws
     structlog.contextvars.bind_contextvars(principal=who.name)
+    sockets = request.app[METRICS].live_sockets.labels(role=sub.role)
+    sockets.inc()
     try:
         if sub.role == Role.DEVICE.value:
             hub.add_device(sub)
@@ -124,6 +127,8 @@ async def _session(request: web.Request, ws: web.WebSocketResponse, hub: LiveHub
                 break
     finally:
         hub.remove(sub)
+        sockets.dec()
+        request.app[METRICS].live_closes.labels(code=str(ws.close_code)).inc()
     return ws
 
 

@@ -14,6 +14,7 @@ from sync_server.auth import Role
 from sync_server.engine import pull as pull_engine
 from sync_server.engine import push as push_engine
 from sync_server.keys import CURSORS, POOL, SETTINGS
+from sync_server.metrics import METRICS
 
 
 class PushEnvelope(WireModel):
@@ -29,14 +30,18 @@ async def pull(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     page = await pull_engine.pull(request.app[POOL], who, req, request.app[CURSORS], settings.retention_days * 86400)
     # Documents come pre-rendered from the change log; re-validating thousands of tickets per page would dominate.
-    return respond_raw(request, page)
+    resp = respond_raw(request, page)
+    request.app[METRICS].count_pull(page, len(resp.body) if isinstance(resp.body, bytes) else 0)
+    return resp
 
 
 async def push(request: web.Request) -> web.Response:
     """POST /v1/sync/push."""
     who = principal(request, Role.DEVICE)
     env = await read_model(request, PushEnvelope, max_bytes=request.app[SETTINGS].max_push_bytes)
-    return respond_raw(request, await push_engine.push(request.app[POOL], who, env.mutations))
+    result = await push_engine.push(request.app[POOL], who, env.mutations)
+    request.app[METRICS].count_push(result)
+    return respond_raw(request, result)
 
 
 def setup(app: web.Application) -> None:

@@ -36,6 +36,7 @@ from sync_server.engine import uploads as engine
 from sync_server.engine.upload_leases import LeaseHolder
 from sync_server.keys import DSN, POOL, PRINCIPAL, SETTINGS
 
+from sync_server.metrics import METRICS
 log = structlog.get_logger(__name__)
 
 TUS_VERSION = "1.0.0"
@@ -221,6 +222,7 @@ async def patch(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     view = await engine.patch_upload(request.app[UPLOADS], who, request.match_info["upload_id"], offset,
                                      _body_reader(request, settings.upload_read_timeout_seconds), checksum)
+    request.app[METRICS].upload_bytes.inc(max(0, view.offset - offset))
     resp = web.Response(status=204)
     resp.headers["Upload-Offset"] = str(view.offset)
     _expires(resp, view)

@@ -1,0 +1,217 @@
+"""Prometheus metrics on their own listener, so operators can watch a deployment without exposing it to devices:
+per-process instruments (multiprocess mode under `--workers N`) plus database gauges computed at scrape time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from sync_server.keys import POOL, SETTINGS
+from sync_server.storage import stats
+
+log = structlog.get_logger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+POOL_REFRESH_S = 5.0  # every worker publishes its pool gauges this often; a scrape reaches only one worker
+
+
+def multiprocess_mode() -> bool:
+    """`serve --workers N` sets the shared directory before forking; each worker then writes its values there."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class Metrics:
+    """The process's instruments; one per app (no module globals), so in-test apps never collide in a registry."""
+
+    def __init__(self) -> None:
+        self.multiprocess = multiprocess_mode()
+        if self.multiprocess and not getattr(values.ValueClass, "_multiprocess", False):
+            raise RuntimeError(f"prometheus_client was imported before {MULTIPROC_ENV} was set")
+        # In multiprocess mode values live in per-pid files and a scrape merges them; registering the live objects
+        # too would report this process twice.
+        own = None if self.multiprocess else CollectorRegistry(auto_describe=True)
+        self.registry = own if own is not None else _multiprocess_registry()
+        reg: Any = own
+        self.requests = Histogram("fieldsync_http_request_duration_seconds",
+                                  "HTTP request latency by method, route template and status.",
+                                  ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=reg)
+        self.mutations = Counter("fieldsync_mutations", "Push results by status and rejection/merge reason "
+                                 "(status=replayed for resent seqs answered from the stored result).",
+                                 ["status", "reason"], registry=reg)
+        self.pull_pages = Counter("fieldsync_pull_pages", "Pull pages served, by kind (delta or snapshot).",
+                                  ["kind"], registry=reg)
+        self.pull_bytes = Counter("fieldsync_pull_bytes", "Bytes of pull response bodies.", registry=reg)
+        self.pull_resets = Counter("fieldsync_pull_resets", "Snapshot page sets served (no, reinstalled or expired cursor).",
+                                   registry=reg)
+        self.live_sockets = Gauge("fieldsync_live_sockets", "Open live WebSockets by role.", ["role"],
+                                  multiprocess_mode="livesum", registry=reg)
+        self.live_closes = Counter("fieldsync_live_closes", "Live WebSockets closed, by close code "
+                                   "(4008 = consumer too slow, 1013 = database unavailable).", ["code"], registry=reg)
+        self.upload_bytes = Counter("fieldsync_upload_bytes", "Photo bytes accepted by tus PATCH.", registry=reg)
+        self.pool_size = Gauge("fieldsync_db_pool_size", "Connections open in the asyncpg pools.",
+                               multiprocess_mode="livesum", registry=reg)
+        self.pool_in_use = Gauge("fieldsync_db_pool_in_use", "Pool connections checked out.",
+                                 multiprocess_mode="livesum", registry=reg)
+        self.pool_waiting = Gauge("fieldsync_db_pool_waiting", "Tasks waiting for a pool connection.",
+                                  multiprocess_mode="livesum", registry=reg)
+        self.pool_max = Gauge("fieldsync_db_pool_max", "Configured maximum pool connections.",
+                              multiprocess_mode="livesum", registry=reg)
+
+        # Series a dashboard plots exist from the first scrape (a rate over a missing series is no data, not 0).
+        for status in ("applied", "merged", "duplicate", "replayed"):
+            self.mutations.labels(status=status, reason="")
+        for kind in ("delta", "snapshot"):
+            self.pull_pages.labels(kind=kind)
+        for role in ("device", "supervisor", "admin"):
+            self.live_sockets.labels(role=role)
+        for code in ("1001", "1013", "4003", "4008"):
+            self.live_closes.labels(code=code)
+
+    def observe_pool(self, pool: asyncpg.Pool) -> None:
+        """Publish this process's pool occupancy (waiting comes from the pool's queue: asyncpg has no public count)."""
+        size = pool.get_size()
+        self.pool_size.set(size)
+        self.pool_in_use.set(size - pool.get_idle_size())
+        self.pool_max.set(pool.get_max_size())
+        queue = getattr(pool, "_queue", None)
+        self.pool_waiting.set(len(getattr(queue, "_getters", ()) or ()))
+
+    def count_push(self, response: dict[str, Any]) -> None:
+        """One increment per result of a push response."""
+        for result in response.get("results", ()):
+            status = "replayed" if result.get("replayed") else str(result.get("status", "unknown"))
+            self.mutations.labels(status=status, reason=str(result.get("reason") or "")).inc()
+
+    def count_pull(self, page: dict[str, Any], body_bytes: int) -> None:
+        """A served pull page."""
+        reset = bool(page.get("reset"))
+        self.pull_pages.labels(kind="snapshot" if reset else "delta").inc()
+        self.pull_bytes.inc(body_bytes)
+        if reset and not page.get("has_more"):  # one per snapshot page set (every page of it says reset)
+            self.pull_resets.inc()
+
+
+def _multiprocess_registry() -> CollectorRegistry:
+    """A registry that merges every worker's files (dead workers' counters included: totals never go backwards)."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Supervisor hook: a dead worker's live gauges (sockets, pool) must stop counting."""
+    if multiprocess_mode():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+class _Families:
+    """A collector over families computed just before exposition (database gauges are not per-process values)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        """Prometheus collector protocol."""
+        return self.families
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+async def database_families(pool: asyncpg.Pool, stale_hours: float) -> list[Metric]:
+    """Gauges read from PostgreSQL at scrape time, with a bounded query; `fieldsync_db_up` says whether it answered."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(5):
+            async with pool.acquire() as conn:
+                row = await stats.deployment_stats(conn, stale_hours)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        log.warning("metrics.db_stats_failed", error=str(exc)[:200])
+        return [_gauge("fieldsync_db_up", "1 if the scrape-time database query answered.", 0)]
+    took = time.perf_counter() - started
+    stale = GaugeMetricFamily("fieldsync_devices_stale", "Enrolled, unrevoked devices not seen for longer than "
+                              "`hours` (never-seen devices included).", labels=["hours"])
+    stale.add_metric([f"{stale_hours:g}"], row.stale_devices)
+    return [
+        _gauge("fieldsync_db_up", "1 if the scrape-time database query answered.", 1),
+        _gauge("fieldsync_db_stats_seconds", "How long the scrape-time database query took.", took),
+        _gauge("fieldsync_db_oldest_xact_age_seconds", "Age of the oldest open transaction holding a transaction id "
+               "(cluster-wide); the cursor and live feed cannot move past it.", row.oldest_xact_age_s),
+        _gauge("fieldsync_change_log_rows", "Rows in the change log (estimate above 100k rows).", row.change_rows),
+        _gauge("fieldsync_audit_rows", "Rows in the audit log (estimate above 100k rows).", row.audit_rows),
+        stale,
+        _gauge("fieldsync_conflicts_open", "Conflicts and late field reports not yet resolved by a supervisor.",
+               row.open_conflicts),
+        _gauge("fieldsync_upload_sessions_open", "Unfinished tus upload sessions.", row.open_uploads),
+    ]
+
+
+async def scrape(request: web.Request) -> web.Response:
+    """GET /metrics on the metrics listener."""
+    main = request.app[SOURCE]
+    metrics = main[METRICS]
+    pool = main[POOL]
+    metrics.observe_pool(pool)
+    db = CollectorRegistry(auto_describe=False)
+    db.register(_Families(await database_families(pool, main[SETTINGS].metrics_stale_device_hours)))  # type: ignore[arg-type]
+    body = generate_latest(metrics.registry) + generate_latest(db)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+METRICS = web.AppKey("metrics", Metrics)
+SOURCE = web.AppKey("metrics_source", web.Application)
+
+
+async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Serve /metrics on metrics_host:metrics_port (off when the port is unset/0) and refresh pool gauges."""
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    runner: web.AppRunner | None = None
+    if settings.metrics_port:
+        side = web.Application()
+        side[SOURCE] = app
+        side.router.add_get("/metrics", scrape)
+        runner = web.AppRunner(side, access_log=None)
+        await runner.setup()
+        # Workers share the port like the main listener; any one of them answers for all (multiprocess files).
+        site = web.TCPSite(runner, settings.metrics_host, settings.metrics_port,
+                          reuse_port=metrics.multiprocess or None)
+        try:
+            await site.start()
+            log.info("metrics.listening", host=settings.metrics_host, port=settings.metrics_port)
+        except OSError as exc:  # sync must keep working even if the metrics port is taken: say so loudly
+            log.error("metrics.listen_failed", host=settings.metrics_host, port=settings.metrics_port, error=str(exc))
+            await runner.cleanup()
+            runner = None
+
+    async def refresh() -> None:
+        while True:
+            metrics.observe_pool(app[POOL])
+            await asyncio.sleep(POOL_REFRESH_S)
+
+    task = asyncio.create_task(refresh()) if metrics.multiprocess else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+        if runner is not None:
+            await runner.cleanup()
