@@ -101,7 +101,7 @@ def error_page(request: web.Request, err: ProtocolError) -> web.Response:
         resp.headers["HX-Retarget"] = "#flash"
         resp.headers["HX-Reswap"] = "innerHTML"
         return resp
-    return render(request, "error.html", err.http_status, error=err, words=words)
+    return render(request, "error.html", err.http_status, flash=None, error=err, words=words)
 
 
 def page(*, public: bool = False) -> Callable[[Handler], Handler]:

@@ -179,7 +179,7 @@ async def enroll(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     server = settings.public_url or f"{request.scheme}://{request.host}"
     payload = f"fieldsync:enroll?server={server}&device={device_id}&token={token}"
-    qr = segno.make(payload, error="m").svg_inline(scale=4, dark="#111", light="#fff", title="Enrolment code for " + device_id)
+    qr = segno.make(payload, error="m").svg_inline(scale=5, dark="#111", light="#fff", title="Enrolment code for " + device_id)
     resp = await _crews_page(request, enrolled={"device_id": device_id, "token": token, "crew": crew_name, "server": server},
                              qr=qr, flash=f"Device {device_id} enrolled to {crew_name}.")
     return resp
