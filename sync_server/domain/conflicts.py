@@ -169,7 +169,7 @@ def apply(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, *, base_version: in
             return rejected(ReasonCode.NOT_IN_SCOPE, f"ticket left your crew's scope ({t.status.value})")
         return _late(t, op, args, dev, rule, base_version, device_time)
     if op in STATUS_OPS:
-        return _status(t, op, args, dev)
+        return _status(t, op, args, dev, device_time)
     if op in APPEND_OPS:
         return _append(t, op, args, dev)
     if op in FIELD_OPS:
@@ -177,7 +177,7 @@ def apply(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, *, base_version: in
     return rejected(ReasonCode.UNKNOWN_OP, f"unknown op {op!r}")
 
 
-def _status(t: WorkTicket, op: str, args: Any, dev: DeviceCtx) -> Outcome:
+def _status(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, device_time: datetime) -> Outcome:
     """State-machine ops on a held ticket: legal moves apply; moves to a state already reached or passed are stale."""
     action = STATUS_OPS[op]
     try:
@@ -193,7 +193,7 @@ def _status(t: WorkTicket, op: str, args: Any, dev: DeviceCtx) -> Outcome:
                 out.audit_action = "conflict"
             return out
         return rejected(ReasonCode.ILLEGAL_TRANSITION, str(exc))
-    _set_status(t, target, args, dev)
+    _set_status(t, target, args, dev, device_time)
     return Outcome(MutationStatus.APPLIED, audit_action=op)
 
 
@@ -203,13 +203,15 @@ def _target(action: Action) -> tuple[Actor, frozenset[TicketStatus], TicketStatu
     return TRANSITIONS[action]
 
 
-def _set_status(t: WorkTicket, target: TicketStatus, args: Any, dev: DeviceCtx) -> None:
+def _set_status(t: WorkTicket, target: TicketStatus, args: Any, dev: DeviceCtx, device_time: datetime) -> None:
     """Apply a status move with the codes it carries; a decline hands the ticket back to the supervisor."""
     t.status = target
     t.touched = True
     if target is S.COMPLETED:
         t.resolution_code = args.resolution_code
-        t.field_meta["resolution_code"] = {"v": t.version + 1, "d": dev.device_id}
+        # Stamped like a set_resolution (device time included): without it any concurrent edit, however older,
+        # would beat the completion's code in _fields (an empty time sorts first).
+        t.field_meta["resolution_code"] = {"v": t.version + 1, "t": device_time.isoformat(), "d": dev.device_id}
     elif target is S.UNABLE_TO_COMPLETE:
         t.reason_code = args.reason_code
     elif target is S.UNASSIGNED:
@@ -291,7 +293,7 @@ def _late(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, rule: Rule, base_ve
                 return out
         else:  # complete: the work happened, so the ticket records it whatever the supervisor did meanwhile
             report.field, report.kept, report.discarded = "status", S.COMPLETED.value, t.status.value
-            _set_status(t, S.COMPLETED, args, dev)
+            _set_status(t, S.COMPLETED, args, dev, device_time)
             if t.crew_id is None:  # nobody owns it any more: the crew that did the work keeps the record
                 t.crew_id = dev.crew_id
             out = Outcome(MutationStatus.MERGED, audit_action=op)

@@ -120,7 +120,23 @@ def test_complete_sets_resolution_code_and_its_field_stamp() -> None:
     t = ticket(IP)
     run(t, "complete")
     assert (t.status, t.crew_id, t.resolution_code, t.reason_code) == (TicketStatus.COMPLETED, 1, "collected", None)
-    assert t.field_meta == {"resolution_code": {"v": 4, "d": "dev-a"}}
+    assert t.field_meta == {"resolution_code": {"v": 4, "t": T0.isoformat(), "d": "dev-a"}}
+
+
+def test_an_older_concurrent_resolution_edit_does_not_beat_the_completion() -> None:
+    """Regression: the completion's code was stamped without a device time, so any concurrent edit won (SPEC §6)."""
+    t = ticket(IP)
+    apply(t, "complete", CompleteArgs(resolution_code="collected"), DEV, base_version=3,
+          device_time=T0 + timedelta(minutes=10))
+    older = apply(t, "set_resolution", SetResolutionArgs(resolution_code="partial"), DEV_B, base_version=3,
+                  device_time=T0)
+    assert (older.status, older.reason) == (MutationStatus.MERGED, ReasonCode.CONFLICT_RESOLVED)
+    assert t.resolution_code == "collected"
+    assert [(c.kept, c.discarded, c.detail) for c in older.conflicts] == [
+        ("collected", "partial", "newer edit from dev-a kept")]
+    newer = apply(t, "set_resolution", SetResolutionArgs(resolution_code="partial"), DEV_B, base_version=3,
+                  device_time=T0 + timedelta(minutes=20))
+    assert newer.status is MutationStatus.MERGED and t.resolution_code == "partial"
 
 
 def test_unable_to_complete_sets_reason_code_only() -> None:
@@ -213,6 +229,7 @@ def test_late_report_cell(op: str, status: str) -> None:
         # nobody owned it any more: the crew that did the work keeps the record; else the new owner keeps it
         assert t.crew_id == (1 if LEFT_CREW[status] is None else LEFT_CREW[status])
         assert (report.field, report.kept, report.discarded) == ("status", CO, status)
+        assert t.field_meta == {"resolution_code": {"v": 4, "t": T0.isoformat(), "d": "dev-a"}}
         assert out.audit_action == "complete"
     elif op == "add_note":
         assert out.new_note == (NOTE_ID, "left at curb") and t.note_ids == {NOTE_ID} and t.touched
