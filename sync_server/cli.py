@@ -23,7 +23,7 @@ from sync_server.auth import Principal, Role
 from sync_server.embedded_pg import EmbeddedPostgresError
 from sync_server.ingest.parse import HeaderError, Rejected
 from sync_server.logging import configure_logging
-from sync_server.runtime import Database, connect, open_database
+from sync_server.runtime import Database, DatabaseUnreachable, connect, open_database
 from sync_server.settings import LogFormat, Settings
 from sync_server.storage.migrate import SchemaTooNewError, check_schema, migrate
 
@@ -42,6 +42,8 @@ def _db_options(p: argparse.ArgumentParser) -> None:
     """Every command that touches the database takes the same two ways to reach it."""
     p.add_argument("--data-dir", type=Path, help="data directory of the embedded cluster (env FIELDSYNC_DATA_DIR)")
     p.add_argument("--database-url", help="external PostgreSQL DSN instead of the embedded cluster (env FIELDSYNC_DATABASE_URL)")
+    # SUPPRESS: a subcommand's default must not overwrite `fieldsync --log-level X COMMAND` given before it.
+    p.add_argument("--log-level", default=argparse.SUPPRESS, help="minimum log level: debug, info, warning, error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +174,10 @@ async def _pool(db: Database, *, migrate_first: bool) -> asyncpg.Pool:
                 raise CliError(str(exc)) from None
     finally:
         await conn.close()
-    return await asyncpg.create_pool(db.dsn, min_size=1, max_size=2)
+    try:
+        return await asyncpg.create_pool(db.dsn, min_size=1, max_size=2)
+    except (OSError, asyncpg.CannotConnectNowError) as exc:
+        raise DatabaseUnreachable.of(db.dsn, exc) from None
 
 
 def _cli_principal() -> Principal:
@@ -191,10 +196,30 @@ def _out(text: str) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Start (or join) the database, migrate, seed an empty one, and serve until SIGINT/SIGTERM."""
     workers = max(1, getattr(args, "workers", 1) or 1)
+    _check_port_free(settings.host, settings.port)  # before PostgreSQL starts: a busy port costs one line, not a cluster
     with open_database(settings) as db:
         if workers > 1:
             return _serve_workers(settings, db, workers)
         return asyncio.run(serve(settings, db))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind and release the port once, so "address in use" is found before the database is started or migrated."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does: TIME_WAIT is not "in use"
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CliError(f"port {port} on {host} is already in use (another fieldsync serve?); "
+                               "pick another with --port N, or --port 0 for a free one") from None
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _serve_workers(settings: Settings, db: Database, workers: int) -> int:
@@ -413,9 +438,10 @@ def cmd_import_311(args: argparse.Namespace, settings: Settings) -> int:
     """Import a MyLA311 export; rejected rows go to stderr with their line, the summary to stdout."""
     from sync_server.ingest.importer import Progress, import_csv
 
+    from sync_server.ingest.importer import check_header
+
     path: Path = args.path
-    if not path.is_file():
-        raise CliError(f"no such file: {path}")
+    check_header(path)  # before any cluster starts: a wrong file costs nothing
 
     def reject(r: Rejected) -> None:
         sys.stderr.write(f"{path.name}:{r.line}: rejected: {r.reason}\n")
@@ -463,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, settings))
     except KeyboardInterrupt:
         return 130
-    except (CliError, EmbeddedPostgresError, SchemaTooNewError, HeaderError) as exc:
+    except (CliError, EmbeddedPostgresError, SchemaTooNewError, HeaderError, DatabaseUnreachable) as exc:
         _fail(str(exc))
     except ProtocolError as exc:
         _fail(exc.message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
@@ -42,6 +43,31 @@ def open_database(settings: Settings) -> Iterator[Database]:
         pg.stop()  # a no-op unless this process started the postmaster
 
 
+class DatabaseUnreachable(RuntimeError):
+    """The database did not answer: the operator must check host, port, network or that PostgreSQL runs."""
+
+    @classmethod
+    def of(cls, dsn: str, exc: BaseException) -> DatabaseUnreachable:
+        """One line naming where we tried (never the password) and what to check."""
+        where = _host_port(dsn)
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return cls(f"cannot reach PostgreSQL at {where} ({reason}); check that it is running, the host and port in "
+                   "--database-url / FIELDSYNC_DATABASE_URL, and firewalls")
+
+
+def _host_port(dsn: str) -> str:
+    """HOST:PORT of a postgresql:// URL (defaults as libpq applies them), for messages."""
+    parsed = urlsplit(dsn)
+    try:
+        port = parsed.port or 5432
+    except ValueError:
+        port = 5432
+    return f"{parsed.hostname or 'localhost'}:{port}"
+
+
 async def connect(db: Database) -> asyncpg.Connection:
     """A single connection for short administrative work (migrate, seed, CLI commands)."""
-    return await asyncpg.connect(db.dsn, server_settings={"application_name": "fieldsync-cli"})
+    try:
+        return await asyncpg.connect(db.dsn, server_settings={"application_name": "fieldsync-cli"}, timeout=15)
+    except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
+        raise DatabaseUnreachable.of(db.dsn, exc) from None

@@ -113,6 +113,8 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     if request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads")):
         return await handler(request)
+    if isinstance(request.match_info.http_exception, web.HTTPNotFound):
+        return await handler(request)  # no such route: 404 for everyone (a 401 would suggest a token could open it)
     if request.path.startswith(VERSIONED_PREFIXES):
         check_version(request.headers.get(VERSION_HEADER))
     async with request.app[POOL].acquire() as conn:

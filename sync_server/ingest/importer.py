@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 
 from sync_server.engine.tx import run_in_tx
-from sync_server.ingest.parse import ParsedRow, Rejected, normalise_header, parse_row
+from sync_server.ingest.parse import HeaderError, ParsedRow, Rejected, normalise_header, parse_row
 from sync_server.ingest.upsert import crew_ids, ensure_catalog, upsert_batch
 
 log = structlog.get_logger(__name__)
@@ -71,6 +71,24 @@ def _open(path: Path) -> tuple[BinaryIO, IO[str]]:
     raw = open(path, "rb")
     binary: IO[bytes] = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
     return raw, io.TextIOWrapper(binary, encoding="utf-8-sig", errors="replace", newline="")
+
+
+def check_header(path: Path) -> None:
+    """Refuse what is not a MyLA311 export (directory, empty file, a .gz that is not gzip, wrong columns) in one
+    line, before the caller starts a database for it."""
+    if path.is_dir():
+        raise HeaderError(f"{path} is a directory, not a MyLA311 CSV export")
+    if not path.is_file():
+        raise HeaderError(f"no such file: {path}")
+    try:
+        raw, text = _open(path)
+        with raw, text:
+            header = next(csv.reader(text), None)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise HeaderError(f"{path.name}: cannot read it as {'gzip' if path.suffix == '.gz' else 'CSV'} ({exc})") from None
+    if not header or not any(h.strip() for h in header):
+        raise HeaderError(f"{path.name} is empty: expected a MyLA311 CSV export with a header line")
+    normalise_header(header)
 
 
 def read_rows(text: IO[str]) -> Iterator[ParsedRow | Rejected]:
