@@ -13,6 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from PIL import Image
 from playwright.async_api import async_playwright
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -68,6 +69,10 @@ async def main() -> None:
             await page.goto(base + "/console/crews")
             await page.screenshot(path=str(out / "crews.png"))
             await ctx.close()
+    for png in out.glob("*.png"):  # a 64-colour palette keeps the committed images small
+        with Image.open(png) as im:
+            small = im.convert("RGB").quantize(colors=64)
+        small.save(png, optimize=True)
     navd = json.loads(nav)
     print(json.dumps({"board_bytes_decoded": sum(sizes), "board_document_transfer": navd.get("transferSize"),
                       "board_document_decoded": navd.get("decodedBodySize"), "first_contentful_paint_ms": fcp,
