@@ -56,7 +56,9 @@ async def main() -> None:
             await page.goto(base + "/console/?status=unassigned&status=assigned&status=acknowledged&status=in_progress"
                             "&status=paused&status=reopened", wait_until="load")
             fcp = await page.evaluate(
-                "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null")
+                "new Promise(done => { new PerformanceObserver(list => { for (const e of list.getEntries())"
+                " if (e.name === 'first-contentful-paint') done(e.startTime); }).observe({type: 'paint', buffered: true});"
+                " setTimeout(() => done(null), 3000); })")
             nav = await page.evaluate("JSON.stringify(performance.getEntriesByType('navigation')[0])")
             page.remove_listener("response", count)
             await page.wait_for_selector("#live-status[data-state=live]")
