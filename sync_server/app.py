@@ -25,11 +25,20 @@ log = structlog.get_logger(__name__)
 
 async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     """One pool per process, sized by settings; JIT off because our queries are short and latency-bound."""
+    server_settings = {"application_name": "fieldsync"}
+    extra: dict[str, Any] = {}
+    if settings.database_pgbouncer:
+        # Transaction pooling hands each transaction any server connection: named prepared statements would be
+        # missing on the next one, and pgbouncer refuses startup parameters it does not track (set jit per database).
+        extra["statement_cache_size"] = 0
+    else:
+        server_settings["jit"] = "off"
     return await asyncpg.create_pool(
         dsn,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
-        server_settings={"application_name": "fieldsync", "jit": "off"},
+        server_settings=server_settings,
+        **extra,
         command_timeout=60,
         reset=_no_reset,
         connect=_connect,
@@ -62,7 +71,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         handler_args={"read_bufsize": 64 << 10, "keepalive_timeout": settings.header_timeout_s},
     )
     app[SETTINGS] = settings
-    app[DSN] = dsn
+    app[DSN] = settings.database_direct_url or dsn  # LISTEN and session advisory locks never go through a pooler
     app[CURSORS] = CursorSigner(settings.resolved_cursor_secret())
     app[metrics.METRICS] = metrics.Metrics()
 

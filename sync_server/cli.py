@@ -175,9 +175,10 @@ async def _pool(db: Database, *, migrate_first: bool) -> asyncpg.Pool:
     finally:
         await conn.close()
     try:
-        return await asyncpg.create_pool(db.dsn, min_size=1, max_size=2)
+        # direct, not through a pooler: CLI work may hold session advisory locks
+        return await asyncpg.create_pool(db.session_dsn, min_size=1, max_size=2)
     except (OSError, asyncpg.CannotConnectNowError) as exc:
-        raise DatabaseUnreachable.of(db.dsn, exc) from None
+        raise DatabaseUnreachable.of(db.session_dsn, exc) from None
 
 
 def _cli_principal() -> Principal:

@@ -22,6 +22,12 @@ class Database:
 
     dsn: str
     embedded: EmbeddedPostgres | None = None
+    direct_dsn: str | None = None  # bypasses a transaction-mode pooler: session advisory locks, LISTEN
+
+    @property
+    def session_dsn(self) -> str:
+        """Where session-scoped work goes (migrations take a session advisory lock)."""
+        return self.direct_dsn or self.dsn
 
     @property
     def kind(self) -> str:
@@ -33,7 +39,7 @@ class Database:
 def open_database(settings: Settings) -> Iterator[Database]:
     """Yield a database for the duration of a command; a cluster a running server already owns is joined, never stopped."""
     if settings.database_url:
-        yield Database(settings.database_url)
+        yield Database(settings.database_url, direct_dsn=settings.database_direct_url)
         return
     pg = EmbeddedPostgres(settings.data_dir, settings.pg_bin_dir)  # raises EmbeddedPostgresError (one line) without binaries
     dsn = pg.start()
@@ -68,6 +74,6 @@ def _host_port(dsn: str) -> str:
 async def connect(db: Database) -> asyncpg.Connection:
     """A single connection for short administrative work (migrate, seed, CLI commands)."""
     try:
-        return await asyncpg.connect(db.dsn, server_settings={"application_name": "fieldsync-cli"}, timeout=15)
+        return await asyncpg.connect(db.session_dsn, server_settings={"application_name": "fieldsync-cli"}, timeout=15)
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
-        raise DatabaseUnreachable.of(db.dsn, exc) from None
+        raise DatabaseUnreachable.of(db.session_dsn, exc) from None

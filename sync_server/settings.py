@@ -26,6 +26,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path(".fieldsync"), description="Embedded cluster, secrets, photos and demo credentials live here.")
     database_url: str | None = Field(None, description="External PostgreSQL DSN; when unset a private embedded cluster is used.")
+    database_direct_url: str | None = Field(None, description="Direct PostgreSQL DSN (not through pgbouncer) for session-scoped work: the live LISTEN connection, upload write leases, migrations and CLI commands. Defaults to database_url.")
+    database_pgbouncer: bool = Field(False, description="database_url points at pgbouncer in transaction pooling mode: no prepared-statement cache, no session startup parameters.")
     host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server binds (0 picks a free one).")
     public_url: str | None = Field(None, description="URL devices use to reach this server (defaults to http://host:port).")
