@@ -42,7 +42,7 @@ class LiveEvent(WireModel):
 
     type: Literal["event"]
     position: BigInt
-    event: Literal["ticket_changed", "conflict", "late_report", "device_online", "device_offline"]
+    event: Literal["ticket_changed", "conflict", "late_report"]
     ticket_id: WireUUID | None = None
     ticket: Ticket | None = None
     changed: Annotated[list[_Key], Field(max_length=64)] = Field(default_factory=list)
@@ -52,7 +52,8 @@ class LiveEvent(WireModel):
 
 
 class LiveRefetch(WireModel):
-    """The server dropped events for a slow consumer: refetch state, then resume."""
+    """The resume position is older than the retention window (or not one the server issued): reload state, the
+    stream continues from now. (A consumer too slow to read is closed with 4008 instead and resumes by position.)"""
 
     type: Literal["refetch"]
 

@@ -182,7 +182,7 @@ class AcknowledgeMutation(_MutationBase):
 
 
 class StartMutation(_MutationBase):
-    """acknowledged → in_progress."""
+    """assigned, acknowledged or reopened → in_progress (crews may skip acknowledge)."""
 
     op: Literal["start"]
     args: StartArgs

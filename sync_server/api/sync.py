@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import Field
 
-from protocol import MAX_MUTATIONS, PullRequest, PullResponse, PushRequest, PushResponse, WireModel
+from protocol import MAX_MUTATIONS, PullRequest, PullResponse, PushResponse, WireModel
 from sync_server.api.http import principal, read_model, respond_raw
 from sync_server.api.registry import route
 from sync_server.auth import Role
@@ -20,7 +20,14 @@ from sync_server.metrics import METRICS
 class PushEnvelope(WireModel):
     """The push body's outer shape; each mutation is validated on its own so one bad one cannot block the rest (I6)."""
 
-    mutations: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_MUTATIONS)]
+    mutations: Annotated[list[dict[str, Any]], Field(
+        min_length=1, max_length=MAX_MUTATIONS,
+        description="Consecutive seqs, oldest first. Each item is {seq, op, ticket_id, args, base_version, device_time, "
+                    "gps} as in protocol/SPEC.md §3 (ops: acknowledge, start, pause, resume, add_note, set_items, "
+                    "set_resolution, attach_photo, complete, unable_to_complete, decline, self_report). The envelope is "
+                    "deliberately open: an item with an unknown op, bad args or a supervisor-owned field is not a "
+                    "request error but gets its own `rejected` result (unknown_op, invalid_args, supervisor_owned) and "
+                    "its seq advances (I6); only a missing/non-integer seq or non-consecutive seqs fail the request (422).")]
 
 
 async def pull(request: web.Request) -> web.Response:
@@ -49,4 +56,4 @@ def setup(app: web.Application) -> None:
     route(app, "POST", "/v1/sync/pull", pull, summary="Pull the crew's changes since a cursor (or a snapshot)",
           roles=("device",), request=PullRequest, response=PullResponse, tags=("sync",))
     route(app, "POST", "/v1/sync/push", push, summary="Push queued mutations; exactly once per (device, seq)",
-          roles=("device",), request=PushRequest, response=PushResponse, tags=("sync",))
+          roles=("device",), request=PushEnvelope, response=PushResponse, tags=("sync",))

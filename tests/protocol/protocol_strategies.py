@@ -187,7 +187,7 @@ live_messages: st.SearchStrategy[Any] = (
     | st.builds(p.LivePoke, type=st.just("poke"), watermark=st.integers(0, 2**63 - 1))
     | st.builds(
         p.LiveEvent, type=st.just("event"), position=st.integers(0, 2**63 - 1),
-        event=st.sampled_from(["ticket_changed", "conflict", "late_report", "device_online", "device_offline"]),
+        event=st.sampled_from(["ticket_changed", "conflict", "late_report"]),
         ticket_id=optional(uuids), ticket=optional(tickets),
         changed=st.lists(text(1, 10), max_size=3),
         detail=st.dictionaries(text(1, 10), live_scalars, max_size=3),
