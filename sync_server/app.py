@@ -18,7 +18,7 @@ from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
 from sync_server.settings import Settings
 from sync_server.storage.errors import DatabaseUnreachable
 from sync_server.storage.migrate import check_schema
-from sync_server.web import console
+from sync_server.web import console, crewapp
 
 log = structlog.get_logger(__name__)
 
@@ -95,6 +95,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     for module in (ops, supervisor, org, catalog, sync, conflicts, uploads, live):
         module.setup(app)
     console.setup(app)
+    crewapp.setup(app)
     return app
 
 

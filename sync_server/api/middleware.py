@@ -21,7 +21,9 @@ log = structlog.get_logger("sync_server.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths served without a token: probes, the API description and the tus discovery OPTIONS.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/", "/app"})
+# The crew app's static files: they hold no data, and the app sends the device token on every API call it makes.
+PUBLIC_PREFIXES = ("/app/",)
 # Handlers that authenticate themselves: browsers cannot set headers on a WebSocket upgrade, so the live feed also
 # accepts its token in the first message (sync_server/api/live.py).
 SELF_AUTHENTICATED = frozenset({"/v1/live"})
@@ -111,7 +113,8 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate every non-public request before any handler runs; device sync also checks the protocol version."""
     if request.path.startswith(COOKIE_AUTHENTICATED_PREFIXES):
         return await handler(request)
-    if request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads")):
+    if (request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED or request.path.startswith(PUBLIC_PREFIXES)
+            or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads"))):
         return await handler(request)
     if isinstance(request.match_info.http_exception, web.HTTPNotFound):
         return await handler(request)  # no such route: 404 for everyone (a 401 would suggest a token could open it)

@@ -1,1 +1,1 @@
-"""Browser-facing pages (the supervisor console), served by the same aiohttp app and talking to engine/ like api/ does."""
+"""Browser-facing pages (the supervisor console, the crew app's built files), served by the same aiohttp app and talking to engine/ like api/ does."""

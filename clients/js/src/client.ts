@@ -14,7 +14,7 @@ import { LiveConnection, type WebSocketFactory } from "./live.js";
 import { uploadPhoto } from "./photos.js";
 import { type Meta, type Outcome, type PageSet, type PhotoRecord, Store } from "./store.js";
 import { buildView, type TicketView } from "./view.js";
-import type { GeoPoint, ItemLine, Mutation, MutationResult, Op, OpArgs, PhotoKind, PullResponse, RemovalReason, Ticket } from "./wire.js";
+import type { Catalog, GeoPoint, ItemLine, Mutation, MutationResult, Op, OpArgs, PhotoKind, PullResponse, RemovalReason, Ticket } from "./wire.js";
 
 export type SyncPhase = "idle" | "syncing" | "offline" | "error" | "blocked" | "stopped";
 
@@ -162,6 +162,23 @@ export class SyncClient {
 
   meta(): Promise<Meta> {
     return this.store.meta();
+  }
+
+  /**
+   * The department's catalogue (service types and their resolution/reason codes), fetched when online and kept for
+   * offline use; null when the server has no catalogue endpoint and nothing is cached.
+   */
+  async catalog(refresh = true): Promise<Catalog | null> {
+    if (refresh) {
+      try {
+        const cat = await this.transport.get<Catalog>("/v1/catalog");
+        await this.store.setValue("catalog", cat);
+        return cat;
+      } catch (err) {
+        if (!isRetryable(err) && !(err instanceof ProtocolError && (err.code === "not_found" || err.code === "method_not_allowed"))) throw err;
+      }
+    }
+    return (await this.store.getValue<Catalog>("catalog")) ?? null;
   }
 
   /** Checksum of the replica as SPEC §7 defines it. */

@@ -52,16 +52,25 @@ export class Transport {
   }
 
   /** POST a message and decode the answer; throws ProtocolError (non-2xx) or NetworkError (no answer). */
-  async post<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+  post<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+    return this.request<T>("POST", path, body, signal);
+  }
+
+  /** GET a resource (e.g. /v1/catalog) in the same encoding and error model. */
+  get<T>(path: string, signal?: AbortSignal): Promise<T> {
+    return this.request<T>("GET", path, undefined, signal);
+  }
+
+  private async request<T>(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<T> {
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     let resp: Response;
     let bytes: Uint8Array;
     try {
       resp = await this.fetchFn(this.baseUrl + path, {
-        method: "POST",
-        headers: this.headers(true),
-        body: encodeBody(body, this.media) as Uint8Array<ArrayBuffer>,
+        method,
+        headers: this.headers(body !== undefined),
+        body: body === undefined ? undefined : (encodeBody(body, this.media) as Uint8Array<ArrayBuffer>),
         signal: combined,
         cache: "no-store",
       });

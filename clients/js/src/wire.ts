@@ -237,3 +237,18 @@ export const ERROR_CODES: Readonly<Record<string, { status: number; retry: boole
   seq_reused: { status: 409, retry: false },
   upload_busy: { status: 409, retry: true },
 };
+
+/** GET /v1/catalog (when the server offers it): the codes a crew may close each service type with. */
+export interface CatalogServiceType {
+  code: string;
+  name: string;
+  department: string;
+  default_priority: Priority;
+  resolution_codes: string[];
+  reason_codes: string[];
+}
+
+export interface Catalog {
+  department: string | null;
+  service_types: CatalogServiceType[];
+}

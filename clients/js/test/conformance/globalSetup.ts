@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { TestProject } from "vitest/node";
 
-const REPO = resolve(__dirname, "../../../..");
+const REPO = resolve(import.meta.dirname, "../../../..");
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const given = process.env["FIELDSYNC_CREDENTIALS"];

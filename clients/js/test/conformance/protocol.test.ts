@@ -12,7 +12,7 @@ import { Transport } from "../../src/http.js";
 import type { LiveSocket } from "../../src/live.js";
 import { ERROR_CODES, type Mutation, type PushResponse, type Ticket } from "../../src/wire.js";
 import { pngBytes } from "./png.js";
-import { setting, Staff } from "./staff.js";
+import { resolutionCodes, setting } from "./staff.js";
 
 let dbs = 0;
 async function device(base: string, token: string, over: Partial<SyncClientOptions> = {}): Promise<SyncClient> {
@@ -40,7 +40,7 @@ async function freshCrewSetup(n: number) {
 
 describe("protocol v1 conformance", () => {
   it("error table in SPEC.md matches the client's retry table", () => {
-    const spec = readFileSync(resolve(__dirname, "../../../../protocol/SPEC.md"), "utf8");
+    const spec = readFileSync(resolve(import.meta.dirname, "../../../../protocol/SPEC.md"), "utf8");
     const rows = [...spec.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \| (yes|no) \|/gm)].map((m) => [m[1], Number(m[2]), m[3] === "yes"] as const);
     expect(rows.length).toBeGreaterThan(20);
     for (const [code, status, retry] of rows) {
@@ -75,12 +75,13 @@ describe("protocol v1 conformance", () => {
     const c = await device(base, dev.token, { dbName });
     await c.sync();
     const [t1, t2] = tickets as [Ticket, Ticket];
+    const [res] = await resolutionCodes(base, dev.token, t1.service_type);
     await c.acknowledge(t1.id);
     await c.start(t1.id);
     await c.addNote(t1.id, "two mattresses, loaded");
     await c.setItems(t1.id, [{ item_type: "mattress", count: 2 }]);
     await c.attachPhoto(t1.id, "after", pngBytes(1), { mime: "image/png" });
-    await c.complete(t1.id, "collected", null);
+    await c.complete(t1.id, res, null);
     await c.start(t2.id);
     await c.pause(t2.id, "waiting for truck");
     const sent: Mutation[] = (await c.store.outbox()).map((e) => e.mutation);
@@ -103,7 +104,7 @@ describe("protocol v1 conformance", () => {
 
     const s1 = (await sup.ticket(t1.id)).ticket;
     expect(s1.status).toBe("completed");
-    expect(s1.resolution_code).toBe("collected");
+    expect(s1.resolution_code).toBe(res);
     expect(s1.notes.filter((n) => n.text === "two mattresses, loaded")).toHaveLength(1);
     expect(s1.items).toEqual([{ item_type: "mattress", count: 2 }]);
     expect(s1.photos).toHaveLength(1);
@@ -131,7 +132,8 @@ describe("protocol v1 conformance", () => {
     const [t1, t2] = tickets as [Ticket, Ticket];
     await sup.assign(t1.id, crewB);
     await sup.cancel(t2.id);
-    await c.complete(t1.id, "collected", "done before I knew");
+    const [res] = await resolutionCodes(base, dev.token, t1.service_type);
+    await c.complete(t1.id, res, "done before I knew");
     const outcomes: string[] = [];
     const removed: string[] = [];
     c.events.on("outcome", (o) => outcomes.push(`${o.op}:${o.status}:${o.reason}:${o.removed}`));
@@ -228,8 +230,9 @@ describe("protocol v1 conformance", () => {
     // concurrent work from both phones on the same tickets
     await a.addNote(tickets[0]!.id, "from phone 1");
     await b.addNote(tickets[0]!.id, "from phone 2");
-    await a.setResolution(tickets[1]!.id, "collected");
-    await b.setResolution(tickets[1]!.id, "not_found");
+    const [r1, r2] = await resolutionCodes(base, d1.token, tickets[1]!.service_type);
+    await a.setResolution(tickets[1]!.id, r1);
+    await b.setResolution(tickets[1]!.id, r2);
     await b.start(tickets[0]!.id);
     await until("outboxes drained", async () => (await a.store.outboxCount()) === 0 && (await b.store.outboxCount()) === 0);
     await a.stop();

@@ -77,3 +77,13 @@ export async function setting(): Promise<{ creds: Credentials; sup: Staff; crewA
   }
   throw new Error("the server has no department with two crews and a known service type");
 }
+
+/** Resolution codes a crew may use for a service type: from GET /v1/catalog when the server has it, else free text. */
+export async function resolutionCodes(base: string, deviceToken: string, serviceType: string): Promise<[string, string]> {
+  const resp = await fetch(`${base}/v1/catalog`, { headers: { Authorization: `Bearer ${deviceToken}`, Accept: "application/json" } });
+  if (resp.status === 404) return ["collected", "not_found"];
+  const cat = (await resp.json()) as { service_types: { name: string; resolution_codes: string[] }[] };
+  const codes = cat.service_types.find((s) => s.name === serviceType)?.resolution_codes ?? [];
+  if (codes.length === 0) throw new Error(`catalog has no resolution codes for ${serviceType}`);
+  return [codes[0]!, codes[1] ?? codes[0]!];
+}
