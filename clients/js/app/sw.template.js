@@ -1,5 +1,5 @@
 // FieldSync crew app service worker: the app shell is precached at install, so the app starts with no network at all.
-// The build replaces __PRECACHE__ and __VERSION__; API requests (/v1/...) are never cached (the library owns sync).
+// The build fills in the file list and version below; API requests (/v1/...) are never cached (the library owns sync).
 const VERSION = "__VERSION__";
 const PRECACHE = __PRECACHE__;
 const CACHE = `fieldsync-app-${VERSION}`;

@@ -22,8 +22,8 @@ function serviceWorker(): Plugin {
       }
       const precache = ["/app/", "/app/manifest.webmanifest", "/app/icon.svg", ...files.filter((f) => f !== "index.html").map((f) => `/app/${f}`)];
       const source = readFileSync(resolve(here, "sw.template.js"), "utf8")
-        .replace("__PRECACHE__", JSON.stringify(precache))
-        .replace("__VERSION__", digest.digest("hex").slice(0, 16));
+        .replaceAll("__PRECACHE__", JSON.stringify(precache))
+        .replaceAll("__VERSION__", digest.digest("hex").slice(0, 16));
       this.emitFile({ type: "asset", fileName: "sw.js", source });
     },
   };

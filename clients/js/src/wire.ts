@@ -233,6 +233,7 @@ export const ERROR_CODES: Readonly<Record<string, { status: number; retry: boole
   upload_too_large: { status: 413, retry: false },
   unsupported_image: { status: 415, retry: false },
   upload_expired: { status: 410, retry: false },
+  request_timeout: { status: 408, retry: true },
   // Announced for protocol v1 by concurrent server work; harmless if a server never sends them.
   seq_reused: { status: 409, retry: false },
   upload_busy: { status: 409, retry: true },

@@ -53,21 +53,60 @@ async function boot(): Promise<void> {
 
 let lastFix: { lat: number; lon: number; accuracy_m: number | null } | null = null;
 
+/** The token from what was pasted or scanned: a bare token, an `/app/#enrol=` link, or the console's
+ * `fieldsync:enroll?server=…&device=…&token=…` QR payload. */
+export function tokenFrom(raw: string): string {
+  const m = /(?:enrol|token)=([^&\s]+)/.exec(raw);
+  return decodeURIComponent(m?.[1] ?? raw.trim());
+}
+
+function useToken(token: string): void {
+  if (!token) return;
+  localStorage.setItem(TOKEN_KEY, token);
+  location.hash = "#/";
+  location.reload();
+}
+
+interface Detector { detect(source: HTMLVideoElement): Promise<{ rawValue: string }[]> }
+
+/** Scan the console's enrolment QR code with the camera where the browser has a barcode detector (Chrome on Android). */
+async function scan(video: HTMLVideoElement, status: HTMLElement): Promise<void> {
+  const Ctor = (window as unknown as { BarcodeDetector?: new (o: { formats: string[] }) => Detector }).BarcodeDetector;
+  if (!Ctor) return;
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  video.srcObject = stream;
+  video.hidden = false;
+  await video.play();
+  const detector = new Ctor({ formats: ["qr_code"] });
+  status.textContent = "Point the camera at the QR code";
+  for (let i = 0; i < 600; i++) {
+    const codes = await detector.detect(video).catch(() => []);
+    const hit = codes.find((c) => /token=|enrol=/.test(c.rawValue));
+    if (hit) {
+      stream.getTracks().forEach((t) => t.stop());
+      return useToken(tokenFrom(hit.rawValue));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  stream.getTracks().forEach((t) => t.stop());
+  status.textContent = "No code found; paste the token instead";
+}
+
 function signIn(error?: string): void {
   mount(bar, h("span", { class: "state" }, "Not signed in"));
   const input = h("textarea", { id: "token", rows: 3, autocomplete: "off", spellcheck: "false", "aria-label": "Device token", placeholder: "Paste the device token or enrolment link" });
+  const video = h("video", { class: "scanner", playsinline: true, muted: true, hidden: true });
+  const status = h("p", { class: "hint" });
+  const canScan = "BarcodeDetector" in window && !!navigator.mediaDevices;
   const form = h("form", { class: "card signin", onsubmit: (ev: Event) => {
     ev.preventDefault();
-    const raw = input.value.trim();
-    const token = /enrol=([^&\s]+)/.exec(raw)?.[1] ?? raw;
-    if (!token) return;
-    localStorage.setItem(TOKEN_KEY, decodeURIComponent(token));
-    location.hash = "#/";
-    location.reload();
+    useToken(tokenFrom(input.value));
   } },
   h("h1", {}, "Sign in this phone"),
   h("p", {}, "Scan the QR code your supervisor shows in the console with the phone camera, or paste the device token here."),
   error ? h("p", { class: "error" }, error) : null,
+  canScan ? h("button", { type: "button", class: "big", onclick: () => void scan(video, status).catch((e: unknown) => { status.textContent = String(e); }) }, "Scan QR code") : null,
+  video, status,
   input,
   h("button", { type: "submit", class: "big primary" }, "Sign in"));
   mount(main, form);
