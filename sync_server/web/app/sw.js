@@ -1,7 +1,7 @@
 // FieldSync crew app service worker: the app shell is precached at install, so the app starts with no network at all.
 // The build fills in the file list and version below; API requests (/v1/...) are never cached (the library owns sync).
-const VERSION = "49088109b91ffd50";
-const PRECACHE = ["/app/","/app/manifest.webmanifest","/app/icon.svg","/app/assets/index-DRnDkGs4.js","/app/assets/index-E-tqSiXr.css"];
+const VERSION = "6ad57c970601b14c";
+const PRECACHE = ["/app/","/app/manifest.webmanifest","/app/icon.svg","/app/assets/index-BQXfrwPW.css","/app/assets/index-CL5mrMvo.js"];
 const CACHE = `fieldsync-app-${VERSION}`;
 
 self.addEventListener("install", (event) => {
