@@ -379,3 +379,50 @@ def test_copy_is_independent() -> None:
     assert (t.items, t.note_ids, t.photos, t.field_meta, t.ever_held_by) == (
         {"a": 1}, {NOTE_ID}, {("b" * 64, "after")}, {"items.a": {"v": 1}}, {1})
     assert (c.id, c.status, c.version) == (t.id, t.status, t.version)
+
+
+def test_item_lines_merge_one_by_one() -> None:
+    """An unchanged line, or a line that loses its conflict, does not stop the lines after it."""
+    t = ticket(IP)
+    t.items = {"mattress": 2}
+    out = apply(t, "set_items", SetItemsArgs(items=[{"item_type": "mattress", "count": 2},
+                                                    {"item_type": "sofa", "count": 1}]),
+                DEV, base_version=3, device_time=T0)
+    assert out.status is MutationStatus.APPLIED and t.items == {"mattress": 2, "sofa": 1}
+    assert set(t.field_meta) == {"items.sofa"}  # the unchanged line is not restamped
+    # device B, concurrently and earlier: its mattress line loses, its tv line (new) still applies
+    out = apply(t, "set_items", SetItemsArgs(items=[{"item_type": "sofa", "count": 5},
+                                                    {"item_type": "tv", "count": 1}]),
+                DEV_B, base_version=3, device_time=T0 - timedelta(minutes=1))
+    assert (out.status, out.reason) == (MutationStatus.MERGED, ReasonCode.CONFLICT_RESOLVED)
+    assert t.items == {"mattress": 2, "sofa": 1, "tv": 1}
+    assert [(c.field, c.kept, c.discarded) for c in out.conflicts] == [("items.sofa", 1, 5)]
+
+
+def test_setting_an_item_line_to_its_current_count_changes_nothing() -> None:
+    t = ticket(IP)
+    t.items = {"mattress": 2}
+    out = apply(t, "set_items", SetItemsArgs(items=[{"item_type": "mattress", "count": 2}]), DEV, base_version=3,
+                device_time=T0)
+    assert (out.status, out.conflicts) == (MutationStatus.APPLIED, [])
+    assert t.field_meta == {} and not t.touched
+
+
+def test_a_stamp_without_device_time_loses_to_any_dated_edit() -> None:
+    """Completions stamped before device times were recorded ({"v", "d"} only) lose a concurrent dated edit."""
+    t = ticket(CO)
+    t.resolution_code = "collected"
+    t.field_meta = {"resolution_code": {"v": 4, "d": "dev-b"}}
+    out = apply(t, "set_resolution", SetResolutionArgs(resolution_code="partial"), DEV, base_version=3,
+                device_time=T0)
+    assert out.status is MutationStatus.MERGED and t.resolution_code == "partial"
+    assert [(c.kept, c.discarded) for c in out.conflicts] == [("partial", "collected")]
+
+
+def test_a_stamp_without_a_version_is_never_concurrent() -> None:
+    t = ticket(IP)
+    t.resolution_code = "collected"
+    t.field_meta = {"resolution_code": {"t": (T0 + timedelta(hours=1)).isoformat(), "d": "dev-b"}}
+    out = apply(t, "set_resolution", SetResolutionArgs(resolution_code="partial"), DEV, base_version=0,
+                device_time=T0)
+    assert (out.status, out.conflicts) == (MutationStatus.APPLIED, []) and t.resolution_code == "partial"
