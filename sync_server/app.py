@@ -50,7 +50,9 @@ async def _connect(dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
     by class without guessing whether an OSError came from the database or from a client."""
     try:
         return await asyncpg.connect(dsn, **kwargs)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, asyncpg.TargetServerAttributeNotMatched) as exc:
+        # TargetServerAttributeNotMatched: a multi-host DSN (target_session_attrs=read-write) found only standbys,
+        # e.g. between a primary's crash and the standby's promotion; the next request tries again.
         raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
 
 

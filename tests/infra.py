@@ -145,3 +145,83 @@ class PgBouncer:
 def rmtree(path: Path) -> None:
     """Remove a tree that may belong to the cluster owner."""
     shutil.rmtree(path, ignore_errors=True)
+
+
+class Cluster:
+    """A throwaway PostgreSQL 15 cluster with replication enabled (trust on loopback only), for failover and restore
+    tests; `standby_of` clones a running primary with pg_basebackup as a streaming standby."""
+
+    SUPERUSER = "fieldsync"
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.dir = root / name
+        self.name = name
+        self.port = free_port()
+        self.proc_started = False
+
+    def dsn(self, database: str = "postgres") -> str:
+        """Trust auth on loopback: no password."""
+        return f"postgresql://{self.SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def _write_conf(self) -> None:
+        with open(self.dir / "postgresql.auto.conf", "a") as f:
+            f.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.dir}'\n")
+
+    def init(self) -> Cluster:
+        """initdb with settings a primary needs for a synchronous standby (synchronous_standby_names set later)."""
+        self.dir.mkdir(parents=True)
+        give(self.dir)
+        self.dir.chmod(0o700)
+        run_owner([str(PG_BIN / "initdb"), "-D", str(self.dir), "-U", self.SUPERUSER, "--auth=trust", "-E", "UTF8",
+                   "--locale=C.UTF-8", "--no-sync"])
+        with open(self.dir / "postgresql.conf", "a") as f:
+            f.write("wal_level = replica\nmax_wal_senders = 5\nwal_keep_size = 64MB\nhot_standby = on\n"
+                    "max_connections = 100\nshared_buffers = 32MB\nfsync = off\nsynchronous_commit = on\n")
+        with open(self.dir / "pg_hba.conf", "a") as f:
+            f.write("host replication all 127.0.0.1/32 trust\n")
+        self._write_conf()
+        return self
+
+    def standby_of(self, primary: Cluster) -> Cluster:
+        """pg_basebackup of the running primary, streaming under application_name = this cluster's name."""
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        give(self.dir.parent)
+        run_owner([str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", self.SUPERUSER,
+                   "-D", str(self.dir), "-X", "stream", "-R", "--checkpoint=fast", "--no-sync"])
+        self._write_conf()
+        with open(self.dir / "postgresql.auto.conf", "a") as f:
+            f.write(f"primary_conninfo = 'host=127.0.0.1 port={primary.port} user={self.SUPERUSER} "
+                    f"application_name={self.name}'\n")
+        return self
+
+    def start(self) -> Cluster:
+        """pg_ctl start, waiting until it accepts connections."""
+        run_owner([str(PG_BIN / "pg_ctl"), "start", "-D", str(self.dir), "-w", "-t", "30", "-l",
+                   str(self.dir / "server.log")], timeout=40)
+        self.proc_started = True
+        return self
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """One statement through psql (also as the owner), its unaligned output."""
+        return run_owner([str(PG_BIN / "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                          self.SUPERUSER, "-d", database, "-c", sql], timeout=30).stdout.strip()
+
+    def postmaster_pid(self) -> int:
+        """From postmaster.pid."""
+        return int((self.dir / "postmaster.pid").read_text().splitlines()[0])
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster (a crashed primary); its backends exit when they notice."""
+        os.kill(self.postmaster_pid(), signal.SIGKILL)
+
+    def promote(self) -> None:
+        """pg_ctl promote, waiting for the standby to accept writes."""
+        run_owner([str(PG_BIN / "pg_ctl"), "promote", "-D", str(self.dir), "-w", "-t", "30"], timeout=40)
+
+    def stop(self) -> None:
+        """Immediate stop (a SIGKILLed postmaster's backends exit by themselves when they notice its death)."""
+        if not self.proc_started:
+            return
+        subprocess.run([str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.dir), "-m", "immediate", "-w", "-t", "20"],
+                       capture_output=True, timeout=30, preexec_fn=_preexec, cwd="/")
+        self.proc_started = False

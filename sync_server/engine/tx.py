@@ -30,8 +30,16 @@ async def run_in_tx(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with pool.acquire() as conn:
-                async with conn.transaction(isolation=isolation, readonly=readonly):
-                    return await body(conn)
+                try:
+                    async with conn.transaction(isolation=isolation, readonly=readonly):
+                        return await body(conn)
+                except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                    if not conn.is_closed():
+                        raise
+                    # The connection died under the transaction (primary crashed, failover): asyncpg reports it as a
+                    # protocol-state or "connection is closed" error. Outcome unknown: the client retries the same
+                    # request, which exactly-once makes safe, so answer it as the connection loss it is.
+                    raise asyncpg.ConnectionDoesNotExistError("connection lost during the transaction") from exc
         except RETRYABLE as exc:
             if attempt == MAX_ATTEMPTS:
                 raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "write contention, retry", {"retry_after": 1}) from exc

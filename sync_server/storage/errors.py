@@ -11,6 +11,10 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError (socket lost mid-query)
     asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
+    # asyncpg's answer to a statement on a connection whose server died between statements (seen when a primary is
+    # SIGKILLed: "cannot switch to state 12; another operation (2) is in progress"); never a client's fault, and a
+    # retry lands on a fresh connection.
+    asyncpg.InternalClientError,
 )
 
 
