@@ -24,8 +24,11 @@ async def test_app_shell_assets_and_service_worker_are_served_with_a_strict_csp(
         assets = re.findall(r'(?:src|href)="(/app/assets/[^"]+)"', html)
         assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
         for path in assets:
-            async with s.get(server.url + path) as r:
+            async with s.get(server.url + path, headers={"Accept-Encoding": "gzip"}) as r:
                 assert r.status == 200 and "immutable" in r.headers["Cache-Control"]
+                assert r.headers["Content-Encoding"] == "gzip"  # the build's pre-compressed sibling
+                assert r.headers["Content-Type"].startswith("text/javascript" if path.endswith(".js") else "text/css")
+                assert len(await r.read()) > 1000
         async with s.get(server.url + "/app/sw.js") as r:
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
             sw = await r.text()

@@ -1,6 +1,7 @@
 // Builds the crew app into the Python package (sync_server/web/app), deterministically: the same sources give the same
 // bytes, so CI can rebuild and compare with the committed files.
 import { createHash } from "node:crypto";
+import { gzipSync } from "node:zlib";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { defineConfig, type Plugin } from "vite";
@@ -25,6 +26,13 @@ function serviceWorker(): Plugin {
         .replaceAll("__PRECACHE__", JSON.stringify(precache))
         .replaceAll("__VERSION__", digest.digest("hex").slice(0, 16));
       this.emitFile({ type: "asset", fileName: "sw.js", source });
+      // Pre-compressed siblings: the server's FileResponse sends them to clients that accept gzip (a third of the
+      // bytes on a slow link). Node's gzip header has no timestamp, so these are deterministic too.
+      for (const name of files.filter((f) => /\.(js|css)$/.test(f))) {
+        const item = bundle[name]!;
+        const raw = item.type === "chunk" ? item.code : item.source;
+        this.emitFile({ type: "asset", fileName: `${name}.gz`, source: gzipSync(raw, { level: 9 }) });
+      }
     },
   };
 }

@@ -85,6 +85,7 @@ export interface SyncReport {
 const FATAL_CODES = new Set(["unauthorized", "token_revoked", "upgrade_required", "forbidden"]);
 const MAX_UNKNOWN_RETRIES = 3;
 const MAX_PAGES = 10_000;
+const SEQ_PROBE_JUMP = 1 << 30;
 
 async function dbNameFor(baseUrl: string, token: string): Promise<string> {
   const h = await sha256Hex(new TextEncoder().encode(`${baseUrl}\n${token}`));
@@ -279,6 +280,7 @@ export class SyncClient {
   /** Send outbox batches until it is empty; every result removes its seq from the outbox in one transaction with its effects. */
   private async pushAll(): Promise<number> {
     let pushed = 0;
+    let jumped = false;
     for (let guard = 0; guard < 10_000; guard++) {
       const batch = await this.store.outbox(this.opts.pushBatch ?? 100);
       if (batch.length === 0) return pushed;
@@ -294,12 +296,13 @@ export class SyncClient {
           await this.store.renumberOutbox(err.details["expected_seq"]);
           continue;
         }
-        if (err.code === "seq_reused") {
-          const last = err.details["last_seq"] ?? err.details["expected_seq"];
-          if (typeof last === "number") {
-            await this.store.renumberOutbox(err.details["last_seq"] !== undefined ? last + 1 : last);
-            continue;
-          }
+        if (err.code === "seq_reused" && err.details["seq"] === mutations[0]!.seq && !jumped) {
+          // Our first seq already holds another body on the server: this outbox was numbered from a fresh start
+          // (app data lost, same token). Nothing was applied, so move the whole outbox far ahead; the server's
+          // seq_gap answer then tells us the exact next seq (its expected_seq) and we renumber to it.
+          jumped = true;
+          await this.store.renumberOutbox(mutations[0]!.seq + SEQ_PROBE_JUMP);
+          continue;
         }
         if (err.code === "reset_required") {
           await this.store.resetReplica(); // keeps the outbox (SPEC §4): pull a fresh snapshot, then push again

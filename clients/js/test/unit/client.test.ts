@@ -175,6 +175,26 @@ describe("SyncClient", () => {
     expect((await c.meta()).nextSeq).toBe(4);
   });
 
+  it("after seq_reused on its first seq (fresh install, old token) finds the server's next seq without applying anything twice", async () => {
+    const c = await client(server);
+    await c.acknowledge("a");
+    await c.start("a");
+    const last = 41; // the server already holds seqs 1..41 from this token's previous install
+    server.handler = async (path, body) => {
+      if (path === "/v1/sync/pull") return { status: 200, body: await page([]) };
+      const ms = (body as { mutations: Mutation[] }).mutations;
+      const first = ms[0]!.seq;
+      if (first <= last) return { status: 409, body: { error: { code: "seq_reused", message: "different body", details: { seq: first, stored_digest: "0".repeat(64) } } } };
+      if (first > last + 1) return { status: 409, body: { error: { code: "seq_gap", message: "gap", details: { expected_seq: last + 1 } } } };
+      return { status: 200, body: { results: ms.map((m) => applied(m)), server_version: 5, last_seq: last + ms.length } };
+    };
+    await c.sync();
+    const firsts = server.requests.filter((r) => r.path === "/v1/sync/push").map((r) => (r.body as { mutations: Mutation[] }).mutations.map((m) => `${m.seq}:${m.op}`).join(","));
+    expect(firsts).toEqual(["1:acknowledge,2:start", `${1 + 2 ** 30}:acknowledge,${2 + 2 ** 30}:start`, "42:acknowledge,43:start"]);
+    expect(await c.store.outboxCount()).toBe(0);
+    expect((await c.meta()).nextSeq).toBe(44);
+  });
+
   it("reports merged and rejected results and removals as outcomes, and never resends them", async () => {
     const c = await client(server);
     const a = ticket("a");
