@@ -61,7 +61,7 @@ async def test_upload_completion_during_push_attaching_same_photo(pool: asyncpg.
 
         async def verify() -> bool:
             async with pool.acquire() as conn, conn.transaction():
-                return await mark_blob_verified(conn, digest, len(data), "image/jpeg", 64, 48, d.device_id)
+                return await mark_blob_verified(conn, digest, len(data), "image/jpeg", 64, 48, d.device_id, d.crew_id)
 
         async def push(n: int) -> dict[str, Any]:
             async with pool.acquire() as conn, conn.transaction():

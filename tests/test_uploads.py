@@ -125,12 +125,13 @@ async def test_same_photo_from_two_devices_is_stored_once(
     assert rc.status == 201 and rc.headers["Upload-Offset"] == "0"
     r = await upload(http, server.url, a.token, data, t1.ticket.id, chunk=4096)
     assert r.status == 204
-    # b creates after: complete at once, no bytes sent.
-    rb = await create(http, server.url, b.token, data, t2.ticket.id)
-    assert rb.status == 201 and int(rb.headers["Upload-Offset"]) == len(data)
-    assert "Upload-Expires" not in rb.headers
-    # c's open session is now reported complete too.
+    # c's open session is now reported complete: its crew delivered the bytes.
     assert await head_offset(http, rc.headers["Location"], c.token) == (200, len(data))
+    # b (another crew) knows the hash but must prove possession by sending the bytes; they are still stored once.
+    rb = await create(http, server.url, b.token, data, t2.ticket.id)
+    assert rb.status == 201 and int(rb.headers["Upload-Offset"]) == 0
+    done = await patch(http, rb.headers["Location"], b.token, 0, data)
+    assert done.status == 204 and int(done.headers["Upload-Offset"]) == len(data)
     assert await _blob_count(pool, sha(data)) == 1
     assert len(stored_originals(settings.data_dir)) == 1
     assert partial_files(settings.data_dir) == []

@@ -93,22 +93,24 @@ def _view(row: asyncpg.Record) -> SessionView:
 
 async def mark_blob_verified(
     conn: asyncpg.Connection, sha256: str, size: int, media_type: str, width: int | None, height: int | None,
-    uploaded_by: str | None = None,
+    uploaded_by: str, crew_id: int,
 ) -> bool:
-    """Make a verified blob visible and flip every ticket that references it to `available` via the change log.
+    """Record that `crew_id` delivered verified bytes and flip the tickets this proves to `available` via the change log.
 
-    Returns False when the blob was already known (stored once). Runs in the caller's transaction.
+    A blob is stored once, but possession is per crew: another crew's attach of the same hash stays pending until
+    that crew delivers the bytes too. Returns False when the blob was already stored. Runs in the caller's transaction.
     Lock order (the same in push): the photo's advisory lock first, then the ticket rows in id order.
     """
     await sql.lock_photo(conn, sha256)
-    ids = await sql.tickets_with_photo(conn, sha256)
+    inserted = await sql.insert_blob(conn, sha256, size, media_type, width, height, uploaded_by)
+    await sql.record_possession(conn, sha256, crew_id)
+    ids = await sql.tickets_to_verify(conn, sha256, crew_id)
     if ids:
         await lock_tickets(conn, ids)
         before = await load_tickets(conn, ids)
-    inserted = await sql.insert_blob(conn, sha256, size, media_type, width, height, uploaded_by)
-    if inserted and ids:
-        # An empty update only bumps version/updated_at: the photo's state is derived from the blobs row just
-        # inserted, and the bump puts the flip into the change log that devices pull.
+        await sql.verify_photos(conn, sha256, ids)
+        # An empty update only bumps version/updated_at: the photo's state is rendered from ticket_photos.verified,
+        # and the bump puts the flip into the change log that devices pull.
         await update_tickets(conn, ids, {}, held=HELD)
         await commit_changes(conn, {t: before[t] for t in ids}, actor_kind="system", actor="uploads",
                              action="photo_available")
@@ -116,7 +118,10 @@ async def mark_blob_verified(
 
 
 async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, length: int, raw_metadata: str) -> SessionView:
-    """tus creation: authorise, enforce limits, and complete at once when the hash is already stored."""
+    """tus creation: authorise, enforce limits, and complete at once when the crew already possesses the hash.
+
+    Knowing a hash is not possession: for another crew's photo the device must send the bytes (I3).
+    """
     device_id, crew_id = who.device_id, who.crew_id
     if device_id is None or crew_id is None:
         raise ProtocolError(ErrorCode.FORBIDDEN, "only enrolled devices upload photos")
@@ -132,7 +137,7 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
         await sql.lock_device_uploads(conn, device_id)
         blob = await sql.get_blob(conn, meta.sha256)
-        known = blob is not None and blob["size"] == length
+        known = blob is not None and blob["size"] == length and await sql.photo_possessed(conn, meta.sha256, crew_id)
         if not known:
             # A creation whose answer was lost is retried blind: hand back the session already open for these exact
             # bytes (the client resumes from its offset) instead of opening another that counts against the limit.
@@ -154,7 +159,8 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
 
 
 async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionView:
-    """The caller's session, expiring it on access when overdue, completing it when another device delivered the hash."""
+    """The caller's session, expiring it on access when overdue, completing it when its crew came to possess the hash
+    meanwhile (another device of the crew delivered it)."""
     async with up.pool.acquire() as conn:
         row = await sql.get_session(conn, upload_id)
         if row is None or row["device_id"] != who.device_id:
@@ -167,7 +173,9 @@ async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionVie
             raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
         if row["state"] == "open" and row["lease_token"] is None:
             blob = await sql.get_blob(conn, row["sha256"])
-            if blob is not None and blob["size"] == row["length"] and await sql.complete_session(conn, upload_id, None):
+            if (blob is not None and blob["size"] == row["length"] and who.crew_id is not None
+                    and await sql.photo_possessed(conn, row["sha256"], who.crew_id)
+                    and await sql.complete_session(conn, upload_id, None)):
                 await _remove(up.partial(upload_id))
                 row = await sql.get_session(conn, upload_id)
                 assert row is not None
@@ -330,7 +338,9 @@ async def _finish(up: Uploads, who: Principal, upload_id: str, token: str, sessi
     await up.store.put_file(blob_key(Variant.ORIGINAL, sha), path, info.media_type, consume=True)
 
     async def body(conn: asyncpg.Connection) -> asyncpg.Record | None:
-        await mark_blob_verified(conn, sha, session["length"], info.media_type, info.width, info.height, who.device_id)
+        assert who.device_id is not None and who.crew_id is not None  # only devices create sessions
+        await mark_blob_verified(conn, sha, session["length"], info.media_type, info.width, info.height,
+                                 who.device_id, who.crew_id)
         await sql.complete_session(conn, upload_id, token)
         return await sql.get_session(conn, upload_id)
 

@@ -140,12 +140,14 @@ async def insert_notes(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, UUID
 
 
 async def insert_photos(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(ticket_id, sha256, kind, taken_at, lat, lon, added_by): a photo reference, visible as pending until its bytes verify."""
+    """(ticket_id, sha256, kind, taken_at, lat, lon, added_by): a photo reference, pending until the adding device's
+    crew possesses the bytes (fs_photo_possessed: it delivered them, or holds a ticket showing them)."""
     if not rows:
         return
     await conn.executemany(
-        "INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        "INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by, verified)"
+        " SELECT $1::uuid, $2::text, $3::text, $4::timestamptz, $5::float8, $6::float8, $7::text,"
+        " fs_photo_possessed($2::text, (SELECT crew_id FROM devices WHERE id = $7::text)) ON CONFLICT DO NOTHING",
         rows,
     )
 

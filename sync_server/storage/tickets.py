@@ -31,7 +31,7 @@ SELECT t.id, t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS
               FROM ticket_notes n WHERE n.ticket_id = t.id),
     'photos', (SELECT coalesce(json_agg(json_build_object('sha256', p.sha256, 'kind', p.kind, 'taken_at', fs_ts(p.taken_at),
                 'lat', p.lat, 'lon', p.lon,
-                'state', CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = p.sha256) THEN 'available' ELSE 'pending' END)
+                'state', CASE WHEN p.verified THEN 'available' ELSE 'pending' END)
                 ORDER BY p.sha256, p.kind), '[]')
               FROM ticket_photos p WHERE p.ticket_id = t.id),
     'items', (SELECT coalesce(json_agg(json_build_object('item_type', i.item_type, 'count', i.count) ORDER BY i.item_type), '[]')

@@ -178,27 +178,53 @@ async def insert_blob(
     return row is not None
 
 
-async def tickets_with_photo(conn: asyncpg.Connection, sha256: str) -> list[UUID]:
-    """Tickets that reference a hash, in id order (the lock order)."""
+async def photo_possessed(conn: asyncpg.Connection, sha256: str, crew_id: int) -> bool:
+    """Whether the crew proved it has these bytes (delivered them, or holds a ticket showing them): the one rule
+    (SQL fs_photo_possessed) that lets a hash stand in for the bytes."""
+    return bool(await conn.fetchval("SELECT fs_photo_possessed($1, $2)", sha256, crew_id))
+
+
+async def record_possession(conn: asyncpg.Connection, sha256: str, crew_id: int) -> None:
+    """A device of the crew delivered bytes that hashed to sha256."""
+    await conn.execute(
+        "INSERT INTO photo_possession (sha256, crew_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", sha256, crew_id
+    )
+
+
+async def tickets_to_verify(conn: asyncpg.Connection, sha256: str, crew_id: int) -> list[UUID]:
+    """Tickets whose still-pending reference to a hash the crew's delivery proves: its own attaches, and tickets it
+    holds. In id order (the lock order)."""
     return [r["ticket_id"] for r in await conn.fetch(
-        "SELECT DISTINCT ticket_id FROM ticket_photos WHERE sha256 = $1 ORDER BY ticket_id", sha256
+        "SELECT DISTINCT p.ticket_id FROM ticket_photos p JOIN tickets t ON t.id = p.ticket_id"
+        " WHERE p.sha256 = $1 AND NOT p.verified"
+        " AND (t.holder_crew_id = $2 OR p.added_by IN (SELECT id FROM devices WHERE crew_id = $2))"
+        " ORDER BY p.ticket_id",
+        sha256, crew_id,
     )]
 
 
+async def verify_photos(conn: asyncpg.Connection, sha256: str, ticket_ids: Sequence[UUID]) -> None:
+    """Show a hash as available on these tickets."""
+    await conn.execute(
+        "UPDATE ticket_photos SET verified = true WHERE sha256 = $1 AND ticket_id = ANY($2::uuid[]) AND NOT verified",
+        sha256, list(ticket_ids),
+    )
+
+
 async def photo_visible_to_crew(conn: asyncpg.Connection, sha256: str, crew_id: int) -> bool:
-    """A crew sees photos of tickets it holds."""
+    """A crew sees photos of tickets it holds, where the photo is verified (an attach by hash alone shows nothing)."""
     return bool(await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM ticket_photos p JOIN tickets t ON t.id = p.ticket_id"
-        " WHERE p.sha256 = $1 AND t.holder_crew_id = $2)",
+        " WHERE p.sha256 = $1 AND p.verified AND t.holder_crew_id = $2)",
         sha256, crew_id,
     ))
 
 
 async def photo_visible_to_department(conn: asyncpg.Connection, sha256: str, department_id: int) -> bool:
-    """A supervisor sees photos of its department's tickets."""
+    """A supervisor sees verified photos of its department's tickets."""
     return bool(await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM ticket_photos p JOIN tickets t ON t.id = p.ticket_id"
-        " WHERE p.sha256 = $1 AND t.department_id = $2)",
+        " WHERE p.sha256 = $1 AND p.verified AND t.department_id = $2)",
         sha256, department_id,
     ))
 
@@ -209,11 +235,11 @@ async def ticket_department(conn: asyncpg.Connection, ticket_id: UUID) -> int | 
 
 
 async def ticket_photo_rows(conn: asyncpg.Connection, ticket_id: UUID) -> Sequence[asyncpg.Record]:
-    """A ticket's photos with their blob details (NULL while pending)."""
+    """A ticket's photos with their blob details (NULL while pending, including an attach not yet proven)."""
     return await conn.fetch(
         "SELECT p.sha256, p.kind, p.taken_at, p.lat, p.lon, p.added_by, p.created_at,"
         " b.size, b.media_type, b.width, b.height, b.verified_at"
-        " FROM ticket_photos p LEFT JOIN blobs b ON b.sha256 = p.sha256 WHERE p.ticket_id = $1"
+        " FROM ticket_photos p LEFT JOIN blobs b ON b.sha256 = p.sha256 AND p.verified WHERE p.ticket_id = $1"
         " ORDER BY p.created_at, p.sha256, p.kind",
         ticket_id,
     )

@@ -26,6 +26,7 @@ def test_every_error_code_has_status_and_retry_flag() -> None:
     assert {c for c in p.ErrorCode if c.retryable} == {
         p.ErrorCode.TOO_MANY_UPLOADS, p.ErrorCode.RATE_LIMITED,
         p.ErrorCode.SERVICE_UNAVAILABLE, p.ErrorCode.INTERNAL_ERROR, p.ErrorCode.REQUEST_TIMEOUT,
+        p.ErrorCode.UPLOAD_BUSY,
     }
     assert p.ErrorCode.UPGRADE_REQUIRED.http_status == 426
     assert p.ErrorCode.CHECKSUM_MISMATCH.http_status == 460
