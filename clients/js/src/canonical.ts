@@ -61,6 +61,31 @@ function cmp(a: string, b: string): number {
   return byCodePoint(a, b);
 }
 
+const DT = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|z|[+-]\d{2}:?\d{2})$/;
+
+/**
+ * A wire datetime in the canonical UTC form `YYYY-MM-DDTHH:MM:SS.ffffffZ` (SPEC §1, §7). Microseconds are kept as
+ * text (a JS Date has only milliseconds); only whole minutes of offset are applied, which is all ISO offsets carry.
+ */
+export function canonicalDatetime(value: string): string {
+  const m = DT.exec(value);
+  if (m === null) return value; // not a datetime we understand: leave it, the checksum will flag the difference
+  const [, y, mo, d, h, mi, sec, frac, tz] = m as unknown as [string, string, string, string, string, string, string, string | undefined, string];
+  let offsetMin = 0;
+  if (tz !== "Z" && tz !== "z") {
+    const sign = tz.startsWith("-") ? -1 : 1;
+    const digits = tz.slice(1).replace(":", "");
+    offsetMin = sign * (Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4)));
+  }
+  const ms = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi) - offsetMin, Number(sec));
+  const iso = new Date(ms).toISOString(); // YYYY-MM-DDTHH:MM:SS.000Z
+  return `${iso.slice(0, 19)}.${(frac ?? "").padEnd(6, "0")}Z`;
+}
+
+function dtOrNull(v: string | null | undefined): string | null {
+  return v === null || v === undefined ? null : canonicalDatetime(v);
+}
+
 // Fields whose values are floats in the ticket model (SPEC §3): 34.0 must render as "34.0", not "34".
 const FLOAT_KEYS: ReadonlySet<string> = new Set(["lat", "lon"]);
 
@@ -80,21 +105,21 @@ export function normalizeTicket(t: Ticket): Ticket {
     council_district: t.council_district ?? null,
     description: t.description ?? "",
     source: t.source ?? null,
-    requested_at: t.requested_at,
+    requested_at: canonicalDatetime(t.requested_at),
     service_date: t.service_date ?? null,
-    due_at: t.due_at ?? null,
+    due_at: dtOrNull(t.due_at),
     crew: t.crew ?? null,
     notes: [...(t.notes ?? [])]
-      .map((n) => ({ id: n.id, text: n.text, author: n.author, device_time: n.device_time ?? null, created_at: n.created_at }))
+      .map((n) => ({ id: n.id.toLowerCase(), text: n.text, author: n.author, device_time: dtOrNull(n.device_time), created_at: canonicalDatetime(n.created_at) }))
       .sort((a, b) => cmp(a.created_at, b.created_at) || cmp(a.id, b.id)),
     photos: [...(t.photos ?? [])]
-      .map((p) => ({ sha256: p.sha256, kind: p.kind, taken_at: p.taken_at, state: p.state, lat: p.lat ?? null, lon: p.lon ?? null }))
+      .map((p) => ({ sha256: p.sha256, kind: p.kind, taken_at: canonicalDatetime(p.taken_at), state: p.state, lat: p.lat ?? null, lon: p.lon ?? null }))
       .sort((a, b) => cmp(a.sha256, b.sha256) || cmp(a.kind, b.kind)),
     items: [...(t.items ?? [])].map((i) => ({ item_type: i.item_type, count: i.count })).sort((a, b) => cmp(a.item_type, b.item_type)),
     resolution_code: t.resolution_code ?? null,
     reason_code: t.reason_code ?? null,
     created_by_device: t.created_by_device ?? null,
-    updated_at: t.updated_at,
+    updated_at: canonicalDatetime(t.updated_at),
     version: t.version,
   };
 }
