@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     _db_options(p)
     p.set_defaults(func=cmd_prune)
 
+    p = sub.add_parser("check", help="verify integrity: photos in the store with their hash, ticket documents vs rows, "
+                                     "change log vs tickets, device seqs vs stored results (JSON report; exit 1 if not ok)")
+    p.add_argument("--no-hash", dest="hash_photos", action="store_false",
+                   help="check photos by presence and size only (skip reading every original)")
+    _db_options(p)
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("import-311", help="import a MyLA311 service-request CSV export (upsert by SR number)")
     p.add_argument("path", type=Path, help="CSV file (portal CamelCase or lowercase headers; .csv.gz accepted)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
@@ -433,6 +440,25 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     report = _with_db(settings, body)
     _out(json.dumps({"retention_days": days, **report.__dict__}))
     return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Integrity check after a restore, an incident or an upgrade; read-only; exit 1 when anything is wrong."""
+    from sync_server.blobs import open_store
+    from sync_server.engine.check import check
+
+    async def body(db: Database) -> dict[str, Any]:
+        pool = await _pool(db, migrate_first=False)
+        store = open_store(settings)
+        try:
+            return (await check(pool, store, hash_photos=args.hash_photos)).as_dict()
+        finally:
+            await store.close()
+            await pool.close()
+
+    report = _with_db(settings, body)
+    _out(json.dumps(report))
+    return 0 if report["ok"] else 1
 
 
 def cmd_import_311(args: argparse.Namespace, settings: Settings) -> int:
