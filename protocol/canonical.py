@@ -15,15 +15,47 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from .models import Ticket
 
-__all__ = ["ScopeChecksum", "canonical_bytes", "canonical_doc_bytes", "doc_hash", "scope_checksum", "ticket_hash"]
+__all__ = [
+    "OP_NOTE_NAMESPACE",
+    "ScopeChecksum",
+    "canonical_bytes",
+    "canonical_doc_bytes",
+    "doc_hash",
+    "mutation_digest",
+    "op_note_id",
+    "scope_checksum",
+    "ticket_hash",
+]
 
 _MOD: Final = 1 << 256
 _DOMAIN: Final = b"fieldsync-scope-v1\x00"
+_MUTATION_DOMAIN: Final = b"fieldsync-mutation-v1\x00"
+# Namespace of the ids of notes carried inside another op (complete, unable_to_complete, decline, self_report).
+OP_NOTE_NAMESPACE: Final = uuid.UUID("6f1c1f57-64a4-4c5e-9a0f-5f0e3e6d8a11")
+
+
+def mutation_digest(mutation: Mapping[str, Any]) -> bytes:
+    """SHA-256 of one mutation exactly as decoded from the push body, so a seq reused for another body is caught.
+
+    Canonical form: the decoded object as JSON, keys sorted at every level, separators `,` `:`, UTF-8 written raw,
+    floats as shortest round-trip text, prefixed by `fieldsync-mutation-v1\\0`. It is taken over what the device
+    sent (not over the validated model), so the same bytes digest alike whether the mutation was valid or rejected,
+    and msgpack and JSON bodies of one mutation agree.
+    """
+    text = json.dumps(mutation, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=repr)
+    return hashlib.sha256(_MUTATION_DOMAIN + text.encode("utf-8")).digest()
+
+
+def op_note_id(device_id: str, seq: int) -> uuid.UUID:
+    """The id of the note a status op carries: uuid5(OP_NOTE_NAMESPACE, "<device_id>/<seq>"). Deterministic, so a
+    replayed mutation can never add it twice, and unique per (device, seq) like the mutation itself."""
+    return uuid.uuid5(OP_NOTE_NAMESPACE, f"{device_id}/{seq}")
 
 
 def canonical_bytes(ticket: Ticket) -> bytes:

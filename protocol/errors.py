@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CURSOR_INVALID = "cursor_invalid"
     SEQ_GAP = "seq_gap"
+    SEQ_REUSED = "seq_reused"
     ILLEGAL_TRANSITION = "illegal_transition"
     CONFLICT = "conflict"
     TOO_MANY_UPLOADS = "too_many_uploads"
@@ -104,6 +105,7 @@ ERROR_TABLE: Final[Mapping[ErrorCode, ErrorSpec]] = MappingProxyType({
     _E.METHOD_NOT_ALLOWED: ErrorSpec(405, False, "HTTP method not supported on this endpoint."),
     _E.CURSOR_INVALID: ErrorSpec(400, False, "Cursor is malformed, tampered, from another scope or an unknown version; pull again with `cursor: null`."),
     _E.SEQ_GAP: ErrorSpec(409, False, "The push starts after a seq the server has not seen; resend from `details.expected_seq`."),
+    _E.SEQ_REUSED: ErrorSpec(409, False, "A seq the server already applied came back with a different body (client bug); `details.seq`, `details.stored_digest`. Nothing in the request was applied."),
     _E.ILLEGAL_TRANSITION: ErrorSpec(409, False, "A request-level transition is not allowed by the state machine (supervisor API)."),
     _E.CONFLICT: ErrorSpec(409, False, "The resource changed concurrently; `details` carries the server's current version."),
     _E.TOO_MANY_UPLOADS: ErrorSpec(429, True, "Too many concurrent uploads for this device; retry after `Retry-After`."),

@@ -8,11 +8,12 @@ else is strict (no "1" for 1, no 1.0 or True for an int).
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Any, Final
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -20,6 +21,7 @@ from pydantic import (
     PlainSerializer,
     Strict,
     StringConstraints,
+    ValidationInfo,
 )
 
 from .enums import (
@@ -32,8 +34,12 @@ from .enums import (
 )
 
 __all__ = [
+    "DATETIME_MAX",
+    "DATETIME_MIN",
+    "DEVICE_CLOCK_SKEW",
     "BigInt",
     "Code64",
+    "DeviceDatetime",
     "FiniteFloat",
     "Lat",
     "Lon",
@@ -52,6 +58,12 @@ MAX_INT: Final = 2**63 - 1  # PostgreSQL bigint: a bigger value could only fail 
 _UUID_RE: Final = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAX_DT_LEN: Final = 40
+# Every wire datetime lies in [DATETIME_MIN, DATETIME_MAX): wide enough for historical 311 imports and any due date,
+# narrow enough that PostgreSQL never stores it as ±infinity (which renders as null where the schema says datetime).
+DATETIME_MIN: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+DATETIME_MAX: Final = datetime(2100, 1, 1, tzinfo=timezone.utc)
+# How far a device's clock may run ahead of the server's; a later device time is a broken clock, refused per mutation.
+DEVICE_CLOCK_SKEW: Final = timedelta(minutes=10)
 
 
 class WireModel(BaseModel):
@@ -81,9 +93,23 @@ def _parse_datetime(value: Any) -> Any:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("datetime must carry a timezone offset")
     try:
-        return value.astimezone(timezone.utc)
+        utc = value.astimezone(timezone.utc)
     except OverflowError:
         raise ValueError("datetime out of range") from None
+    if not DATETIME_MIN <= utc < DATETIME_MAX:
+        raise ValueError("datetime out of range: must be >= 1970-01-01T00:00:00Z and < 2100-01-01T00:00:00Z")
+    return utc
+
+
+def _not_ahead(value: datetime, info: ValidationInfo) -> datetime:
+    """A device time later than the server clock plus the allowed skew is refused; the server passes
+    `context={"now": datetime, "skew": timedelta}` when validating, clients without a context skip the check."""
+    ctx = info.context
+    if isinstance(ctx, dict) and isinstance(ctx.get("now"), datetime):
+        skew = ctx.get("skew", DEVICE_CLOCK_SKEW)
+        if value > ctx["now"] + skew:
+            raise ValueError(f"device time is more than {int(skew.total_seconds())} s ahead of the server clock")
+    return value
 
 
 def format_datetime(value: datetime) -> str:
@@ -99,10 +125,12 @@ def _parse_date(value: Any) -> Any:
         if not _DATE_RE.match(value):
             raise ValueError("expected a YYYY-MM-DD date")
         try:
-            return date.fromisoformat(value)
+            value = date.fromisoformat(value)
         except ValueError:
             raise ValueError("invalid date") from None
     if isinstance(value, date) and not isinstance(value, datetime):
+        if not DATETIME_MIN.date() <= value < DATETIME_MAX.date():
+            raise ValueError("date out of range: must be >= 1970-01-01 and < 2100-01-01")
         return value
     raise ValueError("expected a YYYY-MM-DD date string")
 
@@ -121,6 +149,8 @@ WireDatetime = Annotated[
     BeforeValidator(_parse_datetime),
     PlainSerializer(format_datetime, return_type=str, when_used="json"),
 ]
+# A time read from a device clock (mutation device_time, photo taken_at): in range and not in the future (beyond skew).
+DeviceDatetime = Annotated[WireDatetime, AfterValidator(_not_ahead)]
 WireDate = Annotated[
     date,
     BeforeValidator(_parse_date),

@@ -10,6 +10,7 @@ from .errors import ReasonCode
 from .fields import (
     BigInt,
     Code64,
+    DeviceDatetime,
     Lat,
     Lon,
     MutationStatusField,
@@ -17,7 +18,6 @@ from .fields import (
     PhotoKindField,
     RemovalReasonField,
     Sha256Hex,
-    WireDatetime,
     WireModel,
     WireUUID,
 )
@@ -113,7 +113,7 @@ class AttachPhotoArgs(WireModel):
 
     sha256: Sha256Hex
     kind: PhotoKindField
-    taken_at: WireDatetime
+    taken_at: DeviceDatetime
     lat: Lat | None = None
     lon: Lon | None = None
 
@@ -170,7 +170,7 @@ class _MutationBase(WireModel):
     seq: Annotated[int, Field(ge=1, le=2**63 - 1)]
     ticket_id: WireUUID
     base_version: BigInt | None = None
-    device_time: WireDatetime
+    device_time: DeviceDatetime
     gps: GeoPoint | None = None
 
 

@@ -8,6 +8,7 @@ the seed, and timing only decides which tickets it lands on (test: tests/test_si
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -178,6 +179,17 @@ def device_uuid(planned: str, device: str) -> str:
     return str(uuid.uuid5(uuid.UUID(planned), device))
 
 
+def closing_note(intent: WorkIntent, ticket: Ticket, device: str, prof: Profile) -> str | None:
+    """The note a crew types when it finishes (three jobs in four): it must reach the ticket's notes exactly once.
+
+    Derived from the intent without drawing from the rng, so seeded intent streams stay as they were; the marker
+    makes a duplicate findable by text like an add_note's."""
+    if intent.code_pick % 4 == 0:
+        return None
+    key = hashlib.sha256(f"{device}/{ticket.id}/{intent.slot}/{intent.code_pick}".encode()).hexdigest()[:8]
+    return f"{prof.notes[intent.code_pick % len(prof.notes)]} [{device}:{key}]"
+
+
 def bind_work(intent: WorkIntent, ticket: Ticket, device: str) -> list[tuple[str, dict[str, Any], float]]:
     """(op, args, gap before it) for working `ticket`: pure, so the same intent and ticket give the same mutations."""
     prof = profile(ticket.service_type)
@@ -203,10 +215,11 @@ def bind_work(intent: WorkIntent, ticket: Ticket, device: str) -> list[tuple[str
         ops.append(("set_items", {"items": [{"item_type": k, "count": v} for k, v in sorted(lines.items())]}))
     for kind, seed in intent.photos[1:]:
         ops.append(("attach_photo", {"_photo_seed": seed, "kind": kind}))
+    closing = closing_note(intent, ticket, device, prof)
     if intent.fail:
-        ops.append(("unable_to_complete", {"reason_code": prof.unable[intent.code_pick % len(prof.unable)], "note": None}))
+        ops.append(("unable_to_complete", {"reason_code": prof.unable[intent.code_pick % len(prof.unable)], "note": closing}))
     else:
-        ops.append(("complete", {"resolution_code": prof.resolutions[intent.code_pick % len(prof.resolutions)], "note": None}))
+        ops.append(("complete", {"resolution_code": prof.resolutions[intent.code_pick % len(prof.resolutions)], "note": closing}))
     gaps = list(intent.gaps) + [0.5] * max(0, len(ops) - len(intent.gaps))
     return [(op, args, gaps[i]) for i, (op, args) in enumerate(ops)]
 
@@ -224,7 +237,7 @@ def bind_self_report(intent: SelfReportIntent, service_types: list[str], device:
     return ticket_id, {
         "service_type": stype, "address": address, "lat": intent.lat, "lon": intent.lon, "zip": None,
         "description": f"Found and fixed on patrol [{device}:{ticket_id[:8]}]",
-        "resolution_code": prof.resolutions[0], "items": [], "note": None,
+        "resolution_code": prof.resolutions[0], "items": [], "note": f"Painted over [{device}:{ticket_id[:8]}]",
     }
 
 

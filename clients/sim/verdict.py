@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from protocol import Ticket, canonical_bytes, scope_checksum
+from protocol.canonical import op_note_id
 
 from .behaviour import HELD
 from .supervisor import gather_bounded
@@ -92,6 +93,11 @@ def _check_effects(fleet: Fleet, v: Verdict, tickets: dict[str, Ticket]) -> None
             continue
         t = tickets.get(e.ticket_id)
         where = f"{e.device} seq {e.seq} {e.op} on {e.ticket_id}"
+        note = e.args.get("note") if isinstance(e.args, dict) else None
+        if note:  # a note riding on a status op or self-report must be a ticket note, under its derived id
+            nid = str(op_note_id(e.device, e.seq))
+            if t is None or (nid, note) not in {(str(n.id), n.text) for n in t.notes}:
+                v.fail("lost", f"{where}: its note {nid} missing")
         if e.op == "add_note":
             if t is None or e.args["note_id"] not in {str(n.id) for n in t.notes}:
                 v.fail("lost", f"{where}: note {e.args['note_id']} missing")

@@ -158,8 +158,26 @@ def rejected(reason: ReasonCode, message: str) -> Outcome:
     return Outcome(MutationStatus.REJECTED, reason, message)
 
 
-def apply(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, *, base_version: int | None, device_time: datetime) -> Outcome:
-    """Fold one crew mutation into `t` (in place) and say what happened; never raises for domain reasons."""
+def apply(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, *, base_version: int | None, device_time: datetime,
+          note_id: UUID | None = None) -> Outcome:
+    """Fold one crew mutation into `t` (in place) and say what happened; never raises for domain reasons.
+
+    A `note` argument (complete, unable_to_complete, decline) becomes a ticket note with id `note_id` (derived from
+    device and seq by the caller, protocol.canonical.op_note_id) whenever the mutation is not rejected: the same
+    append-only, dedup-by-id rule as `add_note`, so a replay can never add it twice.
+    """
+    out = _apply(t, op, args, dev, base_version, device_time)
+    note = getattr(args, "note", None)
+    if note and note_id is not None and out.status is not MutationStatus.REJECTED and note_id not in t.note_ids:
+        t.note_ids.add(note_id)
+        t.touched = True
+        out.new_note = (note_id, note)
+        if out.audit_action is None:
+            out.audit_action = "add_note"
+    return out
+
+
+def _apply(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, base_version: int | None, device_time: datetime) -> Outcome:
     where = t.where(dev)
     if where is Where.FOREIGN:
         return rejected(ReasonCode.NOT_IN_SCOPE, "ticket is not in your crew's scope")

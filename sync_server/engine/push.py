@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +21,8 @@ from protocol import (
     ReasonCode,
     TicketStatus,
 )
+from protocol.canonical import mutation_digest, op_note_id
+from protocol.fields import DEVICE_CLOCK_SKEW
 from protocol.push import Mutation
 from sync_server.auth import Principal
 from sync_server.domain.catalog import CODE_FIELDS, code_refusal
@@ -45,6 +48,7 @@ class Parsed:
     raw: dict[str, Any]
     model: Any | None = None
     error: Outcome | None = None
+    digest: bytes = b""
 
     @property
     def op(self) -> str:
@@ -62,21 +66,27 @@ class Parsed:
             return None
 
 
-def parse_batch(raw: list[dict[str, Any]]) -> list[Parsed]:
-    """Validate each mutation on its own, so one bad mutation is rejected without blocking the rest (I6)."""
+def parse_batch(raw: list[dict[str, Any]], now: datetime | None = None) -> list[Parsed]:
+    """Validate each mutation on its own, so one bad mutation is rejected without blocking the rest (I6).
+
+    `now` is the server clock device times are checked against (at most DEVICE_CLOCK_SKEW ahead).
+    """
     out: list[Parsed] = []
+    context = {"now": now or datetime.now(timezone.utc), "skew": DEVICE_CLOCK_SKEW}
     for item in raw:
         seq = item.get("seq") if isinstance(item, dict) else None
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, "every mutation needs an integer seq >= 1")
-        out.append(_parse_one(seq, item))
+        parsed = _parse_one(seq, item, context)
+        parsed.digest = mutation_digest(item)
+        out.append(parsed)
     seqs = [p.seq for p in out]
     if any(b != a + 1 for a, b in zip(seqs, seqs[1:])):
         raise ProtocolError(ErrorCode.VALIDATION_FAILED, "seqs in a push must be consecutive and ascending", {"seqs": seqs[:50]})
     return out
 
 
-def _parse_one(seq: int, item: dict[str, Any]) -> Parsed:
+def _parse_one(seq: int, item: dict[str, Any], context: dict[str, Any]) -> Parsed:
     op = item.get("op")
     if op not in OPS:
         return Parsed(seq, item, error=rejected(ReasonCode.UNKNOWN_OP, f"unknown op {str(op)[:64]!r}"))
@@ -85,7 +95,7 @@ def _parse_one(seq: int, item: dict[str, Any]) -> Parsed:
     if owned:
         return Parsed(seq, item, error=rejected(ReasonCode.SUPERVISOR_OWNED, f"crews cannot set {', '.join(owned)}"))
     try:
-        return Parsed(seq, item, model=_MUTATION.validate_python(item))
+        return Parsed(seq, item, model=_MUTATION.validate_python(item, context=context))
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))
@@ -145,36 +155,48 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
         raise ProtocolError(ErrorCode.SEQ_GAP, f"expected seq {last_seq + 1}, got {fresh[0].seq}",
                             {"expected_seq": last_seq + 1, "last_seq": last_seq})
     version = int(row["xid"]) if fresh else 0
+    stored = await store.stored_results(conn, dev.device_id, [p.seq for p in replay])
+    for p in replay:  # before any effect: a reused seq refuses the whole request, so nothing in it is applied
+        kept = stored.get(p.seq)
+        if kept is not None and kept.digest is not None and kept.digest != p.digest:
+            raise ProtocolError(ErrorCode.SEQ_REUSED, f"seq {p.seq} was already applied with a different body",
+                                {"seq": p.seq, "stored_digest": kept.digest.hex()})
     batch = await _fold(conn, dev, fresh)
     after = await _flush(conn, dev, batch, version) if fresh else {}
-    stored = await store.stored_results(conn, dev.device_id, [p.seq for p in replay])
-    replay_ids = [UUID(r["ticket_id"]) for r in stored.values() if r.get("ticket_id")]
-    current = await load_tickets(conn, [i for i in replay_ids if i not in after]) if replay_ids else {}
+    legacy_ids = [UUID(tid) for r in stored.values() if r.digest is None and (tid := r.result.get("ticket_id"))]
+    current = await load_tickets(conn, [i for i in legacy_ids if i not in after]) if legacy_ids else {}
     current.update(after)
-    results: list[tuple[MutationResult, dict[str, Any] | None]] = []
+    results: list[dict[str, Any]] = []
     for p in replay:
-        if p.seq not in stored:  # applied long ago and its result pruned: still never applied twice
-            results.append((MutationResult(seq=p.seq, status=MutationStatus.DUPLICATE, reason=ReasonCode.ALREADY_EXISTS,
-                                           message="applied earlier; its stored result has expired", server_version=0,
-                                           replayed=True), None))
-            continue
-        results.append(_replayed(stored[p.seq], current, dev))
-    fresh_results = [_result(p, o, current, batch, dev, version) for p, o in batch.outcomes]
-    results.extend(_last_carries_ticket(fresh_results))
+        kept = stored.get(p.seq)
+        if kept is None:  # applied long ago and its result pruned: still never applied twice
+            results.append(_wire(MutationResult(
+                seq=p.seq, status=MutationStatus.DUPLICATE, reason=ReasonCode.ALREADY_EXISTS,
+                message="applied earlier; its stored result has expired", server_version=0, replayed=True), None))
+        elif kept.digest is None:  # stored before digests existed: answered as it always was
+            results.append(_wire(*_replayed(kept.result, current, dev)))
+        else:  # the first answer, byte for byte, marked as a replay
+            results.append({**kept.result, "replayed": True})
+    fresh_results = [_wire(*_result(p, o, current, batch, dev, version)) for p, o in batch.outcomes]
+    fresh_results = _last_carries_ticket(fresh_results)
+    results.extend(fresh_results)
     if fresh:
         await store.store_results(conn, dev.device_id, [
-            (r.seq, p.op, p.ticket_id, r.status.value, r.reason.value if r.reason else None,
-             json.dumps({**r.model_dump(mode="json", exclude={"ticket", "replayed"}), "ticket_id": str(p.ticket_id) if p.ticket_id else None}),
-             version)
-            for (r, _), (p, _) in zip(fresh_results, batch.outcomes)
+            store.StoredResult(p.seq, p.op, p.ticket_id, r["status"], r["reason"], r, version, p.digest)
+            for r, (p, _) in zip(fresh_results, batch.outcomes)
         ])
         last_seq = fresh[-1].seq
         await store.advance_seq(conn, dev.device_id, last_seq)
     return {
-        "results": [{**r.model_dump(mode="json"), "ticket": doc} for r, doc in results],
-        "server_version": version or max((r.server_version for r, _ in results), default=0),
+        "results": results,
+        "server_version": version or max((int(r["server_version"]) for r in results), default=0),
         "last_seq": last_seq,
     }
+
+
+def _wire(result: MutationResult, doc: dict[str, Any] | None) -> dict[str, Any]:
+    """A result as it goes on the wire (JSON mode), with the pre-rendered ticket document spliced in."""
+    return {**result.model_dump(mode="json"), "ticket": doc}
 
 
 async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -> _Batch:
@@ -188,7 +210,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
     ids = sorted({p.ticket_id for p in fresh if p.model is not None}, key=str)
     records = await load_tickets(conn, ids, lock=True)
     batch.records = records
-    held_by = await store.ever_held(conn, list(records), dev.crew_id)
+    held_by = await store.ever_held(conn, list(records), dev.crew_id)  # from ticket_holders, which retention keeps
     for tid, rec in records.items():
         batch.work[tid] = _work(rec, held_by, dev)
     types: set[str] = set()
@@ -205,7 +227,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
             continue
         m = p.model
         if m.op == "self_report":
-            out = _self_report(batch, m, dev, types, codes)
+            out = _self_report(batch, m, dev, types, codes, op_note_id(dev.device_id, p.seq))
             if out.status is MutationStatus.APPLIED:
                 _collect(batch, p, out, batch.work[m.ticket_id], dev)
             batch.outcomes.append((p, out))
@@ -222,7 +244,8 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
             batch.outcomes.append((p, rejected(ReasonCode.INVALID_ARGS, bad)))
             continue
         trial = t.copy()
-        out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time)
+        out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time,
+                    note_id=op_note_id(dev.device_id, p.seq))
         if out.status is not MutationStatus.REJECTED:
             if out.new_note is not None:
                 note_owner[out.new_note[0]] = m.ticket_id
@@ -251,7 +274,7 @@ def _service_type(batch: _Batch, ticket_id: UUID) -> str | None:
     return next((n.service_type for n in batch.created if n.id == ticket_id), None)
 
 
-def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str], codes: dict[str, Any]) -> Outcome:
+def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str], codes: dict[str, Any], note_id: UUID) -> Outcome:
     """Create-and-close proactive work; the client-made id makes a retried create a duplicate, never a second ticket."""
     existing = batch.work.get(m.ticket_id)
     if existing is not None or any(n.id == m.ticket_id for n in batch.created):
@@ -278,10 +301,7 @@ def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str], codes: 
     batch.work[m.ticket_id] = wt
     batch.before[m.ticket_id] = None
     out = Outcome(MutationStatus.APPLIED, audit_action="self_report")
-    if a.note:
-        from uuid import uuid5
-
-        note_id = uuid5(m.ticket_id, "self_report_note")  # deterministic: a replay cannot add a second note
+    if a.note:  # deterministic id (device, seq): a replay cannot add a second note
         wt.note_ids.add(note_id)
         out.new_note = (note_id, a.note)
     return out
@@ -352,10 +372,10 @@ def _holding(rec: TicketRecord | None, wt: WorkTicket | None, dev: DeviceCtx) ->
     return None, None
 
 
-def _last_carries_ticket(results: list[tuple[MutationResult, dict[str, Any] | None]]) -> list[tuple[MutationResult, dict[str, Any] | None]]:
+def _last_carries_ticket(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A ticket touched by several mutations of a batch travels once, on its last result (SPEC: push results)."""
-    last = {doc["id"]: i for i, (_, doc) in enumerate(results) if doc is not None}
-    return [(r, doc if doc is None or last[doc["id"]] == i else None) for i, (r, doc) in enumerate(results)]
+    last = {r["ticket"]["id"]: i for i, r in enumerate(results) if r["ticket"] is not None}
+    return [r if r["ticket"] is None or last[r["ticket"]["id"]] == i else {**r, "ticket": None} for i, r in enumerate(results)]
 
 
 def _info(c: Conflict) -> ConflictInfo:

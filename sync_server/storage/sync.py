@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -71,27 +72,50 @@ async def lock_device(conn: asyncpg.Connection, device_id: str) -> asyncpg.Recor
     )
 
 
-async def stored_results(conn: asyncpg.Connection, device_id: str, seqs: Sequence[int]) -> dict[int, dict[str, Any]]:
+@dataclass(frozen=True)
+class Kept:
+    """A stored result as read back: the answer first sent (JSON, key order kept) and the digest of its mutation."""
+
+    result: dict[str, Any]
+    digest: bytes | None  # None for rows stored before digests existed
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One row of mutation_results to write: the answer exactly as sent, with the digest of the mutation."""
+
+    seq: int
+    op: str
+    ticket_id: UUID | None
+    status: str
+    reason: str | None
+    result: dict[str, Any]
+    server_version: int
+    digest: bytes
+
+
+async def stored_results(conn: asyncpg.Connection, device_id: str, seqs: Sequence[int]) -> dict[int, Kept]:
     """Results of already-applied seqs, for replay after a lost response."""
     if not seqs:
         return {}
     rows = await conn.fetch(
-        "SELECT seq, result::text AS result FROM mutation_results WHERE device_id = $1 AND seq = ANY($2::bigint[])",
+        "SELECT seq, result, digest FROM mutation_results WHERE device_id = $1 AND seq = ANY($2::bigint[])",
         device_id, list(seqs),
     )
-    return {r["seq"]: json.loads(r["result"]) for r in rows}
+    return {r["seq"]: Kept(json.loads(r["result"]), r["digest"]) for r in rows}
 
 
-async def store_results(conn: asyncpg.Connection, device_id: str, rows: Sequence[tuple[int, str, UUID | None, str, str | None, str, int]]) -> None:
-    """(seq, op, ticket_id, status, reason, result_json, server_version); the primary key makes a double apply impossible."""
+async def store_results(conn: asyncpg.Connection, device_id: str, rows: Sequence[StoredResult]) -> None:
+    """Store each answer as sent (text, so a replay is byte-identical); the primary key makes a double apply impossible."""
     if not rows:
         return
-    seqs, ops, tids, statuses, reasons, results, versions = (list(c) for c in zip(*rows))
     await conn.execute(
-        "INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version)"
-        " SELECT $1, seq, op, tid, st, why, res::jsonb, ver FROM unnest($2::bigint[], $3::text[], $4::uuid[],"
-        " $5::text[], $6::text[], $7::text[], $8::bigint[]) AS v(seq, op, tid, st, why, res, ver)",
-        device_id, seqs, ops, tids, statuses, reasons, results, versions,
+        "INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)"
+        " SELECT $1, seq, op, tid, st, why, res, ver, dig FROM unnest($2::bigint[], $3::text[], $4::uuid[],"
+        " $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bytea[]) AS v(seq, op, tid, st, why, res, ver, dig)",
+        device_id, [r.seq for r in rows], [r.op for r in rows], [r.ticket_id for r in rows], [r.status for r in rows],
+        [r.reason for r in rows], [json.dumps(r.result, separators=(",", ":")) for r in rows],
+        [r.server_version for r in rows], [r.digest for r in rows],
     )
 
 
@@ -102,12 +126,12 @@ async def advance_seq(conn: asyncpg.Connection, device_id: str, last_seq: int) -
 
 
 async def ever_held(conn: asyncpg.Connection, ticket_ids: Sequence[UUID], crew_id: int) -> set[UUID]:
-    """Tickets the crew held at some point (within retention): work on them is a late report, not a foreign write."""
+    """Tickets the crew held at some point: work on them is a late report, not a foreign write. Read from
+    ticket_holders (state retention never prunes), not the change log, so a crew offline past the window keeps its work."""
     if not ticket_ids:
         return set()
     rows = await conn.fetch(
-        "SELECT DISTINCT ticket_id FROM changes WHERE ticket_id = ANY($1::uuid[])"
-        " AND (holder_crew_id = $2 OR prev_crew_id = $2)",
+        "SELECT ticket_id FROM ticket_holders WHERE ticket_id = ANY($1::uuid[]) AND crew_id = $2",
         list(ticket_ids), crew_id,
     )
     return {r["ticket_id"] for r in rows}

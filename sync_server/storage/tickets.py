@@ -139,6 +139,9 @@ async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry
     # so it fires only if this commits.
     await conn.execute(
         "WITH h AS (UPDATE tickets t SET doc_hash = v.h FROM unnest($1::uuid[], $8::bytea[]) AS v(id, h) WHERE t.id = v.id),"
+        # Holding history (state, never pruned): "did this crew ever hold it" must outlive the change log (I5).
+        " th AS (INSERT INTO ticket_holders (ticket_id, crew_id) SELECT DISTINCT v.id, v.c FROM unnest($1::uuid[],"
+        " $3::integer[]) AS v(id, c) WHERE v.c IS NOT NULL ON CONFLICT DO NOTHING),"
         " n AS (" + NOTIFY_SQL.replace("$1", "$11") + " AS sent)"
         " INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc,"
         " doc_hash, changed, actor)"

@@ -21,9 +21,9 @@ def text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
 uuids = st.uuids()
 offsets = st.sampled_from([timezone.utc, timezone(timedelta(hours=-8)), timezone(timedelta(hours=5, minutes=30))])
 aware = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=offsets
+    min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 30), timezones=offsets  # wire range ends 2100-01-01Z
 )
-dates = st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1))
+dates = st.dates(min_value=date(2000, 1, 1), max_value=date(2099, 12, 31))
 lat = st.floats(-90, 90, allow_nan=False) | st.integers(-90, 90).map(float)
 lon = st.floats(-180, 180, allow_nan=False)
 sha = st.binary(min_size=32, max_size=32).map(bytes.hex)

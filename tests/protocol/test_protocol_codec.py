@@ -305,7 +305,7 @@ def test_live_frames() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["0005-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "2020-02-29T12:00:00+14:00"]
+    "text", ["1970-01-01T00:00:00Z", "2099-12-31T23:59:59.999999Z", "2020-02-29T12:00:00+14:00", "1970-01-01T01:00:00+01:00"]
 )
 def test_datetime_extremes_roundtrip(text: str) -> None:
     body = json.dumps({"type": "hello", "token": "t"}).encode()
@@ -317,7 +317,9 @@ def test_datetime_extremes_roundtrip(text: str) -> None:
         assert p.encode(model, p.JSON).count(b"Z") == 1
 
 
-@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00Z",
+                                  "9999-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.999999Z", "2100-01-01T00:00:00Z",
+                                  "2099-12-31T23:30:00-01:00"])
 def test_datetime_overflow_is_a_validation_error(text: str) -> None:
     note = {"id": TICKET_ID, "text": "x", "author": "a", "created_at": text}
     assert _code(lambda: p.decode(_pack(note, p.JSON), p.JSON, p.Note)) is p.ErrorCode.VALIDATION_FAILED

@@ -1,0 +1,301 @@
+"""Hot-path benchmark (issue 17's workload): push and pull against PostgreSQL's own one-row UPDATE, same cluster, same run.
+
+10,000 tickets, 50 crews x 200, one device per crew. Phases: initial pull of 50 devices at once; 50 x 100 one-mutation
+pushes; 50 x 4 pushes of 25; a 1 % office change (95 updates + 5 reassignments/cancellations); 50 delta pulls at once;
+50 empty polls at once. pgbench's one-row UPDATE at 8 and 32 clients runs first on the same cluster. Prints each
+phase's throughput, p50/p99, ratio to pgbench@32, and CPU seconds of server, PostgreSQL and client per phase.
+
+Run: .venv/bin/python ops/bench/bench_hotpath.py [--workers 1] [--pgbench-seconds 10] [--json out.json]
+Loopback only; every loop is bounded in count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+import msgpack  # noqa: E402
+from common import emit, wait_ready  # noqa: E402
+
+from protocol import PROTOCOL_VERSION, VERSION_HEADER  # noqa: E402
+from sync_server.auth import Role, create_user, enroll_device  # noqa: E402
+from sync_server.embedded_pg import EmbeddedPostgres  # noqa: E402
+from sync_server.engine.intake import NewTicket, insert_tickets  # noqa: E402
+from sync_server.storage.migrate import migrate  # noqa: E402
+
+MP = "application/msgpack"
+CREWS, PER_CREW = 50, 200
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def _ticks(pid: int) -> tuple[float, float, int]:
+    """(own cpu s, reaped children cpu s, parent pid) of one process from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / hz, (int(fields[13]) + int(fields[14])) / hz, int(fields[1])
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a process, its reaped children and its live descendants (backends and workers come and go)."""
+    parents: dict[int, int] = {}
+    own: dict[int, float] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cpu, reaped, ppid = _ticks(int(d))
+        except (OSError, ValueError, IndexError):
+            continue
+        parents[int(d)] = ppid
+        own[int(d)] = cpu + (reaped if int(d) == root else 0.0)
+    total = 0.0
+    for pid, cpu in own.items():
+        p = pid
+        while p in parents and p != root and p > 1:
+            p = parents[p]
+        if p == root:
+            total += cpu
+    return total
+
+
+def client_cpu() -> float:
+    """This process's CPU seconds."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Meter:
+    """CPU of server, PostgreSQL and client between two points."""
+
+    def __init__(self, server_pid: int, pg_pid: int) -> None:
+        self.server_pid, self.pg_pid = server_pid, pg_pid
+
+    def now(self) -> tuple[float, float, float]:
+        return tree_cpu(self.server_pid), tree_cpu(self.pg_pid), client_cpu()
+
+    @staticmethod
+    def delta(a: tuple[float, float, float], b: tuple[float, float, float]) -> dict[str, float]:
+        return {"server_cpu_s": round(b[0] - a[0], 2), "pg_cpu_s": round(b[1] - a[1], 2), "client_cpu_s": round(b[2] - a[2], 2)}
+
+
+async def seed(dsn: str) -> dict[str, Any]:
+    """50 crews of one department, one device each, 200 assigned tickets per crew, a supervisor."""
+    conn = await asyncpg.connect(dsn)
+    await migrate(conn)
+    out: dict[str, Any] = {"devices": []}
+    rnd = random.Random(1)
+    async with conn.transaction():
+        dept = await conn.fetchval("INSERT INTO departments (code, name) VALUES ('sanitation', 'Sanitation') RETURNING id")
+        await conn.execute("INSERT INTO service_types (name, code, department_id) VALUES ('Bulky Items', 'bulky_items', $1)", dept)
+        for c in range(CREWS):
+            crew = await conn.fetchval("INSERT INTO crews (name, department_id) VALUES ($1, $2) RETURNING id", f"c{c:02d}", dept)
+            _, tok = await enroll_device(conn, crew, f"c{c}", "bench")
+            new = [NewTicket(service_type="Bulky Items", address=f"{rnd.randint(100, 20000)} W VANOWEN ST, 91406", zip="91406",
+                             lat=34.19 + rnd.random() / 10, lon=-118.49 + rnd.random() / 10, crew_id=crew,
+                             description="Mattress, sofa and two chairs on the parkway") for _ in range(PER_CREW)]
+            recs = await insert_tickets(conn, new, actor_kind="system", actor="bench")
+            out["devices"].append({"crew": f"c{c:02d}", "token": tok, "tickets": [str(t) for t in recs]})
+        out["supervisor"] = await create_user(conn, "sup", Role.SUPERVISOR, dept)
+    await conn.close()
+    return out
+
+
+def headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", VERSION_HEADER: str(PROTOCOL_VERSION), "Content-Type": MP, "Accept": MP}
+
+
+async def pull_all(http: aiohttp.ClientSession, url: str, token: str, cursor: str | None) -> tuple[float, str, int]:
+    """(ms, cursor, changes) for one complete pull (all pages)."""
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(100):
+        async with http.post(url + "/v1/sync/pull", data=msgpack.packb({"cursor": cursor, "limit": 500}), headers=headers(token)) as r:
+            body = await r.read()
+            assert r.status == 200, body[:300]
+        page = msgpack.unpackb(body)
+        n += len(page["changes"])
+        cursor = page["cursor"]
+        if not page["has_more"]:
+            break
+    return (time.perf_counter() - t0) * 1000, cursor, n
+
+
+def mutation(seq: int, tid: str, rnd: random.Random) -> dict[str, Any]:
+    """Crew field work: quantities (70 %), resolution codes (25 %), notes (5 %)."""
+    x = rnd.random()
+    if x < 0.7:
+        op, args = "set_items", {"items": [{"item_type": rnd.choice(["mattress", "sofa", "chair", "tv"]), "count": rnd.randint(0, 9)}]}
+    elif x < 0.95:
+        op, args = "set_resolution", {"resolution_code": rnd.choice(["collected", "partial", "not_found"])}
+    else:
+        op, args = "add_note", {"note_id": str(uuid.uuid4()), "text": "Items at the curb, gate code 1234"}
+    return {"seq": seq, "op": op, "ticket_id": tid, "args": args, "base_version": None,
+            "device_time": datetime.now(timezone.utc).isoformat()}
+
+
+async def pushes(http: aiohttp.ClientSession, url: str, dev: dict[str, Any], n: int, size: int, lat: list[float],
+                 rnd: random.Random) -> None:
+    """n pushes of `size` mutations, closed loop, each answered durably."""
+    for _ in range(n):
+        muts = [mutation(dev["seq"] + i + 1, rnd.choice(dev["tickets"]), rnd) for i in range(size)]
+        t0 = time.perf_counter()
+        async with http.post(url + "/v1/sync/push", data=msgpack.packb({"mutations": muts}), headers=headers(dev["token"])) as r:
+            body = await r.read()
+            if r.status != 200:
+                raise RuntimeError(body[:300])
+        lat.append((time.perf_counter() - t0) * 1000)
+        dev["seq"] += size
+
+
+def summary(lat: list[float], seconds: float, mutations: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"requests": len(lat), "seconds": round(seconds, 2), "p50_ms": round(pct(lat, 50), 1),
+                           "p99_ms": round(pct(lat, 99), 1)}
+    if mutations is not None:
+        out["mutations_per_s"] = round(mutations / seconds, 1)
+    return out
+
+
+def pgbench(pg: EmbeddedPostgres, seconds: int, clients: list[int]) -> dict[int, float]:
+    """PostgreSQL's durable one-row UPDATE (synchronous_commit on) at each client count, on this cluster."""
+    env = dict(os.environ, PGPASSWORD=(pg.data_dir / "pg-password").read_text().strip())
+    base = [str(pg.bin_dir / "pgbench"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "fieldsync"]
+    subprocess.run([str(pg.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "fieldsync", "-d", "postgres",
+                    "-qc", "CREATE DATABASE pgb"], env=env, check=True, capture_output=True)
+    subprocess.run(base + ["-i", "-q", "-s", "10", "pgb"], env=env, check=True, capture_output=True)
+    script = Path(tempfile.mkstemp(suffix=".sql")[1])
+    script.write_text("\\set aid random(1, 1000000)\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
+    out = {}
+    for c in clients:
+        text = subprocess.run(base + ["-n", "-c", str(c), "-j", "2", "-T", str(seconds), "-f", str(script), "pgb"],
+                              env=env, check=True, capture_output=True, text=True).stdout
+        out[c] = float(next(ln for ln in text.splitlines() if ln.startswith("tps")).split("=")[1].split()[0])
+    script.unlink()
+    return out
+
+
+async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float) -> dict[str, Any]:
+    devs = [dict(d, seq=0, cursor=None) for d in seed_["devices"]]
+    out: dict[str, Any] = {}
+    rnd = random.Random(7)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
+        await wait_ready(http, url, 300)
+
+        async def phase(name: str, coro_fn: Any, mutations: int | None = None) -> None:
+            lat: list[float] = []
+            c0, t0 = meter.now(), time.perf_counter()
+            await coro_fn(lat)
+            secs = time.perf_counter() - t0
+            out[name] = {**summary(lat, secs, mutations), **Meter.delta(c0, meter.now())}
+            if mutations is not None:
+                out[name]["ratio_to_pgbench32"] = round(mutations / secs / tps32, 3)
+
+        async def initial(lat: list[float]) -> None:
+            async def one(d: dict[str, Any]) -> None:
+                ms, d["cursor"], n = await pull_all(http, url, d["token"], None)
+                assert n == PER_CREW, n
+                lat.append(ms)
+            await asyncio.gather(*(one(d) for d in devs))
+
+        await phase("initial_pull_50x200", initial)
+        await phase("push_50x100x1", lambda lat: asyncio.gather(
+            *(pushes(http, url, d, 100, 1, lat, random.Random(rnd.random())) for d in devs)), mutations=CREWS * 100)
+        await phase("push_50x4x25", lambda lat: asyncio.gather(
+            *(pushes(http, url, d, 4, 25, lat, random.Random(rnd.random())) for d in devs)), mutations=CREWS * 100)
+        for d in devs:  # catch up with their own writes (not timed)
+            _, d["cursor"], _ = await pull_all(http, url, d["token"], d["cursor"])
+
+        async def office(lat: list[float]) -> None:
+            sup = {"Authorization": f"Bearer {seed_['supervisor']}"}
+            picks = [(d, t) for d in devs for t in d["tickets"][:2]][:100]
+            for i, (d, t) in enumerate(picks):
+                if i < 95:
+                    method, path, body = "PATCH", f"/v1/tickets/{t}", {"priority": "high" if i % 2 else "low"}
+                elif i < 98:
+                    other = devs[(devs.index(d) + 1) % len(devs)]["crew"]
+                    method, path, body = "POST", f"/v1/tickets/{t}/assign", {"crew": other}
+                else:
+                    method, path, body = "POST", f"/v1/tickets/{t}/cancel", {"reason": "resident cancelled"}
+                t0 = time.perf_counter()
+                async with http.request(method, url + path, json=body, headers=sup) as r:
+                    await r.read()
+                    assert r.status == 200, (r.status, path)
+                lat.append((time.perf_counter() - t0) * 1000)
+
+        await phase("office_change_1pct", office)
+
+        async def delta(lat: list[float]) -> None:
+            async def one(d: dict[str, Any]) -> None:
+                ms, d["cursor"], _ = await pull_all(http, url, d["token"], d["cursor"])
+                lat.append(ms)
+            await asyncio.gather(*(one(d) for d in devs))
+
+        await phase("delta_pull_50", delta)
+        await phase("empty_poll_50", delta)
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="fs-hotpath-"))
+    root.chmod(0o755)
+    pg = EmbeddedPostgres(root / "data")
+    dsn = pg.start()
+    server = None
+    try:
+        seeded = await seed(dsn)
+        tps = pgbench(pg, args.pgbench_seconds, [8, 32])
+        pg_pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        port = 18000 + random.randint(0, 999)
+        env = dict(os.environ, FIELDSYNC_DATA_DIR=str(root / "srv"), FIELDSYNC_LOG_LEVEL="warning")
+        server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port", str(port),
+                                   "--no-demo", *(["--workers", str(args.workers)] if args.workers > 1 else [])],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        out: dict[str, Any] = {"workers": args.workers, "pgbench_tps": {"8": tps[8], "32": tps[32]}}
+        out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32])
+        return out
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        pg.stop(force=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--pgbench-seconds", type=int, default=10)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    return emit(asyncio.run(run(args)), args.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
