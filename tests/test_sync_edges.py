@@ -114,7 +114,7 @@ async def test_note_on_status_ops_becomes_a_ticket_note_exactly_once(
             dev.mutation("complete", a, {"resolution_code": "collected", "note": "Picked up mattress and box spring"}),
             dev.mutation("start", b),
             dev.mutation("unable_to_complete", b, {"reason_code": "no_access", "note": "Gate locked"}),
-            dev.mutation("decline", c, {"reason_code": "wrong_crew", "note": "Needs a crane"})]
+            dev.mutation("decline", c, {"reason_code": "unsafe", "note": "Needs a crane"})]
     resp = await dev.push(muts)
     assert [r.status for r in resp.results] == ["applied"] * 5
     again = await dev.push(muts)  # a lost answer: the replay must not add the notes a second time
