@@ -29,6 +29,7 @@ def test_every_error_code_has_status_and_retry_flag() -> None:
         p.ErrorCode.UPLOAD_BUSY,
     }
     assert p.ErrorCode.UPGRADE_REQUIRED.http_status == 426
+    assert (p.ErrorCode.SEQ_REUSED.http_status, p.ErrorCode.SEQ_REUSED.retryable) == (409, False)
     assert p.ErrorCode.CHECKSUM_MISMATCH.http_status == 460
 
 
