@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from protocol.push import CompleteArgs, DeclineArgs, SetResolutionArgs, UnableToCompleteArgs
@@ -43,3 +45,10 @@ def test_unknown_service_type_refuses_every_code() -> None:
 @pytest.mark.parametrize("op", ["acknowledge", "start", "pause", "resume", "add_note", "attach_photo", "set_items"])
 def test_ops_without_a_code_are_never_refused(op: str) -> None:
     assert code_refusal(op, None, None) is None
+
+
+def test_self_report_carries_a_resolution_code() -> None:
+    """A self-reported ticket is created closed, so its code must be one of the service type's resolution codes."""
+    assert code_refusal("self_report", SimpleNamespace(resolution_code="collected"), ALLOWED) is None
+    assert code_refusal("self_report", SimpleNamespace(resolution_code="blocked"), ALLOWED) == (
+        "resolution_code 'blocked' is not a resolution code of this service type (see GET /v1/catalog)")
