@@ -268,7 +268,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         seeded = await seed(dsn)
         tps = pgbench(pg, args.pgbench_seconds, [8, 32])
-        pg_pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        pg_pid = int((pg.pg_dir / "postmaster.pid").read_text().split()[0])
         port = 18000 + random.randint(0, 999)
         env = dict(os.environ, FIELDSYNC_DATA_DIR=str(root / "srv"), FIELDSYNC_LOG_LEVEL="warning")
         server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port", str(port),
