@@ -18,6 +18,7 @@ from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
 from sync_server.settings import Settings
 from sync_server.storage.errors import DatabaseUnreachable
 from sync_server.storage.migrate import check_schema
+from sync_server import open311
 from sync_server.web import console, crewapp
 
 log = structlog.get_logger(__name__)
@@ -98,6 +99,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         module.setup(app)
     console.setup(app)
     crewapp.setup(app)
+    open311.setup(app)
     return app
 
 

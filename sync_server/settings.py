@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     map_tile_url: str | None = Field(None, description="Optional map tile URL template ({z}/{x}/{y}) for the console board; unset draws points only (offline).")
     session_idle_minutes: int = Field(30, ge=1, description="A console session unused this long expires.")
     session_max_hours: int = Field(12, ge=1, description="A console session expires this long after sign-in, however active.")
+    open311_jurisdiction_id: str | None = Field(None, description="Open311 jurisdiction_id this server answers for; requests naming another get 404.")
+    open311_jurisdiction_required: bool = Field(False, description="Refuse Open311 calls without jurisdiction_id (400), for servers shared by several jurisdictions.")
+    open311_sr_format: str = Field("{year}-{seq:07d}", description="Format of service request numbers created by Open311 POST: Python format fields {seq} (a database sequence) and {year}.")
+    open311_contact: str = Field("311 service desk", description="Contact text of the Open311 discovery document.")
+    open311_key_service: str = Field("Ask the city's 311 team for an API key.", description="How citizen-app developers get an Open311 API key (discovery document).")
 
     def wants_demo(self) -> bool:
         """Demo data is for trying FieldSync on a laptop: on by default only for the embedded cluster, so pointing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, get_args
 
 import aiohttp
@@ -36,7 +37,8 @@ def refs(node: Any) -> list[str]:
 
 
 def oa_path(path: str) -> str:
-    return "/".join("{" + seg[1:-1].split(":")[0] + "}" if seg.startswith("{") else seg for seg in path.split("/"))
+    """aiohttp's `{name:regex}` (a whole segment, or inside one as in services.{fmt}) as OpenAPI's `{name}`."""
+    return re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*)?\}", lambda m: "{" + m.group(1) + "}", path)
 
 
 async def test_document_is_valid_openapi_31(server: Server) -> None:

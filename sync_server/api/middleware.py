@@ -23,7 +23,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Paths served without a token: probes, the API description and the tus discovery OPTIONS.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/", "/app"})
 # The crew app's static files: they hold no data, and the app sends the device token on every API call it makes.
-PUBLIC_PREFIXES = ("/app/",)
+# Open311 GeoReport v2 is public by the spec (POST carries an api_key, checked by sync_server/open311).
+PUBLIC_PREFIXES = ("/app/", "/open311/")
 # Handlers that authenticate themselves: browsers cannot set headers on a WebSocket upgrade, so the live feed also
 # accepts its token in the first message (sync_server/api/live.py).
 SELF_AUTHENTICATED = frozenset({"/v1/live"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,10 +98,13 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}, "application/msgpack": {"schema": schema}}
 
 
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*)?\}")  # also inside a segment: services.{fmt}
+
+
 def _path_params(path: str) -> list[str]:
-    return [seg[1:-1].split(":")[0] for seg in path.split("/") if seg.startswith("{")]
+    return _PARAM.findall(path)
 
 
 def _oa_path(path: str) -> str:
     """aiohttp's `{name:regex}` becomes OpenAPI's `{name}`."""
-    return "/".join("{" + seg[1:-1].split(":")[0] + "}" if seg.startswith("{") else seg for seg in path.split("/"))
+    return _PARAM.sub(lambda m: "{" + m.group(1) + "}", path)
