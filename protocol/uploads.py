@@ -45,6 +45,8 @@ def parse_tus_metadata(header: str) -> dict[str, str]:
                 value = base64.b64decode(parts[1], validate=True).decode("utf-8")
             except (binascii.Error, ValueError):
                 raise _bad(f"Upload-Metadata value for {key!r} is not base64 UTF-8") from None
+            if "\x00" in value:  # PostgreSQL text cannot hold NUL; refuse it here like the body codec does
+                raise _bad(f"Upload-Metadata value for {key!r} contains a NUL character")
         result[key] = value
     return result
 

@@ -8,11 +8,12 @@ from uuid import UUID
 
 import asyncpg
 from aiohttp import web
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
 from protocol import ErrorCode, ProtocolError, WireModel
 from protocol.fields import WireDatetime, WireUUID
 from sync_server.api.http import principal, read_model, respond
+from sync_server.api.params import ParamInt, ParamModel, read_path, read_query
 from sync_server.api.registry import route
 from sync_server.auth import Principal, Role
 from sync_server.engine.tx import run_in_tx
@@ -46,17 +47,21 @@ class ConflictList(WireModel):
     next_before: int | None
 
 
-class ConflictQuery(WireModel):
+class ConflictQuery(ParamModel):
     """Filters: open/resolved, kind, crew, ticket; keyset paging by id."""
-
-    model_config = ConfigDict(strict=False)
 
     state: Literal["open", "resolved", "all"] = "open"
     kind: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
     crew: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     ticket_id: WireUUID | None = None
-    before: int | None = Field(default=None, description="Exclusive upper bound on id, from next_before.")
-    limit: Annotated[int, Field(ge=1, le=500)] = 100
+    before: ParamInt(1) | None = Field(default=None, description="Exclusive upper bound on id, from next_before.")  # type: ignore[valid-type]
+    limit: ParamInt(1, 500) = 100  # type: ignore[valid-type]
+
+
+class ConflictPath(ParamModel):
+    """A conflict id in the path: a bigint, so anything larger names no conflict."""
+
+    id: ParamInt(1)  # type: ignore[valid-type]
 
 
 class ResolveRequest(WireModel):
@@ -80,10 +85,7 @@ def _view(r: asyncpg.Record) -> ConflictView:
 async def list_conflicts(request: web.Request) -> web.Response:
     """GET /v1/conflicts."""
     who = principal(request, Role.SUPERVISOR, Role.ADMIN)
-    try:
-        q = ConflictQuery.model_validate(dict(request.query))
-    except ValueError as exc:
-        raise ProtocolError(ErrorCode.VALIDATION_FAILED, "bad query parameters", {"error": str(exc)[:300]}) from None
+    q = read_query(request, ConflictQuery)
     dept = None if who.role is Role.ADMIN else who.department_id
     async with request.app[POOL].acquire() as conn:
         rows = await conn.fetch(
@@ -103,10 +105,7 @@ async def resolve_conflict(request: web.Request) -> web.Response:
     """POST /v1/conflicts/{id}/resolve."""
     who = principal(request, Role.SUPERVISOR, Role.ADMIN)
     body = await read_model(request, ResolveRequest)
-    try:
-        cid = int(request.match_info["id"])
-    except ValueError:
-        raise ProtocolError(ErrorCode.NOT_FOUND, "no such conflict") from None
+    cid = read_path(request, ConflictPath).id
     view = await run_in_tx(request.app[POOL], lambda conn: _resolve(conn, who, cid, body.resolution))
     return respond(request, view)
 
@@ -130,7 +129,8 @@ def setup(app: web.Application) -> None:
     route(app, "GET", "/v1/conflicts", list_conflicts, summary="Conflicts and late field reports (filterable)",
           roles=("supervisor", "admin"), query=ConflictQuery, response=ConflictList, tags=("conflicts",))
     route(app, "POST", "/v1/conflicts/{id}/resolve", resolve_conflict, summary="Resolve a conflict or late report",
-          roles=("supervisor", "admin"), request=ResolveRequest, response=ConflictView, tags=("conflicts",))
+          roles=("supervisor", "admin"), request=ResolveRequest, response=ConflictView, tags=("conflicts",),
+          path_model=ConflictPath)
 
 
 __all__ = ["setup", "UUID"]

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 import asyncpg
 import structlog
 from aiohttp import WSMsgType, web
+from pydantic import Field, StringConstraints
 
 from protocol import JSON, MSGPACK, DecodeError, ErrorCode, ProtocolError
 from protocol.codec import decode_live
 from protocol.live import LiveHello
+from sync_server.api.params import ParamInt, ParamModel, read_query
 from sync_server.api.registry import route
 from sync_server.auth import Principal, Role, authenticate, touch_device
 from sync_server.engine.live import (
@@ -35,6 +38,15 @@ from sync_server.metrics import METRICS
 log = structlog.get_logger(__name__)
 LIVE: web.AppKey[LiveHub] = web.AppKey("live_hub")
 SUBPROTOCOLS = ("fieldsync.msgpack", "fieldsync.json")
+
+
+class LiveQuery(ParamModel):
+    """The upgrade's query: encoding, a supervisor's resume position, an admin's department."""
+
+    encoding: Literal["json", "msgpack"] | None = None
+    after: ParamInt(0) | None = Field(default=None, description="Resume after this feed position (supervisors).")  # type: ignore[valid-type]
+    department: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="Department code an admin follows.")
 
 
 def media_of(name: str | None) -> str | None:
@@ -78,12 +90,12 @@ async def live(request: web.Request) -> web.StreamResponse:
         who = await _authenticate(request, header or "")  # a plain GET without a token is a 401, like everywhere
         if not ws.can_prepare(request).ok:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, "this endpoint speaks WebSocket: send an Upgrade request")
-    after_q = request.query.get("after")
-    media = media_of(request.query.get("encoding"))
+    q = read_query(request, LiveQuery)  # validated by the route before the upgrade: a bad query is a plain 422
+    media = media_of(q.encoding)
     await ws.prepare(request)
     if ws.ws_protocol:
         media = media or media_of(ws.ws_protocol.removeprefix("fieldsync."))
-    after: int | None = int(after_q) if after_q and after_q.isdigit() else None
+    after = q.after
     try:
         return await _session(request, ws, hub, who, media, after)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # headers are sent: no HTTP envelope now
@@ -139,7 +151,7 @@ async def _subscriber(request: web.Request, ws: web.WebSocketResponse, who: Prin
         return Subscriber(ws, transport, media, Role.DEVICE.value, crew_id=who.crew_id, device_id=who.device_id)  # type: ignore[arg-type]
     department = who.department_id
     if who.role is Role.ADMIN:
-        code = request.query.get("department", "")
+        code = read_query(request, LiveQuery).department or ""
         async with request.app[POOL].acquire() as conn:
             department = await feed.department_id(conn, code) if code else None
     if department is None:
@@ -167,4 +179,4 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(hub_ctx)
     app.on_shutdown.append(_on_shutdown)
     route(app, "GET", "/v1/live", live, summary="Live feed WebSocket: pokes for devices, department events for supervisors",
-          roles=(Role.DEVICE.value, Role.SUPERVISOR.value, Role.ADMIN.value), tags=("live",))
+          roles=(Role.DEVICE.value, Role.SUPERVISOR.value, Role.ADMIN.value), query=LiveQuery, tags=("live",))

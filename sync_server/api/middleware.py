@@ -112,19 +112,20 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate every non-public request before any handler runs; device sync also checks the protocol version."""
+    if request.match_info.http_exception is not None:  # no such route or method: 404/405 (with Allow) for anyone
+        return await handler(request)  # (a 401 would suggest a token could open it)
     if request.path.startswith(COOKIE_AUTHENTICATED_PREFIXES):
         return await handler(request)
     if (request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED or request.path.startswith(PUBLIC_PREFIXES)
             or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads"))):
         return await handler(request)
-    if isinstance(request.match_info.http_exception, web.HTTPNotFound):
-        return await handler(request)  # no such route: 404 for everyone (a 401 would suggest a token could open it)
-    if request.path.startswith(VERSIONED_PREFIXES):
-        check_version(request.headers.get(VERSION_HEADER))
     async with request.app[POOL].acquire() as conn:
         who = await authenticate(conn, request.headers.get("Authorization"))
         if who.role is Role.DEVICE and who.device_id is not None:
             await touch_device(conn, who.device_id)
+    # credentials first: a request without a token is a 401 whatever else is wrong with it
+    if request.path.startswith(VERSIONED_PREFIXES):
+        check_version(request.headers.get(VERSION_HEADER))
     request[PRINCIPAL] = who
     structlog.contextvars.bind_contextvars(principal=who.name)
     try:

@@ -11,10 +11,15 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from protocol import ErrorEnvelope
+from protocol import ErrorCode, ErrorEnvelope, ProtocolError, PushRequest
+from protocol.version import MIN_SUPPORTED_VERSION, PROTOCOL_VERSION, VERSION_HEADER
+from protocol.codec import negotiate
+from sync_server.api.params import PATH, QUERY, default_path_model, parse_path, parse_query
+from sync_server.keys import PRINCIPAL
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROUTES = web.AppKey("fieldsync.routes", list)
+DOCUMENTED: tuple[type[BaseModel], ...] = (PushRequest,)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class RouteDoc:
     request: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
+    path_model: type[BaseModel] | None = None
     status: int = 200
     tags: tuple[str, ...] = ()
     extra_responses: dict[int, str] = field(default_factory=dict)
@@ -37,12 +43,42 @@ def route(
     app: web.Application, method: str, path: str, handler: Handler, *, summary: str, roles: tuple[str, ...],
     request: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None, status: int = 200, tags: tuple[str, ...] = (),
+    path_model: type[BaseModel] | None = None,
 ) -> None:
-    """Register a handler and its documentation in one call, so neither can exist without the other."""
-    app.router.add_route(method, path, handler)
+    """Register a handler and its documentation in one call, so neither can exist without the other.
+
+    The registered handler first negotiates the answer's encoding (routes answering a wire model: a 406 before any
+    effect, issue 10.11) and validates path and query parameters through their models (issue 10.12).
+    """
+    names = _path_params(path)
+    if path_model is None and names:
+        path_model = default_path_model(path, names)
+    app.router.add_route(method, path, _typed(handler, roles, response is not None, path_model, query))
     if ROUTES not in app:
         app[ROUTES] = []
-    app[ROUTES].append(RouteDoc(method.upper(), path, summary, roles, request, response, query, status, tags))
+    app[ROUTES].append(RouteDoc(method.upper(), path, summary, roles, request, response, query, path_model, status, tags))
+
+
+def _typed(handler: Handler, roles: tuple[str, ...], negotiates: bool, path_model: type[BaseModel] | None,
+           query: type[BaseModel] | None) -> Handler:
+    """Wrap a handler with the checks every route shares, so no handler can forget one: role (403 before any
+    parameter is looked at, so a caller learns nothing about ids it may not use), encoding, parameters."""
+
+    async def typed(request: web.Request) -> web.StreamResponse:
+        who = request.get(PRINCIPAL)
+        if roles and who is not None and who.role.value not in roles:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "this endpoint is not available to your role")
+        if negotiates:
+            negotiate(request.headers.get("Accept"), request.headers.get("Content-Type"))
+        if path_model is not None:
+            request[PATH] = parse_path(request.match_info, path_model)
+        if query is not None:
+            request[QUERY] = parse_query(request.query, query)
+        return await handler(request)
+
+    typed.__name__ = getattr(handler, "__name__", "handler")
+    typed.__doc__ = handler.__doc__
+    return typed
 
 
 def openapi(app: web.Application, version: str) -> dict[str, Any]:
@@ -51,6 +87,7 @@ def openapi(app: web.Application, version: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorEnvelope}
     for d in docs:
         models.update(m for m in (d.request, d.response) if m is not None)
+    models.update(DOCUMENTED)  # described for clients though no route decodes them whole (the push mutations)
     ordered = sorted(models, key=lambda m: m.__name__)
     keyed, defs = models_json_schema(
         [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
@@ -69,8 +106,20 @@ def openapi(app: web.Application, version: str) -> dict[str, Any]:
         }
         if d.roles:
             op["security"] = [{"bearer": []}]
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                  for p in _path_params(d.path)]
+        params: list[dict[str, Any]] = []
+        if d.path_model is not None:
+            ps = d.path_model.model_json_schema()
+            for name in _path_params(d.path):
+                sch = {k: v for k, v in ps["properties"][name].items() if k != "title"}
+                params.append({"name": name, "in": "path", "required": True, "schema": sch})
+        if d.path.startswith("/v1/sync/"):  # the versioned device protocol (sync_server/api/middleware.py)
+            params.append({"name": VERSION_HEADER, "in": "header", "required": True,
+                           "description": "Protocol version the client speaks (protocol/SPEC.md §4).",
+                           "schema": {"type": "integer", "minimum": MIN_SUPPORTED_VERSION, "maximum": PROTOCOL_VERSION}})
+        if d.path.startswith("/v1/uploads") and d.method != "OPTIONS":  # tus 1.0.0 (sync_server/api/uploads.py)
+            params += _tus_headers(d.method)
+            if d.method == "PATCH":  # not a requestBody: OpenAPI tools cannot serialise offset+octet-stream
+                op["description"] += " Body: the bytes at Upload-Offset, Content-Type application/offset+octet-stream."
         if d.query is not None:
             qs = d.query.model_json_schema()
             for name, sch in qs.get("properties", {}).items():
@@ -83,6 +132,8 @@ def openapi(app: web.Application, version: str) -> dict[str, Any]:
         if d.response is not None:
             ok["content"] = _content({"$ref": f"#/components/schemas/{d.response.__name__}"})
         op["responses"][str(d.status)] = ok
+        for code, why in _refusals(d).items():
+            op["responses"].setdefault(str(code), {"description": why, "content": _content(_ENVELOPE)})
         paths.setdefault(_oa_path(d.path), {})[d.method.lower()] = op
     del keyed
     return {
@@ -92,6 +143,48 @@ def openapi(app: web.Application, version: str) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _tus_headers(method: str) -> list[dict[str, Any]]:
+    """The tus request headers each upload method needs (tus 1.0.0 core, creation, checksum extensions)."""
+    def header(name: str, schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+        return {"name": name, "in": "header", "required": required, "schema": schema}
+
+    out = [header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]})]
+    if method == "POST":
+        out += [header("Upload-Length", {"type": "string", "pattern": "^[0-9]{1,15}$"}),
+                header("Upload-Metadata", {"type": "string", "maxLength": 4096})]
+    if method == "PATCH":
+        out += [header("Upload-Offset", {"type": "string", "pattern": "^[0-9]{1,15}$"}),
+                header("Upload-Checksum", {"type": "string"}, required=False)]
+    return out
+
+
+_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
+
+
+def _refusals(d: RouteDoc) -> dict[int, str]:
+    """The typed refusals a route can answer, documented so generated clients and conformance tools expect them;
+    business rules (an unknown crew, a cursor from elsewhere) are among them, with `error.code` saying which."""
+    out: dict[int, str] = {}
+    if d.roles:
+        out[401] = "unauthorized / token_revoked: missing, invalid or revoked token"
+        out[403] = "forbidden: the caller's role may not use this endpoint"
+    if d.path_model is not None:
+        out[404] = "not_found: no such resource in the caller's scope (a malformed id included)"
+    if d.request is not None or d.query is not None or d.path.startswith("/v1/sync/"):
+        out[400] = "malformed_body, cursor_invalid, protocol_version_invalid, unsupported_version"
+        out[422] = "validation_failed: the request breaks the schema or a business rule (e.g. an unknown crew); " \
+                   "`details` says which field"
+    if d.request is not None:
+        out[406] = "not_acceptable: Accept names no type the server produces (checked before any effect)"
+        out[408] = "request_timeout: the body did not arrive in time"
+        out[413] = "body_too_large / too_many_mutations"
+        out[415] = "unsupported_media_type: not msgpack/JSON, or a charset other than UTF-8"
+    if d.method in ("POST", "PATCH", "DELETE") and d.roles:
+        out[409] = "conflict, illegal_transition, seq_gap, reset_required: refused by the current state"
+    out[503] = "service_unavailable: database unavailable; retry after Retry-After"
+    return out
 
 
 def _content(schema: dict[str, Any]) -> dict[str, Any]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self
 
-from aiohttp import web
-from multidict import MultiMapping
-from pydantic import ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
-from protocol import ErrorCode, Priority, ProtocolError, Ticket, WireModel
+from protocol import Priority, Ticket, WireModel
 from protocol.fields import Lat, Lon, PriorityField, WireDate, WireDatetime, WireUUID
+from sync_server.api.params import ParamInt, ParamModel, parse_query, read_query
 
 MAX_BULK = 500  # tickets per bulk request: one lock set, one transaction, bounded lock time
 MAX_PAGE = 500
@@ -47,10 +46,8 @@ class CreateTicketRequest(WireModel):
         default=None, description="City service-request number; unique (a duplicate answers 409 conflict).")
 
 
-class TicketListQuery(WireModel):
+class TicketListQuery(ParamModel):
     """Filters and keyset position of a ticket listing; query strings are text, so this model converts types."""
-
-    model_config = ConfigDict(strict=False)
 
     status: list[StatusName] | None = Field(default=None, description="Repeatable, or a comma-separated list.")
     crew: Text1 | None = None
@@ -58,9 +55,15 @@ class TicketListQuery(WireModel):
     updated_since: WireDatetime | None = Field(default=None, description="Inclusive lower bound on updated_at (ISO 8601 with offset).")
     q: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
         default=None, description="SR number, exact match.")
-    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100
+    limit: ParamInt(1, MAX_PAGE) = 100  # type: ignore[valid-type]
     cursor: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
         default=None, description="Opaque next_cursor of the previous page.")
+
+
+class TicketPath(ParamModel):
+    """A ticket in the path; a malformed id is a ticket that does not exist (404)."""
+
+    id: WireUUID
 
 
 class AssignRequest(WireModel):
@@ -76,13 +79,26 @@ class BulkAssignRequest(WireModel):
     crew: Text1
 
 
+def _not_nullable(*names: str) -> Any:
+    """Drop the null default pydantic documents for fields that are optional but never null."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        for name in names:
+            schema["properties"][name].pop("default", None)
+        schema["minProperties"] = 1  # an empty patch is refused (below)
+
+    return edit
+
+
 class PatchTicketRequest(WireModel):
     """Supervisor-owned fields; an omitted field is left alone, an explicit null clears a date."""
 
-    priority: PriorityField | None = None
+    # priority and description cannot be cleared, so their schema has no null (defaults only mark them optional)
+    model_config = ConfigDict(json_schema_extra=_not_nullable("priority", "description"))
+    priority: PriorityField = None  # type: ignore[assignment]
     due_at: WireDatetime | None = None
     service_date: WireDate | None = None
-    description: Annotated[str, StringConstraints(max_length=8000)] | None = None
+    description: Annotated[str, StringConstraints(max_length=8000)] = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _something(self) -> Self:
@@ -127,10 +143,8 @@ class ReopenRequest(WireModel):
     reason: Reason
 
 
-class DeviceListQuery(WireModel):
+class DeviceListQuery(ParamModel):
     """Optional crew filter of the device listing."""
-
-    model_config = ConfigDict(strict=False)
 
     crew: Text1 | None = None
 
@@ -249,33 +263,6 @@ class CreatedUser(WireModel):
     token: str
 
 
-# ---- query decoding -------------------------------------------------------------------------------------------
+# ---- query decoding lives in sync_server/api/params.py (one typed layer for query and path parameters) ----------
 
-_LIST_PARAMS = frozenset({"status"})
-Q = TypeVar("Q", bound=WireModel)
-
-
-def read_query(request: web.Request, model: type[Q]) -> Q:
-    """Query string into `model`: list parameters may repeat or be comma lists, others appear once; else a typed 422."""
-    return parse_query(request.query, model)
-
-
-def parse_query(query: MultiMapping[str], model: type[Q]) -> Q:
-    """The request-independent half of read_query, so it can be tested without a server."""
-    data: dict[str, Any] = {}
-    for key in set(query.keys()):
-        values = query.getall(key)
-        if key in _LIST_PARAMS:
-            data[key] = [part.strip() for v in values for part in v.split(",") if part.strip()]
-        elif len(values) > 1:
-            raise ProtocolError(ErrorCode.VALIDATION_FAILED, f"query parameter {key!r} given more than once",
-                                {"errors": [{"loc": key, "msg": "repeated"}], "error_count": 1})
-        else:
-            data[key] = values[0]
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [{"loc": ".".join(str(p) for p in e["loc"])[:200], "msg": e["msg"][:200]}
-                  for e in exc.errors(include_url=False, include_input=False, include_context=False)[:20]]
-        raise ProtocolError(ErrorCode.VALIDATION_FAILED, "query does not match the schema",
-                            {"errors": errors, "error_count": exc.error_count()}) from None
+__all__ = ["read_query", "parse_query"]

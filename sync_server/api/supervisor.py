@@ -9,7 +9,7 @@ from uuid import UUID
 
 from aiohttp import web
 
-from protocol import ErrorCode, ProtocolError, Ticket, WireModel
+from protocol import Ticket, WireModel
 from sync_server.api import admin
 from sync_server.api.http import principal, read_model, respond
 from sync_server.api.registry import route
@@ -28,8 +28,10 @@ from sync_server.api.schemas import (
     TicketDetail,
     TicketListQuery,
     TicketPage,
+    TicketPath,
     read_query,
 )
+from sync_server.api.params import read_path
 from sync_server.auth import Principal, Role
 from sync_server.domain.states import Action
 from sync_server.engine import supervise
@@ -39,6 +41,8 @@ from sync_server.keys import POOL
 STAFF = (Role.SUPERVISOR, Role.ADMIN)
 ROLES = tuple(r.value for r in STAFF)
 TAGS = ("supervisor",)
+# Only id-shaped segments match, so /v1/tickets/assign answers 405 (with Allow) to a PATCH instead of "no such ticket".
+ID = "{id:[0-9a-fA-F-]{36}}"
 M = TypeVar("M", bound=WireModel)
 
 
@@ -48,11 +52,8 @@ def staff(request: web.Request) -> Principal:
 
 
 def ticket_id(request: web.Request) -> UUID:
-    """The path's ticket id; a malformed id is simply a ticket that does not exist."""
-    try:
-        return UUID(request.match_info["id"])
-    except ValueError:
-        raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket") from None
+    """The path's ticket id, validated by the route (a malformed id is simply a ticket that does not exist)."""
+    return read_path(request, TicketPath).id
 
 
 async def read_optional(request: web.Request, model: type[M]) -> M:
@@ -153,18 +154,18 @@ def setup(app: web.Application) -> None:
           roles=r, request=BulkAssignRequest, response=BulkResult, tags=TAGS)
     route(app, "POST", "/v1/tickets/priority", priority_bulk, summary="Set the priority of many tickets (all or nothing)",
           roles=r, request=BulkPriorityRequest, response=BulkResult, tags=TAGS)
-    route(app, "GET", "/v1/tickets/{id}", get_ticket, summary="One ticket with its audit history",
-          roles=r, response=TicketDetail, tags=TAGS)
-    route(app, "PATCH", "/v1/tickets/{id}", patch_ticket, summary="Change supervisor-owned fields",
-          roles=r, request=PatchTicketRequest, response=Ticket, tags=TAGS)
-    route(app, "POST", "/v1/tickets/{id}/assign", assign_one, summary="Assign or reassign a ticket to a crew",
-          roles=r, request=AssignRequest, response=Ticket, tags=TAGS)
+    route(app, "GET", f"/v1/tickets/{ID}", get_ticket, summary="One ticket with its audit history",
+          roles=r, response=TicketDetail, tags=TAGS, path_model=TicketPath)
+    route(app, "PATCH", f"/v1/tickets/{ID}", patch_ticket, summary="Change supervisor-owned fields",
+          roles=r, request=PatchTicketRequest, response=Ticket, tags=TAGS, path_model=TicketPath)
+    route(app, "POST", f"/v1/tickets/{ID}/assign", assign_one, summary="Assign or reassign a ticket to a crew",
+          roles=r, request=AssignRequest, response=Ticket, tags=TAGS, path_model=TicketPath)
     for path, action, model, summary in (
         ("cancel", Action.CANCEL, CancelRequest, "Cancel an open ticket"),
         ("duplicate", Action.MARK_DUPLICATE, DuplicateRequest, "Mark an open ticket a duplicate of another"),
         ("close", Action.CLOSE, CloseRequest, "Close a completed or unable-to-complete ticket (body optional)"),
         ("reopen", Action.REOPEN, ReopenRequest, "Reopen a closed ticket"),
     ):
-        route(app, "POST", f"/v1/tickets/{{id}}/{path}", status_handler(action, model), summary=summary,
-              roles=r, request=model, response=Ticket, tags=TAGS)
+        route(app, "POST", f"/v1/tickets/{ID}/{path}", status_handler(action, model), summary=summary,
+              roles=r, request=model, response=Ticket, tags=TAGS, path_model=TicketPath)
     admin.setup(app)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from protocol import MAX_MUTATIONS, PullRequest, PullResponse, PushResponse, WireModel
+from protocol.fields import MAX_INT
 from sync_server.api.http import principal, read_model, respond_raw
 from sync_server.api.registry import route
 from sync_server.auth import Role
@@ -17,8 +18,22 @@ from sync_server.keys import CURSORS, POOL, SETTINGS
 from sync_server.metrics import METRICS
 
 
+def _document_items(schema: dict[str, Any]) -> None:
+    """What the server checks of each mutation before applying it; the rest is answered per mutation (I6)."""
+    schema["properties"]["mutations"]["items"] = {
+        "type": "object", "required": ["seq"], "additionalProperties": True,
+        "properties": {"seq": {"type": "integer", "minimum": 1, "maximum": MAX_INT}},
+        "description": "One mutation, validated on its own against the PushRequest mutation schemas: an unknown op, "
+                       "a malformed field or bad args is answered in its result as `rejected` with a reason "
+                       "(unknown_op, invalid_args...), never by refusing the push. "
+                       "Seqs must be consecutive and ascending.",
+    }
+
+
 class PushEnvelope(WireModel):
     """The push body's outer shape; each mutation is validated on its own so one bad one cannot block the rest (I6)."""
+
+    model_config = ConfigDict(json_schema_extra=_document_items)
 
     mutations: Annotated[list[dict[str, Any]], Field(
         min_length=1, max_length=MAX_MUTATIONS,
