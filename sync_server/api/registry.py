@@ -56,7 +56,8 @@ def route(
     app.router.add_route(method, path, _typed(handler, roles, response is not None, path_model, query))
     if ROUTES not in app:
         app[ROUTES] = []
-    app[ROUTES].append(RouteDoc(method.upper(), path, summary, roles, request, response, query, path_model, status, tags))
+    # documented by its canonical form ({id}, as aiohttp's resource.canonical): a segment's regex is a routing detail
+    app[ROUTES].append(RouteDoc(method.upper(), _oa_path(path), summary, roles, request, response, query, path_model, status, tags))
 
 
 def _typed(handler: Handler, roles: tuple[str, ...], negotiates: bool, path_model: type[BaseModel] | None,
