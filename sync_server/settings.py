@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     map_tile_url: str | None = Field(None, description="Optional map tile URL template ({z}/{x}/{y}) for the console board; unset draws points only (offline).")
     session_idle_minutes: int = Field(30, ge=1, description="A console session unused this long expires.")
     session_max_hours: int = Field(12, ge=1, description="A console session expires this long after sign-in, however active.")
+    login_backoff_s: float = Field(2.0, gt=0, le=300, description="After 3 failed console sign-ins (per account and per address), the wait before the next attempt; doubles with each further failure, capped at 300 s.")
     open311_jurisdiction_id: str | None = Field(None, description="Open311 jurisdiction_id this server answers for; requests naming another get 404.")
     open311_jurisdiction_required: bool = Field(False, description="Refuse Open311 calls without jurisdiction_id (400), for servers shared by several jurisdictions.")
     open311_sr_format: str = Field("{year}-{seq:07d}", description="Format of service request numbers created by Open311 POST: Python format fields {seq} (a database sequence) and {year}.")

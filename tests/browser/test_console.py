@@ -13,12 +13,19 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from sync_server.engine.intake import NewTicket, insert_tickets
 from sync_server.passwords import set_password
+from sync_server.settings import Settings
 from tests.conftest import Server
 from tests.factories import World, make_tickets
 from tests.syncclient import DeviceClient, SupervisorClient
 
 PASSWORD = "correct horse battery"
 SAN = "sup-sanitation"  # tests/factories.py names supervisors sup-<department>
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """A sign-in back-off far longer than any test step, so the throttle test cannot pass or fail by the clock."""
+    return settings.model_copy(update={"login_backoff_s": 120.0})
 
 
 @pytest.fixture

@@ -53,11 +53,11 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def wait_seconds(failures: int, since_last: float) -> int:
-    """Seconds still to wait before the next attempt: free for the first few failures, then doubling, capped."""
+def wait_seconds(failures: int, since_last: float, base: float = 2.0) -> int:
+    """Seconds still to wait before the next attempt: free for the first few failures, then doubling from `base`, capped."""
     if failures < FREE_FAILURES:
         return 0
-    required = min(2 ** (failures - FREE_FAILURES + 1), MAX_WAIT_S)
+    required = min(base * 2 ** (failures - FREE_FAILURES), MAX_WAIT_S)
     return max(0, int(required - since_last + 0.999))
 
 
@@ -66,7 +66,8 @@ async def sign_in(pool: asyncpg.Pool, settings: Settings, name: str, password: s
     keys = [f"user:{name.lower()[:200]}", f"addr:{address}"]
     async with pool.acquire() as conn:
         for row in await staff.failures(conn, keys):
-            wait = wait_seconds(row["failures"], (row["now"] - row["last_failure"]).total_seconds())
+            wait = wait_seconds(row["failures"], (row["now"] - row["last_failure"]).total_seconds(),
+                                settings.login_backoff_s)
             if wait > 0:
                 log.warning("console.sign_in_throttled", key=row["key"].split(":")[0], wait=wait)
                 raise ProtocolError(ErrorCode.RATE_LIMITED,
