@@ -23,6 +23,7 @@ from sync_server.auth import Principal, Role
 from sync_server.embedded_pg import EmbeddedPostgresError
 from sync_server.ingest.parse import HeaderError, Rejected
 from sync_server.logging import configure_logging
+from sync_server.open311.mirror import MirrorError
 from sync_server.runtime import Database, DatabaseUnreachable, connect, open_database
 from sync_server.settings import LogFormat, Settings
 from sync_server.storage.migrate import SchemaTooNewError, check_schema, migrate
@@ -48,7 +49,7 @@ def _db_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands; flags override FIELDSYNC_* environment variables."""
-    from sync_server import __version__, cli_org  # cli_org imports this module's helpers
+    from sync_server import __version__, cli_open311, cli_org  # they import this module's helpers
 
     parser = argparse.ArgumentParser(prog="fieldsync", description="Offline-first sync backend for city 311 field crews.")
     parser.add_argument("--version", action="version", version=f"fieldsync {__version__}")
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_user_create)
     cli_org.add_user_commands(usub)
     cli_org.add_org_commands(sub)
+    cli_open311.add_open311_commands(sub)
     sp = usub.add_parser("set-password", help="set a user's console password, read from stdin (first line)")
     sp.add_argument("name")
     _db_options(sp)
@@ -516,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, settings))
     except KeyboardInterrupt:
         return 130
-    except (CliError, EmbeddedPostgresError, SchemaTooNewError, HeaderError, DatabaseUnreachable) as exc:
+    except (CliError, EmbeddedPostgresError, SchemaTooNewError, HeaderError, DatabaseUnreachable, MirrorError) as exc:
         _fail(str(exc))
     except ProtocolError as exc:
         _fail(exc.message)

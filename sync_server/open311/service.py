@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -162,17 +162,24 @@ class Created:
     crew: str | None
 
 
+AfterInsert = Callable[[asyncpg.Connection, Created], Awaitable[None]]
+
+
 async def submit(pool: asyncpg.Pool, key: ApiKey | None, post: PostedRequest, sr_format: str, *,
-                 actor_kind: str = "api_key", requested_at: datetime | None = None) -> Created:
+                 actor_kind: str = "api_key", actor: str | None = None, requested_at: datetime | None = None,
+                 check_attrs: bool = True, after_insert: AfterInsert | None = None) -> Created:
     """Validate against the service definition, route by the dispatch rules, create the ticket (change log, live
-    feed, audit under the key's name) and its private Open311 row, all in one transaction: refused means nothing."""
-    actor = key.name if key is not None else "open311"
+    feed, audit under the key's name) and its private Open311 row, all in one transaction: refused means nothing.
+
+    A mirror passes check_attrs=False (GET requests never carries attribute answers) and records its own mapping in
+    `after_insert`, inside the same transaction, so a request is mirrored exactly once."""
+    actor = actor or (key.name if key is not None else "open311")
 
     async def body(conn: asyncpg.Connection) -> Created:
         st = await store.service(conn, post.service_code)
         if st is None:
             raise Open311Error(400, f"service_code {post.service_code} not found")
-        answers = check_attributes(attributes_of(store.stored_attributes(st)), post.attributes)
+        answers = check_attributes(attributes_of(store.stored_attributes(st)), post.attributes) if check_attrs else {}
         zip_code = None
         if post.address is not None and (m := _ZIP.search(post.address)):
             zip_code = m.group(1)
@@ -197,6 +204,9 @@ async def submit(pool: asyncpg.Pool, key: ApiKey | None, post: PostedRequest, sr
             " VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb)",
             new.id, token, key.id if key is not None else None, json.dumps(reporter), post.media_url,
             json.dumps(answers))
-        return Created(new.id, sr, token, rule.crew if rule else None)
+        done = Created(new.id, sr, token, rule.crew if rule else None)
+        if after_insert is not None:
+            await after_insert(conn, done)
+        return done
 
     return await run_in_tx(pool, body)

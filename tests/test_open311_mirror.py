@@ -1,0 +1,129 @@
+"""`fieldsync open311-mirror` between two FieldSync servers on 127.0.0.1 with their own databases: B mirrors A's
+open requests into tickets through its own intake and rules, exactly once, resuming from its stored position after
+a bounded (interrupted) run; updates upstream are noted, closed-upstream newcomers skipped; the CLI runs once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+import aiohttp
+import asyncpg
+import pytest
+
+from sync_server.embedded_pg import EmbeddedPostgres
+from sync_server.open311.mirror import mirror_once
+from sync_server.settings import Settings
+from tests.conftest import Server, start_server
+from tests.factories import World, build_world
+from tests.syncclient import DeviceClient
+from tests.test_open311 import http, post_form  # noqa: F401 - fixture
+from tests.test_supervisor_api import Api
+
+__all__ = ["http"]
+
+
+@pytest.fixture
+async def b_dsn(pg_cluster: EmbeddedPostgres, template_db: str) -> AsyncIterator[str]:
+    """A second city database on the same cluster (the mirror's own)."""
+    name = "m_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await admin.close()
+    yield pg_cluster.dsn(name)
+    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def b_pool(b_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(b_dsn, min_size=1, max_size=5)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+async def post(http: aiohttp.ClientSession, url: str, key: str, code: str, address: str, text: str) -> str:  # noqa: F811
+    status, body, _ = await post_form(http, url, {"api_key": key, "service_code": code, "address_string": address,
+                                                 "description": text})
+    assert status == 201, body
+    return str(body[0]["service_request_id"])
+
+
+async def test_b_mirrors_a_exactly_once_and_resumes(
+    server: Server, world: World, pool: asyncpg.Pool, b_pool: asyncpg.Pool, b_dsn: str, settings: Settings,
+    tmp_path: Path, http: aiohttp.ClientSession,  # noqa: F811
+) -> None:
+    admin_a = Api(http, server.url, world.admin)
+    _, key = await admin_a.call("POST", "/v1/api-keys", {"name": "app", "rate_per_minute": 100})
+    await admin_a.call("POST", "/v1/dispatch-rules", {"service_type": "graffiti_removal", "crew": "san-2"})
+    upstream = [await post(http, server.url, key["api_key"], "bulky_items", f"{n} Main St 90012", f"sofa {n}")
+                for n in range(1, 5)]
+    upstream.append(await post(http, server.url, key["api_key"], "graffiti_removal", "9 Main St 90013", "tag on wall"))
+    # One of A's requests is finished by A's crew before B ever sees it: B must not create work for it.
+    dev = DeviceClient(http, server.url, world.device("san-2").token)
+    await dev.pull()
+    (done,) = [t for t, tk in dev.replica.tickets.items() if tk.sr_number == upstream[4]]
+    resp = await dev.push([dev.mutation("acknowledge", done), dev.mutation("start", done),
+                           dev.mutation("complete", done, {"resolution_code": "painted_over"})])
+    assert [r.status for r in resp.results] == ["applied"] * 3
+
+    world_b = await build_world(b_pool, devices_per_crew=1)
+    srv_b = await start_server(settings.model_copy(update={"data_dir": tmp_path / "b",
+                                                           "open311_sr_format": "B-{seq:05d}"}), b_dsn)
+    try:
+        admin_b = Api(http, srv_b.url, world_b.admin)
+        await admin_b.call("POST", "/v1/dispatch-rules", {"service_type": "bulky_items", "zip": "90012", "crew": "san-1"})
+        endpoint = server.url + "/open311/v2"
+        await asyncio.sleep(2.1)  # the mirror stays LAG (2 s) behind the upstream clock, by design
+        # A bounded run (as if the process died after two pages) stores its position...
+        first = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2, max_pages=2)
+        # updated_datetime has whole seconds and the position is inclusive, so page 2 re-reads what page 1 read in
+        # its last second: 2 new (all posts in one second) or 3 (page 1 straddled a second boundary).
+        assert first.pages == 2 and first.created in (2, 3) and first.created + first.unchanged == 4
+        stored = await b_pool.fetchval("SELECT updated_after FROM open311_mirror_state WHERE endpoint = $1", endpoint)
+        assert stored == first.position and stored is not None
+        # ... and the next run resumes there: every open request exactly once, the closed one skipped.
+        second = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2)
+        assert first.created + second.created == 4 and second.skipped == {"closed_upstream": 1}
+        rows = await b_pool.fetch(
+            "SELECT m.service_request_id, t.sr_number, t.status, c.name AS crew, t.description FROM open311_mirror_items m"
+            " JOIN tickets t ON t.id = m.ticket_id LEFT JOIN crews c ON c.id = t.crew_id ORDER BY m.service_request_id")
+        assert [r["service_request_id"] for r in rows] == sorted(upstream[:4])
+        assert {r["crew"] for r in rows} == {"san-1"}  # B's own rule routed them
+        assert {r["status"] for r in rows} == {"assigned"}
+        assert sorted(r["description"] for r in rows) == ["sofa 1", "sofa 2", "sofa 3", "sofa 4"]
+        assert all(r["sr_number"].startswith("B-") for r in rows)
+        # Nothing new upstream: a third run creates nothing. An update upstream is noted, not duplicated.
+        await pool.execute("UPDATE tickets SET updated_at = now(), version = version + 1 WHERE sr_number = $1",
+                           upstream[0])
+        await asyncio.sleep(2.1)
+        third = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2)
+        assert (third.created, third.updated) == (0, 1)
+        assert await b_pool.fetchval("SELECT count(*) FROM tickets") == 4
+        # B serves them over Open311 like its own.
+        async with http.get(srv_b.url + "/open311/v2/requests.json?status=open") as r:
+            assert sorted(x["description"] for x in await r.json()) == ["sofa 1", "sofa 2", "sofa 3", "sofa 4"]
+        # The CLI, once, as an operator runs it: nothing new, exit 0, a JSON report on stdout.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sync_server.cli", "open311-mirror", "--endpoint", endpoint, "--once", "--json",
+            "--database-url", b_dsn, "--data-dir", str(tmp_path / "cli"), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err
+        report = json.loads(out)
+        assert (report["created"], report["skipped"]) == (0, {})
+        assert await b_pool.fetchval("SELECT count(*) FROM tickets") == 4
+    finally:
+        await srv_b.runner.cleanup()
+
