@@ -32,6 +32,7 @@ from sync_server.api.registry import route
 from sync_server.auth import Role
 from sync_server.blobs import Variant, open_store
 from sync_server.blobs.fs import FsBlobStore
+from sync_server.engine import photos as downloads
 from sync_server.engine import uploads as engine
 from sync_server.engine.upload_leases import LeaseHolder
 from sync_server.keys import DSN, POOL, PRINCIPAL, SETTINGS
@@ -274,7 +275,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     if not _SHA.match(sha):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such photo")
     up = request.app[UPLOADS]
-    served = await engine.photo_for_download(up, who, sha, Variant(variant_q))
+    served = await downloads.photo_for_download(up, who, sha, Variant(variant_q))
     headers = {
         "ETag": served.etag,
         "Cache-Control": "private, max-age=31536000, immutable",
@@ -292,7 +293,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     return await _stream_blob(request, up, served, headers)
 
 
-async def _stream_blob(request: web.Request, up: engine.Uploads, served: engine.ServedBlob,
+async def _stream_blob(request: web.Request, up: engine.Uploads, served: downloads.ServedBlob,
                        headers: dict[str, str]) -> web.StreamResponse:
     """Range-aware streaming from a store without local files (S3), chunk by chunk."""
     stat = await up.store.stat(served.key)
@@ -333,7 +334,7 @@ async def ticket_photo_list(request: web.Request) -> web.Response:
         ticket_id = UUID(request.match_info["ticket_id"])
     except ValueError:
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket") from None
-    rows = await engine.ticket_photos(request.app[UPLOADS], who, ticket_id)
+    rows = await downloads.ticket_photos(request.app[UPLOADS], who, ticket_id)
     photos = [
         TicketPhoto(
             sha256=r["sha256"], kind=r["kind"], taken_at=r["taken_at"], lat=r["lat"], lon=r["lon"],

@@ -22,8 +22,8 @@ import structlog
 
 from protocol import ErrorCode, ProtocolError, UploadMetadata
 from sync_server import images
-from sync_server.auth import Principal, Role
-from sync_server.blobs import BlobStore, Variant, blob_key, derivative_key
+from sync_server.auth import Principal
+from sync_server.blobs import BlobStore, Variant, blob_key
 from sync_server.engine.changes import commit_changes
 from sync_server.engine.intake import HELD
 from sync_server.engine.tx import run_in_tx
@@ -167,7 +167,7 @@ async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionVie
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
         if row["due"]:
             await sql.expire_session(conn, upload_id)
-            await _remove(up.partial(upload_id))
+            await remove_file(up.partial(upload_id))
             raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
         if row["state"] == "expired":
             raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
@@ -176,7 +176,7 @@ async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionVie
             if (blob is not None and blob["size"] == row["length"] and who.crew_id is not None
                     and await sql.photo_possessed(conn, row["sha256"], who.crew_id)
                     and await sql.complete_session(conn, upload_id, None)):
-                await _remove(up.partial(upload_id))
+                await remove_file(up.partial(upload_id))
                 row = await sql.get_session(conn, upload_id)
                 assert row is not None
     return _view(row)
@@ -189,7 +189,7 @@ async def terminate_upload(up: Uploads, who: Principal, upload_id: str) -> None:
         if row is None or row["device_id"] != who.device_id:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
         await sql.delete_session(conn, upload_id)
-    await _remove(up.partial(upload_id))
+    await remove_file(up.partial(upload_id))
 
 
 async def patch_upload(
@@ -345,7 +345,7 @@ async def _finish(up: Uploads, who: Principal, upload_id: str, token: str, sessi
         return await sql.get_session(conn, upload_id)
 
     row = await run_in_tx(up.pool, body)
-    await _remove(path)
+    await remove_file(path)
     log.info("upload.verified", upload=upload_id, sha256=sha, media_type=info.media_type, size=session["length"])
     if row is None:  # terminated while verifying: the blob is stored and visible all the same
         raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
@@ -355,7 +355,7 @@ async def _finish(up: Uploads, who: Principal, upload_id: str, token: str, sessi
 async def _discard(up: Uploads, upload_id: str) -> None:
     async with up.pool.acquire() as conn:
         await sql.delete_session(conn, upload_id)
-    await _remove(up.partial(upload_id))
+    await remove_file(up.partial(upload_id))
 
 
 async def _release(up: Uploads, upload_id: str, token: str, offset: int) -> bool:
@@ -371,7 +371,8 @@ async def _reload(up: Uploads, upload_id: str) -> asyncpg.Record:
     return row
 
 
-async def _remove(path: Path) -> None:
+async def remove_file(path: Path) -> None:
+    """Unlink off the loop; a file already gone is fine."""
     await asyncio.get_running_loop().run_in_executor(None, lambda: path.unlink(missing_ok=True))
 
 
@@ -410,7 +411,7 @@ async def sweep_expired(up: Uploads, batch: int = 500) -> int:
         async with up.pool.acquire() as conn:
             ids = await sql.expire_due(conn, batch)
         for upload_id in ids:
-            await _remove(up.partial(upload_id))
+            await remove_file(up.partial(upload_id))
         total += len(ids)
         if len(ids) < batch:
             break
@@ -420,83 +421,6 @@ async def sweep_expired(up: Uploads, batch: int = 500) -> int:
     if total:
         log.info("upload.expired", count=total)
     return total
-
-
-# ---- download side -------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ServedBlob:
-    """A stored object a download may stream."""
-
-    key: str
-    media_type: str
-    etag: str
-
-
-async def photo_for_download(up: Uploads, who: Principal, sha256: str, variant: Variant) -> ServedBlob:
-    """Authorise by scope (crew: held tickets; supervisor: department; admin: all) and name the object to serve.
-
-    Out-of-scope and unknown hashes answer the same 404 (I3); originals are evidence and go only to supervisors.
-    """
-    async with up.pool.acquire() as conn:
-        blob = await sql.get_blob(conn, sha256)
-        if blob is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, "no such photo")
-        if who.role is Role.DEVICE:
-            visible = who.crew_id is not None and await sql.photo_visible_to_crew(conn, sha256, who.crew_id)
-        elif who.role is Role.SUPERVISOR:
-            visible = who.department_id is not None and await sql.photo_visible_to_department(conn, sha256, who.department_id)
-        else:
-            visible = True
-    if not visible:
-        raise ProtocolError(ErrorCode.NOT_FOUND, "no such photo")
-    if variant is Variant.ORIGINAL:
-        if who.role is Role.DEVICE:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "originals are served to supervisors only")
-        return ServedBlob(blob_key(variant, sha256), blob["media_type"], f'"{sha256}"')
-    key = await ensure_derivative(up, sha256, variant, blob["media_type"])
-    return ServedBlob(key, images.JPEG, f'"{sha256}.{variant.value}.{images.DERIVATIVE_VERSION}"')
-
-
-async def ensure_derivative(up: Uploads, sha256: str, variant: Variant, media: str) -> str:
-    """Generate a derivative once, off the loop, and cache it in the store; concurrent requests share one job."""
-    key = derivative_key(variant, sha256, images.DERIVATIVE_VERSION)
-    if await up.store.stat(key) is not None:
-        return key
-    job = up.inflight.get(key)
-    if job is None:
-        job = asyncio.ensure_future(_derive(up, sha256, variant, media, key))
-        up.inflight[key] = job
-        job.add_done_callback(lambda _: up.inflight.pop(key, None))
-    await asyncio.shield(job)
-    return key
-
-
-async def _derive(up: Uploads, sha256: str, variant: Variant, media: str, key: str) -> None:
-    original = blob_key(Variant.ORIGINAL, sha256)
-    local = up.store.local_path(original)
-    tmp: Path | None = None
-    if local is None:
-        tmp = up.partial_dir / f"derive-{secrets.token_hex(8)}"
-        up.partial_dir.mkdir(parents=True, exist_ok=True)
-        await up.store.fetch_to(original, tmp)
-        local = tmp
-    try:
-        data = await images.make_derivative_async(local, variant.value, media, up.cpu)
-    finally:
-        if tmp is not None:
-            await _remove(tmp)
-    await up.store.put_bytes(key, data, images.JPEG)
-    log.info("photo.derivative", sha256=sha256, variant=variant.value, bytes=len(data))
-
-
-async def ticket_photos(up: Uploads, who: Principal, ticket_id: object) -> list[asyncpg.Record]:
-    """A ticket's photos for its department's supervisors (or an admin); other departments get 404."""
-    async with up.pool.acquire() as conn:
-        dept = await sql.ticket_department(conn, ticket_id)  # type: ignore[arg-type]
-        if dept is None or (who.role is Role.SUPERVISOR and dept != who.department_id):
-            raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
-        return list(await sql.ticket_photo_rows(conn, ticket_id))  # type: ignore[arg-type]
 
 
 async def _sweep_orphans(up: Uploads, min_age: float = 3600.0) -> int:
@@ -526,5 +450,5 @@ async def _sweep_orphans(up: Uploads, min_age: float = 3600.0) -> int:
             "SELECT id FROM upload_sessions WHERE id = ANY($1::text[]) AND state = 'open'", ids)}
     doomed = [p for p in files if p.name.removesuffix(".part") not in live]
     for p in doomed:
-        await _remove(p)
+        await remove_file(p)
     return len(doomed)
