@@ -237,3 +237,40 @@ async def test_portal_camelcase_export_imports_like_the_lowercase_file(pool: asy
     async with pool.acquire() as conn:
         got = await conn.fetchval("SELECT requested_at FROM tickets WHERE sr_number = $1", original["srnumber"])
     assert got == parse_la_datetime(original["createddate"])
+
+
+async def test_admin_dispatch_rules_route_imported_rows_before_the_naming_convention(pool: asyncpg.Pool,
+                                                                                  tmp_path: Path) -> None:
+    """The importer's AssignTo -> crew mapping goes through the same dispatch rules as Open311 intake: a
+    routing_area rule sends NC bulky items to a crew not named after the area, a district rule catches CD 6."""
+    from sync_server.auth import Principal, Role
+    from sync_server.ingest.upsert import ensure_catalog
+    from sync_server.open311 import manage
+
+    async with pool.acquire() as conn:
+        await ensure_catalog(conn)
+        dept = await conn.fetchval("SELECT id FROM departments WHERE code = 'sanitation'")
+        for name in ("san-nc", "yard-9", "yard-6"):
+            await conn.execute("INSERT INTO crews (name, department_id) VALUES ($1, $2)", name, dept)
+    admin = Principal(Role.ADMIN, "test-admin")
+    await manage.add_rule(pool, admin, {"position": 1, "service_type": "bulky_items", "routing_area": "NC",
+                                        "crew": "yard-9"})
+    await manage.add_rule(pool, admin, {"position": 2, "service_type": "illegal_dumping_pickup",
+                                        "council_district": 6, "crew": "yard-6"})
+    rows = [
+        valid_row(srnumber="1-10", requesttype="Bulky Items", status="Pending", assignto="NC", cd="1"),
+        valid_row(srnumber="1-11", requesttype="Illegal Dumping Pickup", status="Pending", assignto="NC", cd="1"),
+        valid_row(srnumber="1-12", requesttype="Illegal Dumping Pickup", status="Pending", assignto="WV", cd="6"),
+        valid_row(srnumber="1-13", requesttype="Illegal Dumping Pickup", status="Pending", assignto="WV", cd="5"),
+    ]
+    path = write_rows(tmp_path / "rules.csv", rows)
+    summary = await import_csv(pool, path)
+    assert summary.inserted == 4
+    got = {r["sr_number"]: (r["crew"], r["status"]) for r in await pool.fetch(
+        "SELECT t.sr_number, c.name AS crew, t.status FROM tickets t LEFT JOIN crews c ON c.id = t.crew_id")}
+    assert got == {
+        "1-10": ("yard-9", "assigned"),      # routing_area rule beats the san-nc naming convention
+        "1-11": ("san-nc", "assigned"),      # no rule for illegal dumping in NC: convention
+        "1-12": ("yard-6", "assigned"),      # district rule
+        "1-13": (None, "unassigned"),        # no rule, no san-wv crew
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +14,9 @@ from protocol import TicketStatus
 from sync_server.domain.states import RANK
 from sync_server.engine.changes import commit_changes
 from sync_server.engine.intake import HELD, NewTicket, insert_tickets
-from sync_server.ingest.mapping import DEPARTMENTS, SERVICE_TYPES, crew_name, resolve_status
+from sync_server.domain import dispatch
+from sync_server.ingest.mapping import DEPARTMENTS, SERVICE_TYPE_BY_NAME, SERVICE_TYPES, crew_name, resolve_status
+from sync_server.open311 import store as open311_store
 from sync_server.ingest.parse import ParsedRow
 from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 
@@ -44,18 +46,36 @@ async def ensure_catalog(conn: asyncpg.Connection) -> None:
     )
 
 
-async def crew_ids(conn: asyncpg.Connection) -> dict[str, int]:
-    """Active crews by name, so an AssignTo area can be routed to the crew that works it."""
-    return {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM crews WHERE active")}
+@dataclass(frozen=True)
+class Crews:
+    """What routing an imported row needs: active crews by name, and the admins' dispatch rules."""
+
+    ids: Mapping[str, int]
+    rules: Sequence[dispatch.Rule] = ()
+    facts: Mapping[str, dispatch.CrewFacts] = field(default_factory=dict)
 
 
-def _crew_for(row: ParsedRow, crews: Mapping[str, int]) -> int | None:
-    """The crew named after the row's department and AssignTo area, when we run one."""
+async def crew_ids(conn: asyncpg.Connection) -> Crews:
+    """Active crews by name and the dispatch rules, so an AssignTo area can be routed to the crew that works it."""
+    ids = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM crews WHERE active")}
+    return Crews(ids, await open311_store.rules(conn), await open311_store.crew_facts(conn))
+
+
+def _crew_for(row: ParsedRow, crews: Crews) -> int | None:
+    """The same dispatch rules as Open311 intake decide first (routing_area rules match the AssignTo area); without
+    a matching rule, the crew named after the row's department and AssignTo area, when we run one."""
+    code = SERVICE_TYPE_BY_NAME[row.service_type.casefold()].code if row.service_type.casefold() in SERVICE_TYPE_BY_NAME \
+        else row.service_type
+    facts = dispatch.Facts(service_type=code, department=row.department, district=row.council_district, zip=row.zip,
+                           lat=row.lat, lon=row.lon, routing_area=row.area or None)
+    rule = dispatch.route(crews.rules, facts, crews.facts)
+    if rule is not None and rule.crew in crews.ids:
+        return crews.ids[rule.crew]
     name = crew_name(row.department, row.area)
-    return crews.get(name) if name else None
+    return crews.ids.get(name) if name else None
 
 
-def _target(row: ParsedRow, crews: Mapping[str, int]) -> tuple[TicketStatus, int | None]:
+def _target(row: ParsedRow, crews: Crews) -> tuple[TicketStatus, int | None]:
     """Status and crew the city's row asks for; an unassigned ticket carries no crew."""
     crew = _crew_for(row, crews)
     status = resolve_status(row.status_rule, crew is not None)
@@ -63,7 +83,7 @@ def _target(row: ParsedRow, crews: Mapping[str, int]) -> tuple[TicketStatus, int
 
 
 async def upsert_batch(
-    conn: asyncpg.Connection, rows: Sequence[ParsedRow], crews: Mapping[str, int], actor: str
+    conn: asyncpg.Connection, rows: Sequence[ParsedRow], crews: Crews, actor: str
 ) -> BatchResult:
     """Insert new SR numbers, update ones whose UpdatedDate is newer, leave the rest untouched (no change-log rows)."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _IMPORT_LOCK)
@@ -83,7 +103,7 @@ async def upsert_batch(
     return result
 
 
-async def _insert(conn: asyncpg.Connection, rows: Sequence[ParsedRow], crews: Mapping[str, int], actor: str) -> None:
+async def _insert(conn: asyncpg.Connection, rows: Sequence[ParsedRow], crews: Crews, actor: str) -> None:
     """New SR numbers become tickets through intake, so devices of the crew see them (I3)."""
     new = []
     for r in rows:
@@ -114,7 +134,7 @@ async def _insert(conn: asyncpg.Connection, rows: Sequence[ParsedRow], crews: Ma
 
 async def _update(
     conn: asyncpg.Connection, existing: Mapping[str, UUID], by_sr: Mapping[str, ParsedRow],
-    crews: Mapping[str, int], actor: str,
+    crews: Crews, actor: str,
 ) -> int:
     """Apply newer city rows; a status never moves backwards, so field progress made here is not undone."""
     locked = await lock_tickets(conn, list(existing.values()))
