@@ -10,7 +10,7 @@ from aiohttp import web
 from sync_server import images
 from sync_server.api.uploads import UPLOADS
 from sync_server.blobs.base import Variant
-from sync_server.engine.uploads import ensure_derivative
+from sync_server.engine.photos import ensure_derivative
 from sync_server.keys import POOL
 from sync_server.open311 import store
 
