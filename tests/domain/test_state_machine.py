@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 
 from protocol import RemovalReason, TicketStatus
-from sync_server.domain.states import Action, Actor, TransitionError, holder, open311_status, removal_reason, transition
+from sync_server.domain.states import (
+    RANK, Action, Actor, TransitionError, holder, open311_status, removal_reason, transition,
+)
 
 # Status short names, so each table row below reads like the design.
 UN, AS, AK, IP, PA = "unassigned", "assigned", "acknowledged", "in_progress", "paused"
@@ -110,3 +112,11 @@ OPEN311 = {UN: "open", AS: "open", AK: "open", IP: "open", PA: "open", RE: "open
 @pytest.mark.parametrize("status", ALL)
 def test_open311_status(status: str) -> None:
     assert open311_status(TicketStatus(status)) == OPEN311[status]
+
+
+def test_progress_order_of_the_design() -> None:
+    """"Never move backwards" compares ranks: unassigned < assigned = reopened < acknowledged < in_progress = paused
+    < completed = unable_to_complete < closed = cancelled = duplicate (the design's order, pause is not a step back)."""
+    r = {s.value: n for s, n in RANK.items()}
+    assert set(r) == set(ALL)
+    assert r[UN] < r[AS] == r[RE] < r[AK] < r[IP] == r[PA] < r[CO] == r[UC] < r[CL] == r[CA] == r[DU]

@@ -10,13 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 import msgpack
 import pytest
 
 import protocol as p
-from protocol.canonical import ScopeChecksum, canonical_doc_bytes, doc_hash, scope_checksum, ticket_hash
+from protocol.canonical import (
+    ScopeChecksum, canonical_doc_bytes, doc_hash, mutation_digest, op_note_id, scope_checksum, ticket_hash,
+)
 from protocol.cursor import MAX_CURSOR_LEN, CursorSigner, CursorState
 
 B64 = "b" * 64
@@ -148,6 +151,49 @@ def test_scope_checksum_incremental_update_matches_the_vectors() -> None:
             c.add(bad)
 
 
+# ---- mutation digest (SPEC §5, seq_reused) and the ids of notes carried by status ops ------------------------------
+
+# As sent (keys in the device's order); the digest is over the canonical text below, prefixed by the domain.
+MUTATION_1_SENT = (
+    '{"seq":12,"op":"complete","ticket_id":"0d4c6a8e-1111-4222-8333-444455556666",'
+    '"args":{"resolution_code":"collected","note":"Recogido — 2 colchones"},"base_version":3,'
+    '"device_time":"2020-01-02T09:00:00-08:00"}'
+).encode("utf-8")
+MUTATION_1_CANON = (
+    '{"args":{"note":"Recogido — 2 colchones","resolution_code":"collected"},"base_version":3,'
+    '"device_time":"2020-01-02T09:00:00-08:00","op":"complete","seq":12,'
+    '"ticket_id":"0d4c6a8e-1111-4222-8333-444455556666"}'
+).encode("utf-8")
+MUTATION_1_DIGEST = "3a429329207d3843a9e218427455304a357f35a965e9802174ae9cee44d11e24"
+MUTATION_2_SENT = (
+    '{"seq":13,"op":"attach_photo","ticket_id":"0d4c6a8e-1111-4222-8333-444455556666",'
+    '"args":{"sha256":"' + B64 + '","kind":"after","taken_at":"2020-01-02T17:00:00Z","lat":34,"lon":-118.25},'
+    '"base_version":null,"device_time":"2020-01-02T17:00:00Z"}'
+).encode("ascii")
+MUTATION_2_CANON = (
+    '{"args":{"kind":"after","lat":34,"lon":-118.25,"sha256":"' + B64 + '","taken_at":"2020-01-02T17:00:00Z"},'
+    '"base_version":null,"device_time":"2020-01-02T17:00:00Z","op":"attach_photo","seq":13,'
+    '"ticket_id":"0d4c6a8e-1111-4222-8333-444455556666"}'
+).encode("ascii")
+MUTATION_2_DIGEST = "5222fe7c9e83c7cfcff46ad1472480b9c8790da45e5271a2b603dbc636950bb1"  # 34 stays an integer: as sent
+OP_NOTE_ID_DEV1_SEQ7 = "77c00954-e204-5dfe-8013-10039d3689fa"
+
+
+def test_mutation_digest_vectors() -> None:
+    assert hashlib.sha256(b"fieldsync-mutation-v1\x00" + MUTATION_1_CANON).hexdigest() == MUTATION_1_DIGEST
+    assert hashlib.sha256(b"fieldsync-mutation-v1\x00" + MUTATION_2_CANON).hexdigest() == MUTATION_2_DIGEST
+    for sent, digest in ((MUTATION_1_SENT, MUTATION_1_DIGEST), (MUTATION_2_SENT, MUTATION_2_DIGEST)):
+        decoded = json.loads(sent)
+        assert mutation_digest(decoded).hex() == digest
+        # the same mutation in a msgpack body decodes to the same object, hence the same digest
+        assert mutation_digest(msgpack.unpackb(msgpack.packb(decoded), raw=False)).hex() == digest
+
+
+def test_op_note_id_vector() -> None:
+    assert str(op_note_id("dev-1", 7)) == OP_NOTE_ID_DEV1_SEQ7
+    assert op_note_id("dev-1", 8) != op_note_id("dev-1", 7) != op_note_id("dev-2", 7)
+
+
 # ---- cursor (opaque to clients; pinned so a format change is deliberate) ------------------------------------------
 
 SECRET = b"0123456789abcdef"  # exactly the 16-byte minimum
@@ -231,5 +277,7 @@ def test_spec_shows_the_same_vectors() -> None:
     spec = (Path(p.__file__).with_name("SPEC.md")).read_text("utf-8")
     section = spec[spec.index("## 9. Golden vectors"):]
     for text in (INPUT_A.decode(), CANON_A.decode(), INPUT_B.decode(), CANON_B.decode(), HASH_A, HASH_B,
-                 CHECKSUM_EMPTY, CHECKSUM_A, CHECKSUM_AB, CHECKSUM_AA, CHECKSUM_WRAP):
+                 CHECKSUM_EMPTY, CHECKSUM_A, CHECKSUM_AB, CHECKSUM_AA, CHECKSUM_WRAP, MUTATION_1_SENT.decode(),
+                 MUTATION_1_CANON.decode(), MUTATION_1_DIGEST, MUTATION_2_SENT.decode(), MUTATION_2_CANON.decode(),
+                 MUTATION_2_DIGEST, OP_NOTE_ID_DEV1_SEQ7):
         assert f"\n{text}\n" in section or f"`{text}`" in section
