@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -24,7 +25,9 @@ async def st_run(server: Server, token: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         str(ST), "run", server.url + "/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {token}",
         "--phases", "fuzzing", "--max-examples", "2", "--generation-deterministic", "--no-color",
-        "--request-timeout", "10", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "--request-timeout", "10",
+        # Open311 GeoReport routes answer XML and .{fmt} paths by their own standard; they have their own tests
+        "--exclude-path-regex", "^/open311/", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 240)
@@ -40,7 +43,7 @@ async def test_openapi_conformance_device_then_staff(server: Server, pool: async
     # device first: the staff run may revoke devices it finds (POST /v1/devices/{id}/revoke is a valid request)
     for who, token in (("device", world.device("san-1").token), ("staff", world.admin)):
         code, out = await st_run(server, token)
-        assert code == 0, f"schemathesis ({who} token) reported failures:\n{out[-6000:]}"
+        assert code == 0, f"schemathesis ({who} token) reported failures:\n{out[out.find('FAILURES'):][:6000]}"
         assert "passed" in out
 
 
@@ -51,8 +54,8 @@ async def test_undeclared_methods_answer_405_with_allow_on_every_path(server: Se
 
     paths: dict[str, set[str]] = {}
     for d in server.app[ROUTES]:
-        concrete = "/".join("00000000-0000-4000-8000-000000000000" if seg.startswith("{") else seg
-                            for seg in d.path.split("/"))
+        concrete = re.sub(r"\{([^}]+)\}", lambda m: "json" if m.group(1) == "fmt" else
+                          "00000000-0000-4000-8000-000000000000", d.path)
         paths.setdefault(concrete, set()).add(d.method)
     assert len(paths) > 20
     for path, methods in paths.items():

@@ -87,7 +87,9 @@ def parse_query(query: MultiMapping[str], model: type[P]) -> P:
 
 def parse_path(match_info: Mapping[str, str], model: type[P]) -> P:
     """Path parameters into `model`; a malformed id names nothing that exists, so it is a 404 like an unknown one."""
-    if not all(_text_ok(v) for v in match_info.values()):
+    # digits beyond bigint name nothing, whatever type the route's model gives the parameter (or a handler's int())
+    if not all(_text_ok(v) and not (v.isascii() and v.isdigit() and len(v) > 18 and int(v) > MAX_BIGINT)
+               for v in match_info.values()):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such resource")
     try:
         return model.model_validate(dict(match_info))

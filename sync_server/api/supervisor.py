@@ -42,7 +42,7 @@ STAFF = (Role.SUPERVISOR, Role.ADMIN)
 ROLES = tuple(r.value for r in STAFF)
 TAGS = ("supervisor",)
 # Only id-shaped segments match, so /v1/tickets/assign answers 405 (with Allow) to a PATCH instead of "no such ticket".
-ID = "{id:[0-9a-fA-F-]{36}}"
+ID = "{id:[0-9a-fA-F-]+}"
 M = TypeVar("M", bound=WireModel)
 
 
