@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import asyncpg
+import structlog
 
 from protocol import ErrorCode, ProtocolError
 
+log = structlog.get_logger(__name__)
 DEVICE_PREFIX = "fsd_"
 USER_PREFIX = "fsu_"
 
@@ -71,7 +73,8 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
         )
         if row is None:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
-        if row["revoked_at"] is not None:
+        if row["revoked_at"] is not None:  # logged, not audited: a stale phone retrying must not grow the audit log
+            log.warning("auth.token_revoked", device_id=row["id"])
             raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked; re-enroll it")
         return Principal(Role.DEVICE, row["id"], department_id=row["department_id"], crew_id=row["crew_id"], device_id=row["id"])
     if token.startswith(USER_PREFIX):
@@ -81,6 +84,7 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
         if row is None:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
         if row["revoked_at"] is not None:
+            log.warning("auth.token_revoked", user=row["name"])
             raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this token has been revoked")
         return Principal(Role(row["role"]), row["name"], department_id=row["department_id"], user_id=row["id"])
     raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")

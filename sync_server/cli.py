@@ -24,17 +24,13 @@ from sync_server.embedded_pg import EmbeddedPostgresError
 from sync_server.ingest.parse import HeaderError, Rejected
 from sync_server.logging import configure_logging
 from sync_server.open311.mirror import MirrorError
-from sync_server.runtime import Database, DatabaseUnreachable, connect, open_database
+from sync_server.runtime import CliError, Database, DatabaseUnreachable, connect, open_database
 from sync_server.settings import LogFormat, Settings
 from sync_server.storage.migrate import SchemaTooNewError, check_schema, migrate
 
 log = structlog.get_logger("sync_server.cli")
 T = TypeVar("T")
 EXIT_ERROR = 2  # configuration or environment problem: the operator must act (same code argparse uses)
-
-
-class CliError(Exception):
-    """An expected failure with a one-line message for the operator, never a traceback."""
 
 
 # --------------------------------------------------------------------------------------------------- arguments

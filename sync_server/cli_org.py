@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from sync_server.auth import Role
-from sync_server.cli import CliError, _cli_principal, _db_options, _out, _pool, _with_db
-from sync_server.runtime import Database
+from sync_server.cli import _cli_principal, _db_options, _out, _pool, _with_db
+from sync_server.runtime import CliError, Database
 from sync_server.settings import Settings
 
 T = TypeVar("T")

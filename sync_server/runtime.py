@@ -49,6 +49,13 @@ def open_database(settings: Settings) -> Iterator[Database]:
         pg.stop()  # a no-op unless this process started the postmaster
 
 
+class CliError(Exception):
+    """An expected failure with a one-line message for the operator, never a traceback.
+
+    Defined here, not in cli.py: under `python -m sync_server.cli` that module runs as __main__, and a class defined
+    there would not be the one cli_org.py raises."""
+
+
 class DatabaseUnreachable(RuntimeError):
     """The database did not answer: the operator must check host, port, network or that PostgreSQL runs."""
 

@@ -142,7 +142,8 @@ async def retire_crew(pool: asyncpg.Pool, who: Principal, name: str, to: str | N
         if open_rows and target is None:
             raise ProtocolError(
                 ErrorCode.CONFLICT,
-                f"crew {name!r} has {len(open_rows)} open tickets; reassign them or retire with to=<crew>",
+                f"crew {name!r} has {len(open_rows)} open tickets; reassign them first, or move them with --to CREW"
+                " (API: \"to\")",
                 {"crew": name, "count": len(open_rows),
                  "tickets": [{"id": str(r["id"]), "sr_number": r["sr_number"], "status": r["status"]}
                              for r in open_rows[:MAX_NAMED_TICKETS]]},
