@@ -170,3 +170,50 @@ async def test_post_routes_to_crew_supervisor_sees_it_live_and_closure_comes_bac
     status, keys = await city["admin"].call("GET", "/v1/api-keys")
     assert [(k["name"], k["created_requests"]) for k in keys["api_keys"]] == [("citizen-app", 1)]
     assert isinstance(tid, UUID)
+
+
+async def test_pages_and_extensions_publish_only_after_photo_derivatives(
+    server: Server, world: World, http: aiohttp.ClientSession, city: dict[str, Any]
+) -> None:
+    import io
+
+    from PIL import Image
+
+    from tests.test_sync_photos import attach
+    from tests.test_uploads_support import noise_jpeg, sha, upload
+
+    srs = []
+    for n in range(3):
+        status, body, _ = await post_form(http, server.url, form(city["key"], description=f"sofa {n}"))
+        assert status == 201
+        srs.append(body[0]["service_request_id"])
+    pages = []
+    for page in (1, 2, 3):
+        async with http.get(f"{server.url}/open311/v2/requests.json?page_size=2&page={page}") as r:
+            pages.append([x["service_request_id"] for x in await r.json()])
+    # Newest first (sr numbers come from one sequence, so they sort in creation order); nothing twice or lost.
+    assert pages == [[srs[2], srs[1]], [srs[0]], []]
+
+    dev = DeviceClient(http, server.url, world.device("san-1").token)
+    await dev.pull()
+    (tid,) = [t for t, tk in dev.replica.tickets.items() if tk.sr_number == srs[0]]
+    after, before = noise_jpeg(800, 600, seed=5, gps=True), noise_jpeg(64, 48, seed=6, gps=True)
+    resp = await dev.push([attach(dev, tid, after, "after"), attach(dev, tid, before, "before")])
+    assert [r.status for r in resp.results] == ["applied", "applied"]
+    for data in (after, before):
+        assert (await upload(http, server.url, dev.token, data, tid)).status == 204
+    async with http.get(f"{server.url}/open311/v2/requests/{srs[0]}.json?extensions=true") as r:
+        (rec,) = await r.json()
+    S.check_json(rec, S.REQUEST)
+    assert rec["extended_attributes"] == {"photos": [f"{server.url}/open311/v2/media/{sha(after)}.jpg"]}
+    async with http.get(f"{server.url}/open311/v2/requests/{srs[0]}.xml?extensions=true") as r:
+        top = ET.fromstring(await r.read())
+    assert [p.text for p in top.findall("request/extended_attributes/photos/photo")] == rec["extended_attributes"]["photos"]
+    async with http.get(rec["extended_attributes"]["photos"][0]) as r:
+        assert r.status == 200 and r.content_type == "image/jpeg"
+        img = Image.open(io.BytesIO(await r.read()))
+    assert img.size == (800, 600) and 0x8825 not in img.getexif()  # no GPS IFD in what residents get
+    async with http.get(f"{server.url}/open311/v2/media/{sha(before)}.jpg") as r:
+        assert r.status == 404  # before-photos may show residents or their property: never public
+    async with http.get(f"{server.url}/open311/v2/requests/{srs[1]}.json") as r:
+        assert "extended_attributes" not in (await r.json())[0]

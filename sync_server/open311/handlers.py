@@ -119,7 +119,11 @@ async def get_requests(request: web.Request, fmt: str) -> web.Response:
 @endpoint
 async def get_request(request: web.Request, fmt: str) -> web.Response:
     """GET requests/{id}.{fmt}: a list of one, as the spec shows."""
-    q = request_query({"service_request_id": request.match_info["id"]}, datetime.now(timezone.utc))
+    extra = _single(request.query)
+    unknown = sorted(set(extra) - {"jurisdiction_id", "extensions"})
+    if unknown:
+        raise Open311Error(400, f"unknown parameter {unknown[0]}")
+    q = request_query({**extra, "service_request_id": request.match_info["id"]}, datetime.now(timezone.utc))
     recs = await service.list_requests(request.app[POOL], q, base_url(request))
     if not recs:
         raise Open311Error(404, f"service_request_id {request.match_info['id']} not found")

@@ -78,7 +78,7 @@ async def after_photos(conn: asyncpg.Connection, ticket_ids: list[UUID]) -> dict
     """Hashes of the verified after-photos of these tickets (before-photos and originals are never published)."""
     rows = await conn.fetch(
         "SELECT p.ticket_id, p.sha256 FROM ticket_photos p JOIN blobs b ON b.sha256 = p.sha256"
-        " WHERE p.ticket_id = ANY($1::uuid[]) AND p.kind = 'after' ORDER BY p.taken_at, p.sha256", ticket_ids)
+        " WHERE p.ticket_id = ANY($1::uuid[]) AND p.kind = 'after' AND p.verified ORDER BY p.taken_at, p.sha256", ticket_ids)
     out: dict[UUID, list[str]] = {}
     for r in rows:
         out.setdefault(r["ticket_id"], []).append(r["sha256"])
@@ -89,7 +89,7 @@ async def public_photo_media(conn: asyncpg.Connection, sha256: str) -> str | Non
     """The media type of a verified photo that is some ticket's after-photo; None for anything else."""
     return await conn.fetchval(
         "SELECT b.media_type FROM blobs b WHERE b.sha256 = $1"
-        " AND EXISTS (SELECT 1 FROM ticket_photos p WHERE p.sha256 = $1 AND p.kind = 'after')", sha256)
+        " AND EXISTS (SELECT 1 FROM ticket_photos p WHERE p.sha256 = $1 AND p.kind = 'after' AND p.verified)", sha256)
 
 
 async def token_request(conn: asyncpg.Connection, token: str) -> str | None:
