@@ -332,8 +332,12 @@ export class SyncClient {
         deletes.add(m.ticket_id);
         if (replica.has(m.ticket_id)) removed.push({ ticketId: m.ticket_id, reason: r.removed, label });
       } else if (r.ticket !== null) {
-        deletes.delete(m.ticket_id);
-        upserts.set(r.ticket.id, r.ticket);
+        // a replayed result carries the ticket as it was then: never let it overwrite a newer replica copy
+        const have = upserts.get(r.ticket.id) ?? replica.get(r.ticket.id);
+        if (have === undefined || r.ticket.version >= have.version) {
+          deletes.delete(m.ticket_id);
+          upserts.set(r.ticket.id, r.ticket);
+        }
       }
       if (r.status === "merged" || r.status === "rejected" || r.removed !== null) {
         outcomes.push({ at: now, kind: "result", seq: r.seq, op: m.op, ticketId: m.ticket_id, status: r.status, reason: r.reason,

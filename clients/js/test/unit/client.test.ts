@@ -90,6 +90,22 @@ describe("SyncClient", () => {
     expect(await c.store.outboxCount()).toBe(0);
   });
 
+  it("a replayed result's older ticket never overwrites a newer replica copy", async () => {
+    const c = await client(server);
+    const v5 = ticket("a", 5, { status: "in_progress" });
+    server.handler = async () => ({ status: 200, body: await page([v5], { reset: true }) });
+    await c.sync();
+    await c.acknowledge("a");
+    server.handler = async (path, body) => {
+      if (path === "/v1/sync/pull") return { status: 200, body: await page([], { cursor: "c2" }, [v5]) };
+      const ms = (body as { mutations: Mutation[] }).mutations;
+      return { status: 200, body: { results: [{ ...applied(ms[0]!, ticket("a", 3, { status: "acknowledged" })), replayed: true }], server_version: 5, last_seq: 1 } };
+    };
+    const report = await c.sync();
+    expect(report.resyncs).toBe(0);
+    expect((await c.replica())[0]!.version).toBe(5);
+  });
+
   it("applies a page set all or nothing: an error on page two leaves replica and cursor untouched", async () => {
     const c = await client(server);
     const a = ticket("a"), b = ticket("b");
