@@ -206,3 +206,23 @@ async def test_two_phones_of_one_crew_converge(
     server_doc = (await staff_get(live_server, world.supervisors["sanitation"], f"/v1/tickets/{t1}"))["ticket"]
     assert server_doc == by_id[t1]
     await expect(a.page.get_by_test_id("status")).to_have_text("In progress")
+
+
+async def test_self_report_creates_a_completed_ticket_for_the_crew(
+        browser: Browser, phones: list[Phone], live_server: Server, world: World, pool: asyncpg.Pool) -> None:
+    await make_tickets(pool, world, 1, crew="san-1")
+    phone = await new_phone(browser, phones)
+    device = world.device("san-1")
+    await phone.sign_in(live_server, device.token, 1)
+    page = phone.page
+    await page.locator("a.tab", has_text="Report job").click()
+    await page.locator("select[name=service_type]").select_option("Graffiti Removal")
+    await page.locator("input[name=address]").fill("700 S Main St")
+    await page.locator("textarea[name=description]").fill("Tag on utility box")
+    await phone.tap("self-report")
+    await expect(page.get_by_test_id("status")).to_have_text("Completed")
+    await expect(page.get_by_test_id("queued")).to_have_text("Nothing waiting", timeout=30_000)
+    ticket_id = page.url.rsplit("/", 1)[1]
+    doc = (await staff_get(live_server, world.supervisors["sanitation"], f"/v1/tickets/{ticket_id}"))["ticket"]
+    assert (doc["status"], doc["service_type"], doc["address"], doc["crew"]) == ("completed", "Graffiti Removal", "700 S Main St", "san-1")
+    assert doc["created_by_device"] == device.device_id and doc["description"] == "Tag on utility box"
