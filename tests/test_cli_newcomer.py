@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import socket
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -44,9 +45,12 @@ def test_readme_cli_table_lists_every_command() -> None:
     assert "`fieldsync prune" in table and "--workers N" in table and "`fieldsync --version`" in table
 
 
-async def test_version_and_log_level_after_the_command() -> None:
+async def test_version_and_log_level_after_the_command(tmp_path: Path) -> None:
     code, out, _ = await _run("--version")
     assert (code, out.strip()) == (0, f"fieldsync {__version__}")
+    wrapped = subprocess.run(["bash", str(REPO / "ops" / "fs"), "--version"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert (wrapped.returncode, wrapped.stdout.strip()) == (0, f"fieldsync {__version__}")  # from any directory
     assert settings_from(build_parser().parse_args(["migrate", "--log-level", "debug"])).log_level == "debug"
     assert settings_from(build_parser().parse_args(["--log-level", "warning", "crew", "list"])).log_level == "warning"
     code, _, err = await _run("migrate", "--log-level", "debug", "--database-url", "postgresql://u:p@127.0.0.1:1/x")
