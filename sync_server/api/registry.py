@@ -192,7 +192,8 @@ def _content(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}, "application/msgpack": {"schema": schema}}
 
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*)?\}")  # also inside a segment: services.{fmt}
+# also inside a segment (services.{fmt}); a regex may hold one level of braces itself ({id:[0-9a-f-]{36}})
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(?:[^{}]|\{[^{}]*\})*)?\}")
 
 
 def _path_params(path: str) -> list[str]:

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from protocol import ErrorCode, ProtocolError
 from sync_server.api.http import read_model, respond
 from sync_server.api.org import admin_only
+from sync_server.api.params import ParamInt, ParamModel, read_path
 from sync_server.api.registry import route
 from sync_server.auth import Role
 from sync_server.domain.dispatch import Rule
@@ -91,14 +91,16 @@ async def list_rules(request: web.Request) -> web.Response:
     return respond(request, RuleList(rules=[rule_info(r) for r in rows]))
 
 
+class RulePath(ParamModel):
+    """A dispatch rule id in the path: a bigint, so a larger number names no rule (404), never a 500."""
+
+    id: ParamInt(1)  # type: ignore[valid-type]
+
+
 async def delete_rule(request: web.Request) -> web.Response:
     """DELETE /v1/dispatch-rules/{id}."""
     who = await admin_only(request, "dispatch_rule_delete")
-    try:
-        rule_id = int(request.match_info["id"])
-    except ValueError:
-        raise ProtocolError(ErrorCode.NOT_FOUND, "no such dispatch rule") from None
-    row = await manage.delete_rule(request.app[POOL], who, rule_id)
+    row = await manage.delete_rule(request.app[POOL], who, read_path(request, RulePath).id)
     return respond(request, rule_info(row))
 
 
@@ -127,7 +129,7 @@ def setup(app: web.Application) -> None:
     route(app, "GET", "/v1/dispatch-rules", list_rules, summary="Dispatch rules in evaluation order (admin only)",
           roles=admin, response=RuleList, tags=TAGS)
     route(app, "DELETE", "/v1/dispatch-rules/{id}", delete_rule, summary="Delete a dispatch rule (admin only)",
-          roles=admin, response=RuleInfo, tags=TAGS)
+          roles=admin, response=RuleInfo, tags=TAGS, path_model=RulePath)
     route(app, "PUT", "/v1/service-types/{code}/open311", configure_service,
           summary="Set a service type's Open311 description, group, keywords, attributes and public status notes "
                   "(admin only)", roles=admin, request=Open311ServiceConfig, response=Open311ServiceInfo, tags=TAGS)
