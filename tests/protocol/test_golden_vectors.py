@@ -141,13 +141,14 @@ def test_scope_checksum_incremental_update_matches_the_vectors() -> None:
     assert c == ScopeChecksum.of([bytes.fromhex(HASH_A)]) and hash(c) == hash(ScopeChecksum.of([bytes.fromhex(HASH_A)]))
     assert c != ScopeChecksum.of([bytes.fromhex(HASH_B)]) and c != ScopeChecksum()
     assert c.__eq__("x") is NotImplemented
+    assert hash(c) != hash(ScopeChecksum())  # not required by hashing, but a constant hash would make sets useless
     c.remove(bytes.fromhex(HASH_A))
     assert (c.count, c.hexdigest()) == (0, CHECKSUM_EMPTY) and c == ScopeChecksum()
     assert repr(c) == f"ScopeChecksum(count=0, digest={CHECKSUM_EMPTY[:16]}…)"
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="^cannot remove from an empty scope checksum$"):
         c.remove(bytes.fromhex(HASH_A))
     for bad in (b"", b"\x00" * 31, b"\x00" * 33):
-        with pytest.raises(ValueError, match="32-byte"):
+        with pytest.raises(ValueError, match="^ticket hashes are 32-byte SHA-256 digests$"):
             c.add(bad)
 
 
@@ -187,6 +188,12 @@ def test_mutation_digest_vectors() -> None:
         assert mutation_digest(decoded).hex() == digest
         # the same mutation in a msgpack body decodes to the same object, hence the same digest
         assert mutation_digest(msgpack.unpackb(msgpack.packb(decoded), raw=False)).hex() == digest
+
+
+def test_mutation_digest_refuses_nan() -> None:
+    """NaN is malformed on the wire (SPEC §1), so it never has a digest."""
+    with pytest.raises(ValueError):
+        mutation_digest({"seq": 1, "args": {"lat": float("nan")}})
 
 
 def test_op_note_id_vector() -> None:
