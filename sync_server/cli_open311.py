@@ -146,9 +146,11 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
     stats = _run(settings, lambda pool: mirror.run(
         pool, args.endpoint, sr_format=settings.open311_sr_format, jurisdiction=args.jurisdiction,
         api_key=args.api_key, interval=args.interval, once=args.once))
-    data = {"created": stats.created, "updated": stats.updated, "unchanged": stats.unchanged, "skipped": stats.skipped,
+    data = {"created": stats.created, "updated": stats.updated, "closed": stats.closed, "unchanged": stats.unchanged,
+            "skipped": stats.skipped,
             "pages": stats.pages, "position": _plain(stats.position)}
     _out(json.dumps(data) if args.json else
-         f"mirrored {args.endpoint}: {stats.created} new, {stats.updated} updated, {stats.unchanged} unchanged, "
+         f"mirrored {args.endpoint}: {stats.created} new, {stats.updated} updated ({stats.closed} closed), "
+         f"{stats.unchanged} unchanged, "
          f"skipped {stats.skipped or 0}; position {data['position']}")
     return 0

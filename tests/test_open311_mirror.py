@@ -105,15 +105,25 @@ async def test_b_mirrors_a_exactly_once_and_resumes(
         assert sorted(r["description"] for r in rows) == ["sofa 1", "sofa 2", "sofa 3", "sofa 4"]
         assert all(r["sr_number"].startswith("B-") for r in rows)
         # Nothing new upstream: a third run creates nothing. An update upstream is noted, not duplicated.
+        # A's supervisor cancels another: B cancels its open copy (audited), the crew's devices lose it.
         await pool.execute("UPDATE tickets SET updated_at = now(), version = version + 1 WHERE sr_number = $1",
                            upstream[0])
+        a_id = await pool.fetchval("SELECT id FROM tickets WHERE sr_number = $1", upstream[1])
+        status, _ = await Api(http, server.url, world.supervisors["sanitation"]).call(
+            "POST", f"/v1/tickets/{a_id}/cancel", {"reason": "resident withdrew"})
+        assert status == 200
         await asyncio.sleep(2.1)
         third = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2)
-        assert (third.created, third.updated) == (0, 1)
+        assert (third.created, third.updated, third.closed) == (0, 2, 1)
         assert await b_pool.fetchval("SELECT count(*) FROM tickets") == 4
+        b_status = await b_pool.fetchval("SELECT t.status FROM open311_mirror_items m JOIN tickets t ON t.id = m.ticket_id"
+                                         " WHERE m.service_request_id = $1", upstream[1])
+        assert b_status == "cancelled"
+        assert await b_pool.fetchval("SELECT reason FROM audit_log WHERE action = 'cancel'") == \
+            f"closed upstream ({upstream[1]})"
         # B serves them over Open311 like its own.
         async with http.get(srv_b.url + "/open311/v2/requests.json?status=open") as r:
-            assert sorted(x["description"] for x in await r.json()) == ["sofa 1", "sofa 2", "sofa 3", "sofa 4"]
+            assert sorted(x["description"] for x in await r.json()) == ["sofa 1", "sofa 3", "sofa 4"]
         # The CLI, once, as an operator runs it: nothing new, exit 0, a JSON report on stdout.
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sync_server.cli", "open311-mirror", "--endpoint", endpoint, "--once", "--json",

@@ -20,6 +20,10 @@ import aiohttp
 import asyncpg
 import structlog
 
+from protocol import ProtocolError, TicketStatus
+from sync_server.auth import Principal, Role
+from sync_server.domain.states import OPEN, Action
+from sync_server.engine import supervise
 from sync_server.open311 import service
 from sync_server.open311.params import MAX_SPAN, PostedRequest, parse_datetime, posted_request
 from sync_server.open311.render import Open311Error, w3c
@@ -39,6 +43,7 @@ class MirrorStats:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    closed: int = 0  # open local tickets cancelled because the upstream closed them
     skipped: dict[str, int] = field(default_factory=dict)
     pages: int = 0
     position: datetime | None = None
@@ -96,7 +101,7 @@ async def _take(pool: asyncpg.Pool, endpoint: str, rec: dict[str, Any], sr_forma
     if not srid:
         stats.skip("no_service_request_id")
         return
-    row = await pool.fetchrow("SELECT upstream_status, upstream_updated FROM open311_mirror_items"
+    row = await pool.fetchrow("SELECT ticket_id, upstream_status, upstream_updated FROM open311_mirror_items"
                               " WHERE endpoint = $1 AND service_request_id = $2", endpoint, srid)
     if row is not None:
         if (row["upstream_status"], row["upstream_updated"]) == (status, updated):
@@ -105,6 +110,8 @@ async def _take(pool: asyncpg.Pool, endpoint: str, rec: dict[str, Any], sr_forma
         await pool.execute("UPDATE open311_mirror_items SET upstream_status = $3, upstream_updated = $4"
                            " WHERE endpoint = $1 AND service_request_id = $2", endpoint, srid, status, updated)
         stats.updated += 1
+        if status == "closed" and row["upstream_status"] != "closed":
+            await _close_locally(pool, endpoint, row["ticket_id"], srid, stats)
         return
     if status == "closed":
         stats.skip("closed_upstream")  # finished elsewhere: no work for our crews
@@ -133,6 +140,21 @@ async def _take(pool: asyncpg.Pool, endpoint: str, rec: dict[str, Any], sr_forma
         stats.unchanged += 1
         return
     stats.created += 1
+
+
+async def _close_locally(pool: asyncpg.Pool, endpoint: str, ticket_id: Any, srid: str, stats: MirrorStats) -> None:
+    """The upstream closed a request we mirrored: cancel our open ticket through the supervisor path (audited; a
+    crew that worked it offline still reports late, I5). A ticket our crews already finished is left as it is."""
+    current = await pool.fetchval("SELECT status FROM tickets WHERE id = $1", ticket_id)
+    if TicketStatus(current) not in OPEN:
+        return
+    who = Principal(Role.ADMIN, f"mirror:{endpoint}"[:200])
+    try:
+        await supervise.change_status(pool, who, ticket_id, Action.CANCEL, reason=f"closed upstream ({srid})")
+    except ProtocolError as err:  # changed under us (e.g. completed meanwhile): the next update will tell
+        log.info("open311.mirror_close_skipped", service_request_id=srid, reason=err.message)
+        return
+    stats.closed += 1
 
 
 async def mirror_once(pool: asyncpg.Pool, http: aiohttp.ClientSession, endpoint: str, *, sr_format: str,
@@ -168,7 +190,7 @@ async def mirror_once(pool: asyncpg.Pool, http: aiohttp.ClientSession, endpoint:
                 page += 1  # a whole page updated within one second: step past it
         await _save(pool, endpoint, position)
     stats.position = position
-    log.info("open311.mirror_run", endpoint=endpoint, created=stats.created, updated=stats.updated,
+    log.info("open311.mirror_run", endpoint=endpoint, created=stats.created, updated=stats.updated, closed=stats.closed,
              unchanged=stats.unchanged, skipped=stats.skipped, pages=stats.pages, position=w3c(position))
     return stats
 
