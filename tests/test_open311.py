@@ -194,6 +194,24 @@ async def test_pages_and_extensions_publish_only_after_photo_derivatives(
     # Newest first (sr numbers come from one sequence, so they sort in creation order); nothing twice or lost.
     assert pages == [[srs[2], srs[1]], [srs[0]], []]
 
+    # georeport with every filter it has, in both formats (xmltodict turns a list of one into a dict, so use 3).
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    window = {"start_date": (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "end_date": (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    for fmt in ("json", "xml"):
+        reader = GeoReport(server.url + "/open311/v2", output_format=fmt)
+        got = await asyncio.to_thread(reader.get_service_requests, service_code="bulky_items", status="open", **window)
+        assert sorted(r["service_request_id"] for r in got) == sorted(srs)
+        got = await asyncio.to_thread(reader.get_service_requests, service_request_id=",".join(srs[:2]))
+        assert sorted(r["service_request_id"] for r in got) == sorted(srs[:2])
+    reader = GeoReport(server.url + "/open311/v2")
+    assert await asyncio.to_thread(reader.get_service_requests, service_code="pothole_repair") == []
+    assert await asyncio.to_thread(reader.get_service_requests, status="closed") == []
+    assert await asyncio.to_thread(reader.get_service_requests, start_date="2020-01-01T00:00:00Z",
+                                   end_date="2020-03-01T00:00:00Z") == []
+
     dev = DeviceClient(http, server.url, world.device("san-1").token)
     await dev.pull()
     (tid,) = [t for t, tk in dev.replica.tickets.items() if tk.sr_number == srs[0]]
