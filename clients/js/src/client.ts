@@ -281,8 +281,9 @@ export class SyncClient {
   private async pushAll(): Promise<number> {
     let pushed = 0;
     let jumped = false;
+    let size = this.opts.pushBatch ?? 100;
     for (let guard = 0; guard < 10_000; guard++) {
-      const batch = await this.store.outbox(this.opts.pushBatch ?? 100);
+      const batch = await this.store.outbox(size);
       if (batch.length === 0) return pushed;
       const mutations = batch.map((e) => e.mutation);
       try {
@@ -291,6 +292,10 @@ export class SyncClient {
         pushed += resp.results.length;
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
+        if ((err.code === "body_too_large" || err.code === "too_many_mutations") && batch.length > 1) {
+          size = Math.max(1, Math.floor(batch.length / 2)); // long notes can make 100 mutations exceed the body limit
+          continue;
+        }
         if (err.code === "seq_gap" && typeof err.details["expected_seq"] === "number") {
           // the server never saw seqs from expected_seq on; our outbox starts later, so renumber it to fill the gap
           await this.store.renumberOutbox(err.details["expected_seq"]);

@@ -175,6 +175,20 @@ describe("SyncClient", () => {
     expect((await c.replica())[0]!.status).toBe("acknowledged");
   });
 
+  it("halves the push batch on body_too_large until it fits", async () => {
+    const c = await client(server);
+    for (let i = 0; i < 5; i++) await c.addNote("a", `note ${i}`);
+    server.handler = async (path, body) => {
+      if (path === "/v1/sync/pull") return { status: 200, body: await page([]) };
+      const ms = (body as { mutations: Mutation[] }).mutations;
+      if (ms.length > 2) return { status: 413, body: { error: { code: "body_too_large", message: "too large", details: {} } } };
+      return { status: 200, body: { results: ms.map((m) => applied(m)), server_version: 5, last_seq: ms[ms.length - 1]!.seq } };
+    };
+    await c.sync();
+    const sizes = server.requests.filter((r) => r.path === "/v1/sync/push").map((r) => (r.body as { mutations: Mutation[] }).mutations.length);
+    expect(sizes).toEqual([5, 2, 2, 1]); // refused whole, then halves of what was sent
+  });
+
   it("renumbers the outbox from expected_seq on seq_gap", async () => {
     const c = await client(server);
     await c.store.setMeta({ nextSeq: 7 });
