@@ -151,6 +151,17 @@ async def test_post_routes_to_crew_supervisor_sees_it_live_and_closure_comes_bac
                               " WHERE t.sr_number = $1", sr)
     assert '"email": "resident@example.org"' in row["reporter"] and row["name"] == "citizen-app"
     assert row["attributes"] == '{"item_kind": ["sofa"], "item_count": ["2"]}'
+    tid_row = await pool.fetchval("SELECT id FROM tickets WHERE sr_number = $1", sr)
+    staff = Api(http, server.url, world.supervisors["sanitation"])
+    status, details = await staff.call("GET", f"/v1/tickets/{tid_row}/open311")
+    assert status == 200
+    assert (details["reporter"], details["api_key"], details["attributes"]) == (
+        {"email": "resident@example.org", "first_name": "Ana", "last_name": "Lopez", "phone": "555-0100"},
+        "citizen-app", {"item_count": ["2"], "item_kind": ["sofa"]})
+    status, _ = await staff.call("GET", f"/v1/tickets/{tid_row}/open311", token=world.supervisors["street_services"])
+    assert status == 404  # another department's supervisor learns nothing
+    status, _ = await staff.call("GET", f"/v1/tickets/{tid_row}/open311", token=world.device("san-1").token)
+    assert status == 403
     audit = await pool.fetchrow("SELECT actor_kind, actor FROM audit_log WHERE action = 'open311_create'")
     assert (audit["actor_kind"], audit["actor"]) == ("api_key", "citizen-app")
 

@@ -9,12 +9,15 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from sync_server.api.http import read_model, respond
+from protocol import ErrorCode, ProtocolError
+from sync_server.api.http import principal, read_model, respond
 from sync_server.api.org import admin_only
 from sync_server.api.params import ParamInt, ParamModel, read_path
 from sync_server.api.registry import route
+from sync_server.api.schemas import TicketPath
 from sync_server.auth import Role
 from sync_server.domain.dispatch import Rule
+from sync_server.engine import supervise
 from sync_server.keys import POOL
 from sync_server.open311 import manage, store
 from sync_server.open311.admin_schemas import (
@@ -23,6 +26,7 @@ from sync_server.open311.admin_schemas import (
     CreateRuleRequest,
     IssueApiKeyRequest,
     IssuedApiKey,
+    Open311Intake,
     Open311ServiceConfig,
     Open311ServiceInfo,
     RuleInfo,
@@ -104,6 +108,19 @@ async def delete_rule(request: web.Request) -> web.Response:
     return respond(request, rule_info(row))
 
 
+async def intake_details(request: web.Request) -> web.Response:
+    """GET /v1/tickets/{id}/open311: the reporter's data, for staff of the ticket's department (others: 404, I3)."""
+    who = principal(request, Role.SUPERVISOR, Role.ADMIN)
+    ticket_id = read_path(request, TicketPath).id
+    async with request.app[POOL].acquire() as conn:
+        row = await store.intake_details(conn, ticket_id)
+    if row is None or not supervise.visible(who, row["department_id"]):
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
+    return respond(request, Open311Intake(
+        service_request_id=row["service_request_id"], api_key=row["api_key"], reporter=json.loads(row["reporter"]),
+        media_url=row["media_url"], attributes=json.loads(row["attributes"]), created_at=row["created_at"]))
+
+
 async def configure_service(request: web.Request) -> web.Response:
     """PUT /v1/service-types/{code}/open311."""
     who = await admin_only(request, "service_type_open311")
@@ -130,6 +147,10 @@ def setup(app: web.Application) -> None:
           roles=admin, response=RuleList, tags=TAGS)
     route(app, "DELETE", "/v1/dispatch-rules/{id}", delete_rule, summary="Delete a dispatch rule (admin only)",
           roles=admin, response=RuleInfo, tags=TAGS, path_model=RulePath)
+    route(app, "GET", "/v1/tickets/{id:[0-9a-fA-F-]+}/open311", intake_details,
+          summary="What a resident's app sent with an Open311 request (contact data, media_url, attributes, key); "
+                  "staff of the ticket's department only", roles=(Role.SUPERVISOR.value, Role.ADMIN.value),
+          response=Open311Intake, tags=TAGS, path_model=TicketPath)
     route(app, "PUT", "/v1/service-types/{code}/open311", configure_service,
           summary="Set a service type's Open311 description, group, keywords, attributes and public status notes "
                   "(admin only)", roles=admin, request=Open311ServiceConfig, response=Open311ServiceInfo, tags=TAGS)

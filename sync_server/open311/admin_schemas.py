@@ -114,3 +114,14 @@ class Open311ServiceInfo(Open311ServiceConfig):
     """A service type's Open311 configuration as stored."""
 
     code: str
+
+
+class Open311Intake(WireModel):
+    """What a resident's app sent with a request, for staff only: contact data, media_url, attribute answers, key."""
+
+    service_request_id: str
+    api_key: str | None
+    reporter: dict[str, str]
+    media_url: str | None
+    attributes: dict[str, list[str]]
+    created_at: WireDatetime | None = Field(description="None: the ticket did not come in through Open311.")

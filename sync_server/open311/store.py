@@ -99,6 +99,15 @@ async def token_request(conn: asyncpg.Connection, token: str) -> str | None:
         " WHERE o.token = $1", token)
 
 
+async def intake_details(conn: asyncpg.Connection, ticket_id: UUID) -> asyncpg.Record | None:
+    """The private Open311 row of a ticket (staff only; empty for tickets from other channels), with its department."""
+    return await conn.fetchrow(
+        "SELECT coalesce(t.sr_number, t.id::text) AS service_request_id, t.department_id, k.name AS api_key,"
+        " coalesce(o.reporter, '{}')::text AS reporter, o.media_url, coalesce(o.attributes, '{}')::text AS attributes,"
+        " o.created_at FROM tickets t LEFT JOIN open311_requests o ON o.ticket_id = t.id"
+        " LEFT JOIN api_keys k ON k.id = o.api_key_id WHERE t.id = $1", ticket_id)
+
+
 # ---- API keys -------------------------------------------------------------------------------------------------
 
 
