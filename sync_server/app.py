@@ -12,7 +12,7 @@ from aiohttp import web
 
 from protocol.cursor import CursorSigner
 from sync_server import metrics
-from sync_server.api import catalog, conflicts, live, metrics_mw, middleware, ops, org, supervisor, sync, uploads
+from sync_server.api import catalog, conflicts, devices, limits, live, metrics_mw, middleware, ops, org, supervisor, sync, uploads
 from sync_server.engine import maintenance
 from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
 from sync_server.settings import Settings
@@ -65,7 +65,8 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 def create_app(settings: Settings, dsn: str) -> web.Application:
     """Build the app; the pool opens on startup and closes on cleanup, so tests and workers get clean lifetimes."""
     app = web.Application(
-        middlewares=[metrics_mw.request_metrics, middleware.request_context, middleware.errors, middleware.auth],
+        middlewares=[metrics_mw.request_metrics, middleware.request_context, middleware.errors, limits.by_address,
+                     middleware.auth, limits.by_device],
         client_max_size=max(settings.max_push_bytes, settings.max_body_bytes),
         # aiohttp buffers up to 2x this per connection before pausing the socket; 64 KiB (not 3.14's 256 KiB) keeps
         # dozens of concurrent photo uploads from parking tens of MiB in memory (issue 5 benchmark).
@@ -95,7 +96,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(maintenance.prune_ctx)
     app.cleanup_ctx.append(metrics.listener_ctx)
-    for module in (ops, supervisor, org, catalog, sync, conflicts, uploads, live):
+    for module in (ops, supervisor, org, catalog, sync, conflicts, uploads, live, devices):
         module.setup(app)
     console.setup(app)
     crewapp.setup(app)

@@ -68,7 +68,8 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
     if token.startswith(DEVICE_PREFIX):
         row = await conn.fetchrow(
             "SELECT d.id, d.revoked_at, d.crew_id, c.department_id FROM devices d JOIN crews c ON c.id = d.crew_id"
-            " WHERE d.token_hash = $1",
+            # the previous token stays valid for the grace window after a rotation (a lost answer never locks out)
+            " WHERE d.token_hash = $1 OR (d.prev_token_hash = $1 AND d.prev_token_expires_at > now())",
             digest,
         )
         if row is None:

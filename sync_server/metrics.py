@@ -59,6 +59,10 @@ class Metrics:
         self.live_closes = Counter("fieldsync_live_closes", "Live WebSockets closed, by close code "
                                    "(4008 = consumer too slow, 1013 = database unavailable).", ["code"], registry=reg)
         self.upload_bytes = Counter("fieldsync_upload_bytes", "Photo bytes accepted by tus PATCH.", registry=reg)
+        self.rate_limited = Counter("fieldsync_rate_limited", "Requests refused with 429 rate_limited, by scope "
+                                    "(address or device).", ["scope"], registry=reg)
+        self.auth_failures = Counter("fieldsync_auth_failures", "Requests refused for a missing, invalid or revoked "
+                                     "token, by error code.", ["code"], registry=reg)
         self.pool_size = Gauge("fieldsync_db_pool_size", "Connections open in the asyncpg pools.",
                                multiprocess_mode="livesum", registry=reg)
         self.pool_in_use = Gauge("fieldsync_db_pool_in_use", "Pool connections checked out.",
@@ -73,6 +77,10 @@ class Metrics:
             self.mutations.labels(status=status, reason="")
         for kind in ("delta", "snapshot"):
             self.pull_pages.labels(kind=kind)
+        for scope in ("address", "device"):
+            self.rate_limited.labels(scope=scope)
+        for code in ("unauthorized", "token_revoked"):
+            self.auth_failures.labels(code=code)
         for role in ("device", "supervisor", "admin"):
             self.live_sockets.labels(role=role)
         for code in ("1001", "1013", "4003", "4008"):

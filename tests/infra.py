@@ -53,16 +53,22 @@ def _preexec() -> None:
 
 
 def give(path: Path) -> Path:
-    """Let the unprivileged owner use a directory tree we created (and traverse to it)."""
+    """Let the unprivileged owner use a directory tree we created under `scratch()` (never chmod pytest's own dirs:
+    pytest resets them to 0700 whenever any session starts)."""
     ids = owner()
     if ids is not None:
         for p in [path, *path.rglob("*")]:
             os.chown(p, *ids)
-        for parent in path.parents:
-            if parent == Path("/tmp") or parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o011)
     return path
+
+
+def scratch(prefix: str) -> Path:
+    """A 0755 directory directly under the system temp dir, reachable by the cluster owner; the caller removes it."""
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    return root
 
 
 def run_owner(args: list[str], timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -225,3 +231,56 @@ class Cluster:
         subprocess.run([str(PG_BIN / "pg_ctl"), "stop", "-D", str(self.dir), "-m", "immediate", "-w", "-t", "20"],
                        capture_output=True, timeout=30, preexec_fn=_preexec, cwd="/")
         self.proc_started = False
+
+
+HAPROXY = "/usr/sbin/haproxy"
+
+
+class HAProxy:
+    """Debian's HAProxy in front of N local servers: round robin, health checks every 300 ms on /healthz, layer-7
+    retries on a dead connection (safe here: pushes are exactly-once per device seq), WebSocket tunnels."""
+
+    def __init__(self, root: Path, backends: list[int]) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.port = free_port()
+        servers = "\n".join(f"  server h{i} 127.0.0.1:{p} check" for i, p in enumerate(backends))
+        (root / "haproxy.cfg").write_text(
+            "global\n  maxconn 2000\n"
+            "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n"
+            "  timeout tunnel 1h\n  retries 3\n  option redispatch 1\n"
+            "  retry-on conn-failure empty-response response-timeout 502 503\n  option http-buffer-request\n"
+            f"frontend fieldsync\n  bind 127.0.0.1:{self.port}\n  default_backend hosts\n"
+            "backend hosts\n  balance roundrobin\n  option forwardfor\n  option httpchk GET /healthz\n"
+            "  http-check expect status 200\n  default-server inter 300ms fall 2 rise 1\n"
+            f"{servers}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where devices connect."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> HAProxy:
+        """Foreground (-db) process we own."""
+        log = open(self.root / "haproxy.log", "wb")
+        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.root / "haproxy.cfg")], stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=log)
+        try:
+            wait_port(self.port)
+        except AssertionError:
+            self.stop()
+            raise AssertionError("haproxy did not start: " + (self.root / "haproxy.log").read_text()[-2000:]) from None
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM (hard stop), bounded."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -22,7 +22,7 @@ from sync_server.settings import Settings
 from sync_server.storage.migrate import migrate
 from tests.conftest import start_server
 from tests.factories import build_world, make_tickets
-from tests.infra import PG_BIN, Cluster
+from tests.infra import PG_BIN, Cluster, rmtree, scratch
 from tests.syncclient import DeviceClient
 
 log = structlog.get_logger("tests.failover")
@@ -69,7 +69,7 @@ async def device_loop(http: aiohttp.ClientSession, url: str, token: str, device_
 async def test_failover_to_synchronous_standby_loses_no_acknowledged_mutation(
     settings: Settings, tmp_path: Path
 ) -> None:
-    root = tmp_path / "clusters"
+    root = scratch("fs-failover-")
     primary = Cluster(root, "primary")
     standby = Cluster(root, "standby1")
     try:
@@ -164,3 +164,4 @@ async def test_failover_to_synchronous_standby_loses_no_acknowledged_mutation(
     finally:
         standby.stop()
         primary.stop()
+        rmtree(root)

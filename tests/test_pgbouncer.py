@@ -16,7 +16,7 @@ from protocol.live import LiveEvent
 from sync_server.settings import Settings
 from tests.conftest import start_server
 from tests.factories import World, make_tickets
-from tests.infra import PG_BIN, PGBOUNCER, PgBouncer, run_owner
+from tests.infra import PG_BIN, PGBOUNCER, PgBouncer, rmtree, run_owner, scratch
 from tests.syncclient import DeviceClient
 from tests.test_live import Live
 
@@ -39,8 +39,10 @@ async def test_push_pull_live_journey_through_pgbouncer_transaction_mode(
     settings: Settings, db_dsn: str, pool: asyncpg.Pool, world: World, tmp_path: Path
 ) -> None:
     tickets = await make_tickets(pool, world, 4)
-    bouncer = PgBouncer(tmp_path / "pgbouncer", db_dsn, pool_size=3).start()
+    root = scratch("fs-pgbouncer-")
+    bouncer = PgBouncer(root / "pgbouncer", db_dsn, pool_size=3)
     try:
+        bouncer.start()
         # live_poll_s high: supervisor events must come from LISTEN/NOTIFY, not from the fallback poll
         s = settings.model_copy(update={"database_pgbouncer": True, "database_direct_url": db_dsn, "live_poll_s": 120.0})
         srv = await asyncio.wait_for(start_server(s, bouncer.dsn), 20)
@@ -83,3 +85,4 @@ async def test_push_pull_live_journey_through_pgbouncer_transaction_mode(
         assert rows == 40
     finally:
         bouncer.stop()
+        rmtree(root)

@@ -20,7 +20,7 @@ from sync_server.engine.check import check
 from sync_server.settings import Settings
 from tests.conftest import Server
 from tests.factories import World, make_tickets
-from tests.infra import PG_BIN, Cluster
+from tests.infra import PG_BIN, Cluster, rmtree, scratch
 from tests.syncclient import DeviceClient
 from tests.test_uploads_support import noise_jpeg, sha, upload
 
@@ -76,7 +76,8 @@ async def test_dump_and_photo_copy_restore_into_new_cluster_and_check_passes(
     restored_dir = tmp_path / "restored-data"
     shutil.copytree(settings.data_dir / "blobs", restored_dir / "blobs")
 
-    cluster = Cluster(tmp_path / "clusters", "restored")
+    root = scratch("fs-restore-")
+    cluster = Cluster(root, "restored")
     try:
         cluster.init().start()
         cluster.psql("CREATE DATABASE fieldsync")
@@ -106,3 +107,4 @@ async def test_dump_and_photo_copy_restore_into_new_cluster_and_check_passes(
         assert code == 1 and report["problem_counts"]["photo_missing"] == 1
     finally:
         cluster.stop()
+        rmtree(root)

@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from sync_server.keys import POOL, SETTINGS
+from sync_server.storage.credentials import prune_rate_limits
 
 log = structlog.get_logger(__name__)
 _LOCK_KEY = 0x46535052  # 'FSPR': one pruner at a time across processes
@@ -54,6 +55,7 @@ async def prune(conn: asyncpg.Connection, retention: timedelta) -> PruneReport:
         results = await conn.execute(
             "DELETE FROM mutation_results WHERE created_at < now() - $1::interval", retention * RESULTS_FACTOR
         )
+        await prune_rate_limits(conn, 3600)  # counters of addresses not seen for an hour
     report = PruneReport(_count(superseded), _count(tombstones), _count(results))
     log.info("maintenance.pruned", **report.__dict__)
     return report
