@@ -95,6 +95,18 @@ class Settings(BaseSettings):
         """FIELDSYNC_METRICS_PORT= (empty) means off, like 0."""
         return None if value == "" else value
 
+    @field_validator("open311_sr_format")
+    @classmethod
+    def _sr_format_numbers_uniquely(cls, value: str) -> str:
+        """A format without {seq} would give every new request the same number; refuse it at start-up."""
+        try:
+            a, b = value.format(seq=1, year=2026), value.format(seq=2, year=2026)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{seq}} and {{year}} may appear: {exc}") from None
+        if a == b or not 1 <= len(a) <= 64:
+            raise ValueError("must contain {seq} and give numbers of 1 to 64 characters")
+        return value
+
     def resolved_cursor_secret(self) -> bytes:
         """Cursors must survive restarts and be shared by every worker, so the generated key is persisted."""
         if self.cursor_secret is not None:

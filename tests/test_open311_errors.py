@@ -164,3 +164,23 @@ async def test_jurisdiction_required(settings: Any, db_dsn: str, world: World, h
             assert r.status == 404
     finally:
         await srv.runner.cleanup()
+
+
+def test_sr_number_format_setting() -> None:
+    """The city's format renders the sequence; a format that cannot number requests uniquely is refused at start."""
+    from datetime import datetime, timezone
+
+    import pydantic
+
+    from sync_server.open311.service import format_sr_number
+    from sync_server.settings import Settings
+
+    when = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    assert format_sr_number(Settings(demo_data=False).open311_sr_format, 42, when) == "2026-0000042"
+    assert format_sr_number(Settings(open311_sr_format="1-{seq:010d}").open311_sr_format, 42, when) == "1-0000000042"
+    for bad in ("FIXED", "{foo}-{seq}", "{seq"):
+        try:
+            Settings(open311_sr_format=bad)
+        except pydantic.ValidationError:
+            continue
+        raise AssertionError(f"{bad!r} accepted")
