@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from collections.abc import AsyncIterator
 from pathlib import Path
 import aiohttp
@@ -25,6 +26,7 @@ from tests.test_open311 import http, post_form  # noqa: F401 - fixture
 from tests.test_supervisor_api import Api
 
 __all__ = ["http"]
+NO_LAG = timedelta(0)
 
 
 @pytest.fixture
@@ -85,16 +87,18 @@ async def test_b_mirrors_a_exactly_once_and_resumes(
         admin_b = Api(http, srv_b.url, world_b.admin)
         await admin_b.call("POST", "/v1/dispatch-rules", {"service_type": "bulky_items", "zip": "90012", "crew": "san-1"})
         endpoint = server.url + "/open311/v2"
-        await asyncio.sleep(2.1)  # the mirror stays LAG (2 s) behind the upstream clock, by design
+        # The mirror stays 2 s behind the upstream clock (writers stamp updated_at before commit); every write here
+        # has committed, so the test reads up to now (lag=0) instead of sleeping.
         # A bounded run (as if the process died after two pages) stores its position...
-        first = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2, max_pages=2)
+        first = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2, max_pages=2,
+                                  lag=NO_LAG)
         # updated_datetime has whole seconds and the position is inclusive, so page 2 re-reads what page 1 read in
         # its last second: 2 new (all posts in one second) or 3 (page 1 straddled a second boundary).
         assert first.pages == 2 and first.created in (2, 3) and first.created + first.unchanged == 4
         stored = await b_pool.fetchval("SELECT updated_after FROM open311_mirror_state WHERE endpoint = $1", endpoint)
         assert stored == first.position and stored is not None
         # ... and the next run resumes there: every open request exactly once, the closed one skipped.
-        second = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2)
+        second = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2, lag=NO_LAG)
         assert first.created + second.created == 4 and second.skipped == {"closed_upstream": 1}
         rows = await b_pool.fetch(
             "SELECT m.service_request_id, t.sr_number, t.status, c.name AS crew, t.description FROM open311_mirror_items m"
@@ -112,8 +116,7 @@ async def test_b_mirrors_a_exactly_once_and_resumes(
         status, _ = await Api(http, server.url, world.supervisors["sanitation"]).call(
             "POST", f"/v1/tickets/{a_id}/cancel", {"reason": "resident withdrew"})
         assert status == 200
-        await asyncio.sleep(2.1)
-        third = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2)
+        third = await mirror_once(b_pool, http, endpoint, sr_format="B-{seq:05d}", page_size=2, lag=NO_LAG)
         assert (third.created, third.updated, third.closed) == (0, 2, 1)
         assert await b_pool.fetchval("SELECT count(*) FROM tickets") == 4
         b_status = await b_pool.fetchval("SELECT t.status FROM open311_mirror_items m JOIN tickets t ON t.id = m.ticket_id"

@@ -159,11 +159,11 @@ async def _close_locally(pool: asyncpg.Pool, endpoint: str, ticket_id: Any, srid
 
 async def mirror_once(pool: asyncpg.Pool, http: aiohttp.ClientSession, endpoint: str, *, sr_format: str,
                       jurisdiction: str | None = None, api_key: str | None = None, page_size: int = 100,
-                      max_pages: int | None = None, now: datetime | None = None) -> MirrorStats:
+                      max_pages: int | None = None, now: datetime | None = None, lag: timedelta = LAG) -> MirrorStats:
     """Mirror everything updated since the stored position up to now - LAG, in 90-day windows (the spec's largest
     span); `max_pages` bounds one run (the next run resumes)."""
     stats = MirrorStats()
-    until = (now or datetime.now(timezone.utc)) - LAG
+    until = (now or datetime.now(timezone.utc)) - lag
     position = await _state(pool, endpoint) or until - MAX_SPAN
     base: dict[str, str] = {"page_size": str(page_size)}
     if jurisdiction:
