@@ -14,7 +14,6 @@ from uuid import UUID
 
 import aiohttp
 import asyncpg
-import pytest
 import structlog
 
 from sync_server.keys import POOL
@@ -22,11 +21,10 @@ from sync_server.settings import Settings
 from sync_server.storage.migrate import migrate
 from tests.conftest import start_server
 from tests.factories import build_world, make_tickets
-from tests.infra import PG_BIN, Cluster, rmtree, scratch
+from tests.infra import Cluster, rmtree, scratch
 from tests.syncclient import DeviceClient
 
 log = structlog.get_logger("tests.failover")
-pytestmark = pytest.mark.skipif(not (PG_BIN / "pg_basebackup").exists(), reason="PostgreSQL 15 binaries missing")
 
 RETRYABLE = {502, 503, 504}
 

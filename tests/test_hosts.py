@@ -16,19 +16,17 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-import pytest
 import structlog
 
 from protocol.live import LiveEvent
 from tests.factories import World, make_tickets
-from tests.infra import HAPROXY, HAProxy, free_port
+from tests.infra import HAProxy, free_port
 from tests.syncclient import DeviceClient
 from tests.test_failover import Tally, device_loop
 from tests.test_live import Live
 
 REPO = Path(__file__).resolve().parents[1]
 log = structlog.get_logger("tests.hosts")
-pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy not installed (apt-get install haproxy)")
 
 
 class Host:

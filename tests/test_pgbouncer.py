@@ -10,17 +10,15 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-import pytest
 
 from protocol.live import LiveEvent
 from sync_server.settings import Settings
 from tests.conftest import start_server
 from tests.factories import World, make_tickets
-from tests.infra import PG_BIN, PGBOUNCER, PgBouncer, rmtree, run_owner, scratch
+from tests.infra import PG_BIN, PgBouncer, rmtree, run_owner, scratch
 from tests.syncclient import DeviceClient
 from tests.test_live import Live
 
-pytestmark = pytest.mark.skipif(not Path(PGBOUNCER).exists(), reason="pgbouncer not installed (apt-get install pgbouncer)")
 
 
 def show_stats(bouncer: PgBouncer) -> dict[str, int]:
