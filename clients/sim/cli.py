@@ -8,13 +8,17 @@ import json
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
 from .config import SimConfig
 from .fleet import Fleet, SetupError
+from .probe import Probe
+from .procs import run_processes
 from .report import build, plot, table, write
 from .spawn import SpawnedServer, SpawnError
 from .verdict import Verdict, judge
@@ -23,14 +27,21 @@ EXIT_FAIL = 1   # the verdict failed: something was lost, duplicated or diverged
 EXIT_SETUP = 2  # the run could not start (bad credentials, server down)
 
 
-async def simulate(config: SimConfig, credentials: dict[str, Any]) -> tuple[dict[str, Any], Verdict, Fleet]:
-    """One whole run: setup, shift, quiesce, verdict, report. Usable from tests without a subprocess."""
+async def simulate(config: SimConfig, credentials: dict[str, Any], *, gate: Callable[[], Awaitable[None]] | None = None,
+                   probe: Probe | None = None) -> tuple[dict[str, Any], Verdict, Fleet]:
+    """One whole run: setup, shift, quiesce, verdict, report. Usable from tests without a subprocess.
+
+    `gate` is awaited between setup and shift (other processes of the fleet); `probe` measures the server side.
+    """
     cpu0, t0 = time.process_time(), time.monotonic()
     _dump_tasks_on_sigusr1()
     connector = aiohttp.TCPConnector(limit=config.connections, limit_per_host=config.connections)
     timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         fleet = Fleet(config, session, credentials)
+        fleet.start_gate, fleet.probe = gate, probe
+        if probe is None and config.metrics_url:
+            fleet.probe = Probe(metrics_url=config.metrics_url)
         await fleet.setup()
         await fleet.run()
         verdict = await judge(fleet)
@@ -71,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fault-rate", type=float, default=d.fault_rate, help="chance per request of an injected fault")
     r.add_argument("--step", type=float, default=d.step_s, help="mean seconds between a crew's taps")
     r.add_argument("--connections", type=int, default=d.connections, help="HTTP connection pool size")
+    r.add_argument("--processes", type=int, default=d.processes,
+                   help="split the fleet over N simulator processes (disjoint crews, one merged verdict)")
+    r.add_argument("--existing-crews", action="store_true",
+                   help="spread devices over the server's existing crews instead of creating crews of 2-4")
+    r.add_argument("--metrics-url", default="", help="the server's Prometheus /metrics, scraped during the shift "
+                   "(with --spawn: the spawned server's)")
     r.add_argument("--no-live", action="store_true", help="never use the live feed")
     r.add_argument("--no-photos", action="store_true", help="never upload photos")
     r.add_argument("--report", type=Path, help="write the JSON report here")
@@ -85,21 +102,33 @@ def _config(args: argparse.Namespace, server: str) -> SimConfig:
             raise SystemExit(f"--{name.replace('_', '-')} must be in [0, 1)")
     if args.devices < 1 or args.duration <= 0:
         raise SystemExit("--devices must be >= 1 and --duration > 0")
+    if args.processes < 1 or (args.processes > 1 and args.existing_crews):
+        raise SystemExit("--processes must be >= 1, and more than 1 needs the fleet's own crews (no --existing-crews)")
     return SimConfig(
         server=server, devices=args.devices, duration_s=args.duration, seed=args.seed,
         offline_fraction=args.offline_fraction, photo_rate=args.photo_rate, supervisor_rate=args.supervisor_rate,
         fault_rate=args.fault_rate, step_s=args.step, connections=args.connections, live=not args.no_live,
-        photos=not args.no_photos, report=args.report, plot=args.plot,
+        photos=not args.no_photos, report=args.report, plot=args.plot, processes=args.processes,
+        existing_crews=args.existing_crews, metrics_url=args.metrics_url,
     )
 
 
-def _finish(rep: dict[str, Any], fleet: Fleet, config: SimConfig) -> int:
+def _run(config: SimConfig, creds: dict[str, Any], probe: Probe | None) -> tuple[dict[str, Any], Fleet | None]:
+    """One process or several; the report is the whole fleet's either way."""
+    if config.processes > 1:
+        rep, _, _ = run_processes(config, creds, probe)
+        return rep, None
+    rep, _, fleet = asyncio.run(simulate(config, creds, probe=probe))
+    return rep, fleet
+
+
+def _finish(rep: dict[str, Any], fleet: Fleet | None, config: SimConfig) -> int:
     sys.stdout.write(table(rep) + "\n")
     if config.report is not None:
         write(rep, config.report)
         sys.stdout.write(f"report: {config.report}\n")
     if config.plot is not None:
-        problem = plot(fleet, config.plot)
+        problem = plot(fleet, config.plot) if fleet is not None else "not available with --processes"
         sys.stdout.write((f"plot skipped: {problem}" if problem else f"plot: {config.plot}") + "\n")
     return 0 if rep["ok"] else EXIT_FAIL
 
@@ -114,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                 if args.credentials is not None:
                     creds = json.loads(args.credentials.read_text())
                 config = _config(args, creds["server"])
-                rep, _, fleet = asyncio.run(simulate(config, creds))
+                if not config.metrics_url:
+                    config = replace(config, metrics_url=srv.metrics_url)
+                probe = Probe(metrics_url=config.metrics_url, server_pids=srv.server_pids(),
+                              postgres_pids=srv.postgres_pids())
+                rep, fleet = _run(config, creds, probe)
                 if not rep["ok"]:
                     sys.stderr.write(f"server log tail:\n{srv.log_tail(15)}\n")
                 return _finish(rep, fleet, config)
@@ -123,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_SETUP
         creds = json.loads(args.credentials.read_text())
         config = _config(args, args.server or creds.get("server") or "")
-        rep, _, fleet = asyncio.run(simulate(config, creds))
+        rep, fleet = _run(config, creds, Probe(metrics_url=config.metrics_url) if config.metrics_url else None)
         return _finish(rep, fleet, config)
     except (SetupError, SpawnError, OSError, aiohttp.ClientError) as exc:
         sys.stderr.write(f"fieldsync-sim: {exc}\n")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .crews import CrewSlot
+
 
 @dataclass(frozen=True)
 class SimConfig:
@@ -29,3 +31,9 @@ class SimConfig:
     report: Path | None = None
     plot: Path | None = None
     progress: bool = True
+    processes: int = 1                # simulator processes sharing one fleet (disjoint crews, one verdict)
+    existing_crews: bool = False      # legacy: spread devices over the server's existing crews instead
+    run_id: str = ""                  # prefix of the crews this run creates (unique per run)
+    crews: tuple[CrewSlot, ...] = ()  # this process's share of the fleet's crews (set by the runner)
+    device_offset: int = 0            # index of this process's first device in the whole fleet (seeds)
+    metrics_url: str = ""             # the server's Prometheus endpoint, scraped during the shift if set

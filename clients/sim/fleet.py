@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -16,9 +19,12 @@ import aiohttp
 from protocol import JSON, MSGPACK
 
 from .behaviour import WORKABLE
+from . import crews as fleet_crews
 from .config import SimConfig
+from .crews import CrewSlot
 from .device import Credentials, Device, DeviceBroken, Entry
 from .metrics import Metrics
+from .probe import Probe
 from .progress import Progress
 from .supervisor import StaffApi, SupervisorActor, discover_service_types, gather_bounded
 from .transport import SimHttpError, Transport
@@ -38,6 +44,18 @@ async def settle(tasks: list[asyncio.Task[Any]], timeout: float, metrics: Metric
 
 class SetupError(Exception):
     """The server or credentials cannot host this run (no admin token, no crews, ...)."""
+
+
+async def make_crews(admin: StaffApi, config: SimConfig, departments: list[str]) -> list[CrewSlot]:
+    """Create the whole fleet's crews (2-4 devices each) over the admin API; names unique to this run."""
+    if not departments:
+        raise SetupError("the credentials name no supervisor, so no department to create crews in")
+    slots = fleet_crews.plan(config.devices, config.seed, config.run_id or secrets.token_hex(3), departments)
+    try:
+        await fleet_crews.create(admin, slots)
+    except SimHttpError as exc:
+        raise SetupError(f"could not create the fleet's crews: {exc}") from exc
+    return slots
 
 
 class Fleet:
@@ -66,6 +84,8 @@ class Fleet:
         self.uploads = False
         self._stop = asyncio.Event()
         self.run_seconds = 0.0
+        self.start_gate: Callable[[], Awaitable[None]] | None = None  # other processes' setup (--processes)
+        self.probe: Probe | None = None  # server CPU and pool gauges over the shift (the process that owns it)
         self.quiesce_seconds = 0.0
         admin = (credentials.get("admin") or {}).get("token")
         if not admin:
@@ -115,19 +135,26 @@ class Fleet:
     async def setup(self) -> None:
         """Enrol N fresh devices over the admin API, learn service types, make sure every crew has work."""
         await self.detect_features()
-        crews = (await self.admin.call("GET", "/v1/crews"))["crews"]
-        crews = sorted((c for c in crews if c["active"] and c["department"] in self.staff), key=lambda c: c["name"])
-        if not crews:
-            raise SetupError("no active crews in a department the credentials have a supervisor for")
-        plan = [crews[i % len(crews)] for i in range(self.config.devices)]
-        label = f"fieldsync-sim seed {self.config.seed}"
+        if not self.config.crews and not self.config.existing_crews:
+            self.config = replace(self.config, crews=tuple(await make_crews(self.admin, self.config, list(self.staff))))
+        cfg = self.config
+        if cfg.crews:  # a real fleet: this process's own crews, 2-4 devices each
+            plan = [{"name": s.name, "department": s.department} for s in cfg.crews for _ in range(s.devices)]
+        else:  # --existing-crews: every device on one of the server's crews, round-robin
+            crews = (await self.admin.call("GET", "/v1/crews"))["crews"]
+            crews = sorted((c for c in crews if c["active"] and c["department"] in self.staff), key=lambda c: c["name"])
+            if not crews:
+                raise SetupError("no active crews in a department the credentials have a supervisor for")
+            plan = [crews[i % len(crews)] for i in range(cfg.devices)]
+        label = f"fieldsync-sim seed {cfg.seed}"
+        first = cfg.device_offset
 
         async def enrol(i: int, crew: dict[str, Any]) -> Credentials:
             out = await self.admin.call("POST", "/v1/devices", {"crew": crew["name"], "label": f"{label} #{i}"})
             return Credentials(out["device_id"], out["token"], out["crew"], crew["department"])
 
-        creds = await gather_bounded([enrol(i, c) for i, c in enumerate(plan)], 16)
-        self.devices = [Device(i, c, self) for i, c in enumerate(creds)]
+        creds = await gather_bounded([enrol(first + i, c) for i, c in enumerate(plan)], 16)
+        self.devices = [Device(first + i, c, self) for i, c in enumerate(creds)]
         departments = sorted({c.department for c in creds})
         for dept in departments:
             api = self.staff[dept]
@@ -146,7 +173,8 @@ class Fleet:
             for t in sup.open:
                 if t.status.value in WORKABLE and t.crew:
                     per_crew[t.crew] = per_crew.get(t.crew, 0) + 1
-            for crew in sup.crews:
+
+            async def fill(crew: str, sup: SupervisorActor = sup) -> None:
                 n_dev = sum(1 for d in self.devices if d.creds.crew == crew)
                 want = max(self.config.tickets_per_crew, 2 * n_dev)
                 short = want - per_crew.get(crew, 0)
@@ -156,11 +184,16 @@ class Fleet:
                     except SimHttpError as exc:
                         self.metrics.errors[f"top_up:{exc.code}"] += 1
 
+            await gather_bounded([fill(crew) for crew in sup.crews], 8)
+
     # ------------------------------------------------------------------------------------------ run
 
     async def run(self) -> None:
         """The shift, then the quiesce: stop crews and supervisors, drain every outbox, pull everyone to the head."""
         cfg = self.config
+        if self.start_gate is not None:
+            await self.start_gate()  # every process starts its shift together
+        probe_task = asyncio.create_task(self.probe.run(cfg.duration_s, self.session)) if self.probe else None
         progress = Progress(self, enabled=cfg.progress)
         progress_task = asyncio.create_task(progress.run())
         crew = [asyncio.create_task(d.crew_loop()) for d in self.devices]
@@ -176,6 +209,9 @@ class Fleet:
         finally:
             self.stopping = True
             self._stop.set()
+            if probe_task is not None:
+                probe_task.cancel()  # it ends with the shift anyway; its finally records the CPU used so far
+                await asyncio.gather(probe_task, return_exceptions=True)
             self.fault_rate = 0.0
             for d in self.devices:
                 d.online.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,9 @@ def build(fleet: Fleet, verdict: Verdict, cpu_s: float, wall_s: float) -> dict[s
         "seed": fleet.config.seed,
         "server": fleet.transport.base,
         "devices": len(fleet.devices),
+        "crews": len({d.creds.crew for d in fleet.devices}),
+        "crew_sizes": dict(sorted(Counter(Counter(d.creds.crew for d in fleet.devices).values()).items())),
+        "processes": 1,
         "duration_s": round(fleet.run_seconds, 2),
         "quiesce_s": round(fleet.quiesce_seconds, 2),
         "features": {"photos": fleet.uploads, "live": fleet.live},
@@ -74,6 +78,8 @@ def build(fleet: Fleet, verdict: Verdict, cpu_s: float, wall_s: float) -> dict[s
         "sim_cpu_s": round(cpu_s, 2),
         "sim_cpu_percent_of_one_core": round(100.0 * cpu_s / wall_s, 1) if wall_s else None,
         "host_cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "server_side": fleet.probe.report() if fleet.probe is not None else {},
         "examples": {k: v for k, v in verdict.examples.items() if v},
     }
 
@@ -111,6 +117,9 @@ def table(rep: dict[str, Any]) -> str:
         ("simulator CPU", f"{rep['sim_cpu_s']} s ({rep['sim_cpu_percent_of_one_core']}% of one core, "
                           f"{rep['host_cpus']} cores)"),
         ("features", _fmt(rep["features"])),
+        ("fleet", f"{rep['crews']} crews (devices per crew: {_fmt(rep['crew_sizes'])}), {rep['processes']} process(es)"),
+        ("server side", _fmt(rep["server_side"])),
+        ("load average", _fmt(rep["load_average"])),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]

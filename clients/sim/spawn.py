@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,9 +46,30 @@ class SpawnedServer:
         self.log_path = self.dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.credentials: dict[str, Any] = {}
+        self.metrics_port = 0
+
+    @property
+    def metrics_url(self) -> str:
+        """The spawned server's Prometheus endpoint (its own free port: other servers may hold the default)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def server_pids(self) -> list[int]:
+        """The `fieldsync serve` process (workers are its children), for CPU accounting."""
+        return [self.proc.pid] if self.proc is not None else []
+
+    def postgres_pids(self) -> list[int]:
+        """The embedded cluster's postmaster (backends are its children), or none if it is not found."""
+        try:
+            return [int((self.data / "pg").resolve().joinpath("postmaster.pid").read_text().splitlines()[0])]
+        except (OSError, ValueError, IndexError):
+            return []
 
     def __enter__(self) -> SpawnedServer:
-        env = {**os.environ, "FIELDSYNC_LOG_LEVEL": "warning", "FIELDSYNC_LOG_FORMAT": "json", **self.extra_env}
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.metrics_port = s.getsockname()[1]
+        env = {**os.environ, "FIELDSYNC_LOG_LEVEL": "warning", "FIELDSYNC_LOG_FORMAT": "json",
+               "FIELDSYNC_METRICS_PORT": str(self.metrics_port), **self.extra_env}
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen([*_command(), "serve", "--data-dir", str(self.data), "--port", "0"],
                                      stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
