@@ -13,6 +13,7 @@ import asyncpg
 from protocol import TicketStatus
 from sync_server.domain.dispatch import CrewFacts, Rule
 from sync_server.domain.states import open311_status
+from sync_server.storage.credentials import hit
 
 _SERVICE_SQL = """
 SELECT st.id, st.code, st.name, st.open311_description, st.open311_group, st.open311_keywords,
@@ -144,19 +145,9 @@ async def key_by_hash(conn: asyncpg.Connection, key_hash: bytes) -> asyncpg.Reco
 
 
 async def count_hit(conn: asyncpg.Connection, key_id: int) -> tuple[int, float]:
-    """Count one use in the key's current minute (atomically, shared by every process); (hits, seconds left)."""
-    row = await conn.fetchrow(
-        "INSERT INTO api_key_usage AS u (api_key_id, minute, hits) VALUES ($1, date_trunc('minute', now()), 1)"
-        " ON CONFLICT (api_key_id, minute) DO UPDATE SET hits = u.hits + 1"
-        " RETURNING hits, extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8 AS left",
-        key_id)
-    assert row is not None
-    return row["hits"], row["left"]
-
-
-async def prune_usage(conn: asyncpg.Connection) -> None:
-    """Old minutes are useless; keep the table tiny."""
-    await conn.execute("DELETE FROM api_key_usage WHERE minute < now() - interval '10 minutes'")
+    """Count one use in the key's current minute with the server's shared limiter (one atomic statement on the
+    `rate_limits` table, so every process and host shares the count); (hits, seconds left)."""
+    return await hit(conn, f"api_key:{key_id}", 60)
 
 
 # ---- dispatch rules -------------------------------------------------------------------------------------------
