@@ -277,6 +277,9 @@ def test_cursor_old_secret_verifies_new_secret_signs() -> None:
     rotated = CursorSigner(SECRET, [b"o" * 16])
     assert rotated.decode(old.encode(STATE), scope="crew:7") == STATE
     assert rotated.encode(STATE) == TOKEN
+    assert rotated.decode(TOKEN, scope="crew:7") == STATE  # the current secret still verifies after the old ones
+    with pytest.raises(p.ProtocolError):
+        CursorSigner(b"n" * 16, [b"m" * 16]).decode(TOKEN, scope="crew:7")  # neither secret signed it
 
 
 def test_spec_shows_the_same_vectors() -> None:
