@@ -8,7 +8,8 @@
 # Two tools per module: mutmut (function bodies) and ops/mutate_tables.py (the module-level rule tables, which mutmut
 # does not touch: dropped rows, swapped enum members, shifted ranks). Each runs in a throwaway copy of the tree, niced, with
 # MUTATION_JOBS workers (default 2) and at most MUTATION_TIMEOUT seconds (default 1800). Prints, per module,
-# killed/total and every survivor with its diff; `MUTATION_KEEP=1` keeps the copies to inspect (`mutmut show NAME`).
+# killed/total and every survivor with its diff; `MUTATION_KEEP=1` keeps the copies to inspect (`mutmut show NAME`),
+# `MUTATION_TABLES=0` skips the table mutants.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,6 +76,7 @@ TOML
     summary+=("$module: $killed/$total killed ($pct %)")
     echo "${summary[-1]}"
     # mutmut leaves module-level code alone, and the rules are tables: mutate those rows too.
+    [ "${MUTATION_TABLES:-1}" = 0 ] && continue
     table=$(nice -n 10 "$ROOT/.venv/bin/python" ops/mutate_tables.py "$module" --tests "$(echo "$fast" | tr -d '"')" \
         --budget "$LIMIT" 2>&1) || true
     echo "$table" | grep -E '^-- survived' || true
