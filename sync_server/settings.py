@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     max_uploads_per_device: int = Field(4, ge=1, description="Concurrent unfinished upload sessions one device may hold; more answer 429 with Retry-After.")
     upload_expiry_seconds: int = Field(24 * 3600, ge=60, description="An upload session idle this long expires and its partial bytes are deleted.")
     upload_read_timeout_seconds: float = Field(30.0, gt=0, description="A PATCH whose body stalls this long is cut off (bytes received so far are kept).")
+    upload_partials: Literal["local", "store"] = Field("local", description="Where unfinished tus uploads live between PATCHes: local (data_dir/uploads, one host) or store (each acknowledged byte range as an object in the photo store, so an upload started on one host resumes on any other; use with blob_backend s3 behind a load balancer).")
     blob_backend: Literal["fs", "s3"] = Field("fs", description="Photo store: fs (under the data dir) or s3 (S3-compatible object storage).")
     s3_bucket: str | None = Field(None, description="S3 bucket for photos when blob_backend is s3.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint URL (e.g. MinIO); unset means AWS.")

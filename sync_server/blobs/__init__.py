@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sync_server.blobs.base import BlobStore, BlobStat, Variant, blob_key, derivative_key
+from sync_server.blobs.base import BlobStat, BlobStore, BlobStoreUnavailable, Variant, blob_key, derivative_key
 from sync_server.settings import Settings
 
-__all__ = ["BlobStat", "BlobStore", "Variant", "blob_key", "derivative_key", "open_store"]
+__all__ = ["BlobStat", "BlobStore", "BlobStoreUnavailable", "Variant", "blob_key", "derivative_key", "open_store"]
 
 
 def open_store(settings: Settings) -> BlobStore:

@@ -34,6 +34,10 @@ def derivative_key(variant: Variant, sha256: str, version: str) -> str:
     return f"{variant.value}/v{version}/{blob_key(variant, sha256).split('/', 1)[1]}"
 
 
+class BlobStoreUnavailable(Exception):
+    """The store could not be reached or refused a write: callers answer a retryable 503 instead of a bare 500."""
+
+
 @dataclass(frozen=True)
 class BlobStat:
     """What a download needs before streaming: the size for Content-Length and Range."""
@@ -67,6 +71,10 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Remove an object if present."""
+
+    @abc.abstractmethod
+    async def list_keys(self, prefix: str) -> dict[str, int]:
+        """Keys under `prefix` with their sizes (shared partial uploads find their pieces this way); bounded callers only."""
 
     def local_path(self, key: str) -> Path | None:
         """A local file holding the object, when the backend has one (lets aiohttp use sendfile)."""

@@ -134,6 +134,28 @@ class FsBlobStore(BlobStore):
         """Remove a published object."""
         await asyncio.get_running_loop().run_in_executor(None, lambda: self.path(key).unlink(missing_ok=True))
 
+    async def list_keys(self, prefix: str) -> dict[str, int]:
+        """Published files under a key prefix (temp files are never listed)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._list_sync, prefix)
+
+    def _list_sync(self, prefix: str) -> dict[str, int]:
+        base = self.path(prefix)
+        top = base if prefix.endswith("/") else base.parent
+        out: dict[str, int] = {}
+        if not top.is_dir():
+            return out
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                p = Path(dirpath) / name
+                key = p.relative_to(self.root).as_posix()
+                if name.startswith(TEMP_PREFIX) or not key.startswith(prefix):
+                    continue
+                try:
+                    out[key] = p.stat().st_size
+                except FileNotFoundError:
+                    continue
+        return out
+
     def sweep_temp(self, older_than: float = 3600.0) -> int:
         """Delete temp files a crash left behind (blocking: call from an executor); they were never visible."""
         removed = 0

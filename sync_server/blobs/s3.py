@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from sync_server.blobs.base import CHUNK, BlobStat, BlobStore
+from sync_server.blobs.base import CHUNK, BlobStat, BlobStore, BlobStoreUnavailable
 
 log = structlog.get_logger(__name__)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """botocore's errors (endpoint down, throttled, refused) become the store's typed retryable error."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise BlobStoreUnavailable(str(exc)) from exc
 
 
 class S3BlobStore(BlobStore):
@@ -63,15 +75,17 @@ class S3BlobStore(BlobStore):
 
     async def put_bytes(self, key: str, data: bytes, media_type: str) -> None:
         """One PUT."""
-        await self._run(self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data,
-                        ContentType=media_type)
+        with _unavailable():
+            await self._run(self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data,
+                            ContentType=media_type)
 
     async def read_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Ranged GET streamed in chunks; the body is read in the executor piece by piece."""
         if end <= start:
             return
-        obj = await self._run(self._client.get_object, Bucket=self.bucket, Key=self._key(key),
-                              Range=f"bytes={start}-{end - 1}")
+        with _unavailable():
+            obj = await self._run(self._client.get_object, Bucket=self.bucket, Key=self._key(key),
+                                  Range=f"bytes={start}-{end - 1}")
         body = obj["Body"]
         try:
             while True:
@@ -88,7 +102,24 @@ class S3BlobStore(BlobStore):
 
     async def delete(self, key: str) -> None:
         """Delete the object (S3 treats a missing key as success)."""
-        await self._run(self._client.delete_object, Bucket=self.bucket, Key=self._key(key))
+        with _unavailable():
+            await self._run(self._client.delete_object, Bucket=self.bucket, Key=self._key(key))
+
+    async def list_keys(self, prefix: str) -> dict[str, int]:
+        """ListObjectsV2 pages under the prefix (S3 lists only completed PUTs)."""
+        out: dict[str, int] = {}
+        token: str | None = None
+        with _unavailable():
+            while True:
+                kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
+                if token:
+                    kwargs["ContinuationToken"] = token
+                page = await self._run(self._client.list_objects_v2, **kwargs)
+                for obj in page.get("Contents", []):
+                    out[obj["Key"][len(self.prefix):]] = int(obj["Size"])
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    return out
 
     async def close(self) -> None:
         """Stop the private threads."""

@@ -23,10 +23,11 @@ import structlog
 from protocol import ErrorCode, ProtocolError, UploadMetadata
 from sync_server import images
 from sync_server.auth import Principal
-from sync_server.blobs import BlobStore, Variant, blob_key
+from sync_server.blobs import BlobStore, BlobStoreUnavailable, Variant, blob_key
 from sync_server.engine.changes import commit_changes
 from sync_server.engine.intake import HELD
 from sync_server.engine.tx import run_in_tx
+from sync_server.engine import upload_parts as parts
 from sync_server.engine.upload_leases import LeaseHolder
 from sync_server.settings import Settings
 from sync_server.storage import uploads as sql
@@ -167,7 +168,7 @@ async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionVie
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
         if row["due"]:
             await sql.expire_session(conn, upload_id)
-            await remove_file(up.partial(upload_id))
+            await forget_partial(up, upload_id)
             raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
         if row["state"] == "expired":
             raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
@@ -176,7 +177,7 @@ async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionVie
             if (blob is not None and blob["size"] == row["length"] and who.crew_id is not None
                     and await sql.photo_possessed(conn, row["sha256"], who.crew_id)
                     and await sql.complete_session(conn, upload_id, None)):
-                await remove_file(up.partial(upload_id))
+                await forget_partial(up, upload_id)
                 row = await sql.get_session(conn, upload_id)
                 assert row is not None
     return _view(row)
@@ -189,7 +190,7 @@ async def terminate_upload(up: Uploads, who: Principal, upload_id: str) -> None:
         if row is None or row["device_id"] != who.device_id:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
         await sql.delete_session(conn, upload_id)
-    await remove_file(up.partial(upload_id))
+    await forget_partial(up, upload_id)
 
 
 async def patch_upload(
@@ -234,16 +235,8 @@ async def _patch_leased(
         raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "Upload-Offset differs from the server's; HEAD and resume",
                             {"offset": row["upload_offset"]})
     length = claimed["length"]
-    path = up.partial(upload_id)
     loop = asyncio.get_running_loop()
-    try:
-        f: BinaryIO = await loop.run_in_executor(None, _open_at, path, offset)
-    except _PartialLost as lost:
-        # The partial file is shorter than acknowledged (another host's disk, or lost storage): restart from what
-        # is really here rather than failing forever. Multi-host deployments share data_dir/uploads (see README).
-        await _release(up, upload_id, token, lost.size)
-        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "partial bytes are not on this server; resume from "
-                            "Upload-Offset", {"offset": lost.size}) from None
+    f = await _open_partial(up, upload_id, token, offset)
     written = 0
     keep_partial_progress = checksum is None  # a chunk with a checksum is all-or-nothing (tus checksum extension)
     released = False
@@ -252,8 +245,7 @@ async def _patch_leased(
             written = await _stream(up, f, read, checksum, length - offset, upload_id, token)
         except BodyInterrupted as exc:
             kept = written_so_far(f, offset) if keep_partial_progress else 0
-            await loop.run_in_executor(None, _settle, f, offset + kept)
-            await _release(up, upload_id, token, offset + kept)
+            kept = (await _acknowledge(up, f, upload_id, token, offset, offset + kept) or offset) - offset
             released = True
             log.info("upload.interrupted", upload=upload_id, kept=kept, why=str(exc))
             raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "request body interrupted; HEAD the upload and resume",
@@ -263,14 +255,19 @@ async def _patch_leased(
             await _release(up, upload_id, token, offset)
             released = True
             raise
-        await loop.run_in_executor(None, _settle, f, offset + written)
-        await loop.run_in_executor(None, f.close)
         if offset + written < length:
-            if not await _release(up, upload_id, token, offset + written):
-                raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
+            acked = await _acknowledge(up, f, upload_id, token, offset, offset + written)
             released = True
+            if acked is None:
+                raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
+            if acked < offset + written:
+                raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "photo store unavailable; HEAD the upload and "
+                                    "resume", {"retry_after": 2, "offset": offset})
+            await loop.run_in_executor(None, f.close)
             row = await _reload(up, upload_id)
             return _view(row)
+        await loop.run_in_executor(None, _settle, f, offset + written)
+        await loop.run_in_executor(None, f.close)
         released = True  # from here the session either completes or is deleted
         return await _finish(up, who, upload_id, token, claimed)
     finally:
@@ -316,6 +313,49 @@ async def _stream(
     return written
 
 
+async def _open_partial(up: Uploads, upload_id: str, token: str, offset: int) -> BinaryIO:
+    """The partial file positioned at `offset`; with shared partials a short local copy is rebuilt from the store.
+
+    When the bytes cannot be found (a local-partials host that did not write them, or pieces lost from the store)
+    the session is cut back to what exists and the client resumes from there rather than failing forever.
+    """
+    path = up.partial(upload_id)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, _open_at, path, offset)
+    except _PartialLost as lost:
+        have = lost.size
+    if parts.shared(up.settings):
+        try:
+            have = await parts.restore(up.store, upload_id, path, offset)
+        except (BlobStoreUnavailable, OSError) as exc:
+            await _release(up, upload_id, token, offset)
+            log.warning("upload.restore_failed", upload=upload_id, error=str(exc))
+            raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "photo store unavailable, retry",
+                                {"retry_after": 2, "offset": offset}) from None
+        if have == offset:
+            return await loop.run_in_executor(None, _open_at, path, offset)
+    await _release(up, upload_id, token, have)
+    raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "partial bytes are not on this server; resume from "
+                        "Upload-Offset", {"offset": have})
+
+
+async def _acknowledge(up: Uploads, f: BinaryIO, upload_id: str, token: str, offset: int, new: int) -> int | None:
+    """Make bytes up to `new` durable (fsync; with shared partials, stored as a piece) and record the offset, releasing
+    the lease; returns the offset recorded (`offset` when the store refused the piece: nothing unshared is
+    acknowledged), None when the session was terminated meanwhile."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, _settle, f, new)
+    if new > offset and parts.shared(up.settings):
+        try:
+            await parts.save_piece(up.store, up.partial(upload_id), upload_id, offset, new)
+        except (BlobStoreUnavailable, OSError) as exc:
+            log.warning("upload.piece_failed", upload=upload_id, error=str(exc))
+            await loop.run_in_executor(None, _settle, f, offset)
+            new = offset
+    return new if await _release(up, upload_id, token, new) else None
+
+
 def written_so_far(f: BinaryIO, offset: int) -> int:
     """Bytes this request appended (the file position after buffered writes)."""
     return f.tell() - offset
@@ -345,7 +385,7 @@ async def _finish(up: Uploads, who: Principal, upload_id: str, token: str, sessi
         return await sql.get_session(conn, upload_id)
 
     row = await run_in_tx(up.pool, body)
-    await remove_file(path)
+    await forget_partial(up, upload_id)
     log.info("upload.verified", upload=upload_id, sha256=sha, media_type=info.media_type, size=session["length"])
     if row is None:  # terminated while verifying: the blob is stored and visible all the same
         raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
@@ -355,7 +395,7 @@ async def _finish(up: Uploads, who: Principal, upload_id: str, token: str, sessi
 async def _discard(up: Uploads, upload_id: str) -> None:
     async with up.pool.acquire() as conn:
         await sql.delete_session(conn, upload_id)
-    await remove_file(up.partial(upload_id))
+    await forget_partial(up, upload_id)
 
 
 async def _release(up: Uploads, upload_id: str, token: str, offset: int) -> bool:
@@ -369,6 +409,19 @@ async def _reload(up: Uploads, upload_id: str) -> asyncpg.Record:
     if row is None:
         raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
     return row
+
+
+async def forget_partial(up: Uploads, upload_id: str) -> None:
+    """Drop an upload's partial bytes: the local file, and its pieces in the store when partials are shared.
+
+    A store failure only leaves garbage (the bucket's lifecycle rule on partials/ removes it), so it is logged.
+    """
+    await remove_file(up.partial(upload_id))
+    if parts.shared(up.settings):
+        try:
+            await parts.forget(up.store, upload_id)
+        except BlobStoreUnavailable as exc:
+            log.warning("upload.pieces_not_deleted", upload=upload_id, error=str(exc))
 
 
 async def remove_file(path: Path) -> None:
@@ -411,7 +464,7 @@ async def sweep_expired(up: Uploads, batch: int = 500) -> int:
         async with up.pool.acquire() as conn:
             ids = await sql.expire_due(conn, batch)
         for upload_id in ids:
-            await remove_file(up.partial(upload_id))
+            await forget_partial(up, upload_id)
         total += len(ids)
         if len(ids) < batch:
             break
