@@ -31,7 +31,7 @@ from tests.infra import free_port, wait_port
 from tests.syncclient import DeviceClient
 from tests.test_blobs import moto_url  # noqa: F401  (module-scoped fixture: one moto server for this module)
 from tests.test_live import Live
-from tests.test_uploads_support import create, head_offset, noise_jpeg, patch, sha
+from tests.test_uploads_support import create, head_offset, noise_jpeg, patch, raw_patch_partial, sha
 
 REPO = Path(__file__).resolve().parents[1]
 HAPROXY = "/usr/sbin/haproxy"
@@ -275,16 +275,24 @@ def _note(c: DeviceClient, ticket_id: UUID, device_id: str, n: int) -> dict[str,
 
 
 @pytest.mark.timeout(60)
-async def test_host_killed_mid_push_costs_only_retries(deployment: Deployment, pool: asyncpg.Pool, world: World) -> None:
+async def test_host_killed_mid_request_costs_only_retries(deployment: Deployment, pool: asyncpg.Pool, world: World) -> None:
     d = deployment
     (t,) = await make_tickets(pool, world, 1, crew="san-2")
     devices = [world.device("san-2", 0), world.device("san-2", 1)]
     errors: list[int | str] = []
     timeout = aiohttp.ClientTimeout(total=20)
+    photo = noise_jpeg(200, 150, seed=11)
+    half = len(photo) // 2
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)) as http:
         clients = [DeviceClient(http, d.lb, dev.token) for dev in devices]
         for c in clients:
             await c.pull()
+        # a photo upload on host A: half acknowledged, and the rest streaming (body half sent) when A dies
+        created = await create(http, d.a.url, devices[0].token, photo, t.ticket.id)
+        path = created.headers["Location"].removeprefix(d.a.url)
+        assert (await patch(http, d.a.url + path, devices[0].token, 0, photo[:half])).status == 204
+        streaming = await raw_patch_partial(d.a.url, path, devices[0].token, half, len(photo) - half,
+                                            photo[half:half + 1000], close=False)
         batches = [[_note(c, t.ticket.id, dev.device_id, n) for n in range(1, 4)] for c, dev in zip(clients, devices)]
         # hold the ticket row so every push blocks inside its transaction on whichever host HAProxy chose
         async with pool.acquire() as blocker:
@@ -313,6 +321,14 @@ async def test_host_killed_mid_push_costs_only_retries(deployment: Deployment, p
         for c, dev in zip(clients, devices):
             more = await _push_until_done(c, [_note(c, t.ticket.id, dev.device_id, 4)], errors)
             assert [x.seq for x in more.results] == [4]
+        # the upload resumes on B at the last acknowledged offset (A's streaming bytes were never acknowledged,
+        # and A's write lease died with its database connection), and completes there
+        assert streaming is not None
+        streaming[1].close()
+        assert await head_offset(http, d.b.url + path, devices[0].token) == (200, half)
+        rest = await patch(http, d.b.url + path, devices[0].token, half, photo[half:])
+        assert rest.status == 204 and rest.headers["Upload-Offset"] == str(len(photo))
+    assert await pool.fetchval("SELECT size FROM blobs WHERE sha256 = $1", sha(photo)) == len(photo)
     assert errors, "the killed host's request was answered without any retry"
     assert set(errors) <= RETRYABLE | {"ServerDisconnectedError", "ClientOSError", "ClientConnectorError"}
     rows = await pool.fetch("SELECT text FROM ticket_notes WHERE ticket_id = $1", t.ticket.id)
