@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not config.metrics_url:
                     config = replace(config, metrics_url=srv.metrics_url)
                 probe = Probe(metrics_url=config.metrics_url, server_pids=srv.server_pids(),
-                              postgres_pids=srv.postgres_pids())
+                              postgres_pids=srv.postgres_pids(), database_url=srv.database_url())
                 rep, fleet = _run(config, creds, probe)
                 if not rep["ok"]:
                     sys.stderr.write(f"server log tail:\n{srv.log_tail(15)}\n")

@@ -84,6 +84,7 @@ class Fleet:
         self.uploads = False
         self._stop = asyncio.Event()
         self.run_seconds = 0.0
+        self.shift_cpu_s = 0.0
         self.start_gate: Callable[[], Awaitable[None]] | None = None  # other processes' setup (--processes)
         self.probe: Probe | None = None  # server CPU and pool gauges over the shift (the process that owns it)
         self.quiesce_seconds = 0.0
@@ -217,6 +218,7 @@ class Fleet:
                 d.online.set()
             await settle([*crew, *sups], 60.0, self.metrics)
             self.run_seconds = time.monotonic() - t0
+            self.shift_cpu_s = time.process_time() - cpu0
             progress.phase = "quiesce"
             q0 = time.monotonic()
             self.finished = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,15 @@ import aiohttp
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SCRAPE_EVERY_S = 1.0
+WAITS_SQL = """
+SELECT CASE WHEN state = 'idle in transaction' THEN 'idle_in_transaction'
+            WHEN wait_event_type IS NULL THEN 'cpu'
+            ELSE wait_event_type || ':' || wait_event END AS what,
+       CASE WHEN wait_event_type = 'Lock' THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 70) END AS stmt
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+  AND state IN ('active', 'idle in transaction')
+"""
 GAUGES = ("fieldsync_db_pool_waiting", "fieldsync_db_pool_in_use", "fieldsync_db_pool_size", "fieldsync_db_pool_max",
           "fieldsync_db_oldest_xact_age_seconds")
 
@@ -34,8 +44,22 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return ppid, (utime + stime + cutime + cstime) / TICK
 
 
-def tree_cpu(roots: list[int], exclude: list[int] | None = None) -> float:
-    """CPU seconds of processes and all their live descendants (exited children are in their parent's c-times)."""
+def _runqueue_wait(pid: int) -> float:
+    """Seconds this process's threads were runnable but waiting for a CPU (/proc/PID/schedstat, live threads)."""
+    total = 0.0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
+
+
+def tree_cpu(roots: list[int], exclude: list[int] | None = None, *, waiting: bool = False) -> float:
+    """CPU seconds of processes and all their live descendants (exited children are in their parent's c-times).
+
+    With `waiting`, the seconds the live members spent runnable but not running instead: CPU starvation.
+    """
     skip = set(exclude or ())
     parents: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
@@ -50,6 +74,8 @@ def tree_cpu(roots: list[int], exclude: list[int] | None = None) -> float:
             continue
         members.add(pid)
         frontier.extend(child for child, (ppid, _) in parents.items() if ppid == pid)
+    if waiting:
+        return sum(_runqueue_wait(p) for p in members)
     return sum(parents[p][1] for p in members)
 
 
@@ -77,6 +103,11 @@ class Probe:
     server_pids: list[int] = field(default_factory=list)     # `fieldsync serve` (its workers are descendants)
     postgres_pids: list[int] = field(default_factory=list)   # the postmaster (backends are descendants)
     samples: list[dict[str, float]] = field(default_factory=list)
+    database_url: str = ""  # with --spawn: the embedded cluster, sampled for what busy backends wait on
+    waits: Counter[str] = field(default_factory=Counter)
+    lock_statements: Counter[str] = field(default_factory=Counter)
+    wait_samples: int = 0
+    runqueue: dict[str, float] = field(default_factory=dict)
     scrape_errors: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
@@ -84,17 +115,51 @@ class Probe:
     async def run(self, seconds: float, session: aiohttp.ClientSession) -> None:
         """Measure for the length of the shift (cancelled early = measured up to then)."""
         server0, pg0 = tree_cpu(self.server_pids, self.postgres_pids), tree_cpu(self.postgres_pids)
+        wait0 = tree_cpu(self.server_pids, self.postgres_pids, waiting=True), tree_cpu(self.postgres_pids, waiting=True)
         t0 = time.monotonic()
+        conn = await self._connect()
         try:
             deadline = t0 + seconds
             while time.monotonic() < deadline:
                 if self.metrics_url:
                     await self._scrape(session)
+                if conn is not None:
+                    await self._sample_waits(conn)
                 await asyncio.sleep(min(SCRAPE_EVERY_S, max(0.0, deadline - time.monotonic())))
         finally:
+            if conn is not None:
+                await conn.close(timeout=2)
             self.seconds = time.monotonic() - t0
             self.cpu = {"server": tree_cpu(self.server_pids, self.postgres_pids) - server0,
                         "postgres": tree_cpu(self.postgres_pids) - pg0}
+            self.runqueue = {"server": tree_cpu(self.server_pids, self.postgres_pids, waiting=True) - wait0[0],
+                             "postgres": tree_cpu(self.postgres_pids, waiting=True) - wait0[1]}
+
+    async def _connect(self) -> Any:
+        if not self.database_url:
+            return None
+        import asyncpg  # only for --spawn diagnostics; the simulator itself speaks HTTP only
+
+        try:
+            return await asyncpg.connect(self.database_url, timeout=5)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError):
+            self.scrape_errors += 1
+            return None
+
+    async def _sample_waits(self, conn: Any) -> None:
+        """One look at pg_stat_activity: busy backends by what they wait on (lock waits by statement)."""
+        import asyncpg
+
+        try:
+            rows = await conn.fetch(WAITS_SQL, timeout=2)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError):
+            self.scrape_errors += 1
+            return
+        self.wait_samples += 1
+        for r in rows:
+            self.waits[r["what"]] += 1
+            if r["stmt"]:
+                self.lock_statements[r["stmt"]] += 1
 
     async def _scrape(self, session: aiohttp.ClientSession) -> None:
         try:
@@ -110,6 +175,9 @@ class Probe:
             for who, s in self.cpu.items():
                 out[f"{who}_cpu_s"] = round(s, 1)
                 out[f"{who}_cpu_percent_of_one_core"] = round(100 * s / self.seconds, 1) if self.seconds else None
+            # seconds runnable but not running (summed over threads/backends): CPU starvation on a busy host
+            for who, s in self.runqueue.items():
+                out[f"{who}_runqueue_wait_s"] = round(s, 1)
         if self.metrics_url:
             out["scrapes"], out["scrape_errors"] = len(self.samples), self.scrape_errors
             for name in GAUGES:
@@ -118,4 +186,8 @@ class Probe:
                     short = name.removeprefix("fieldsync_db_")
                     out[f"{short}_max"] = max(xs)
                     out[f"{short}_mean"] = round(sum(xs) / len(xs), 2)
+        if self.wait_samples:
+            # mean number of backends in each state per sample: "cpu" is running or runnable, Lock:* waits on a lock
+            out["pg_backends_mean"] = {k: round(n / self.wait_samples, 2) for k, n in self.waits.most_common(8)}
+            out["pg_lock_waits_by_statement"] = dict(self.lock_statements.most_common(5))
         return out

@@ -77,6 +77,9 @@ def build(fleet: Fleet, verdict: Verdict, cpu_s: float, wall_s: float) -> dict[s
         "transient_errors": dict(sorted(m.errors.items())),
         "sim_cpu_s": round(cpu_s, 2),
         "sim_cpu_percent_of_one_core": round(100.0 * cpu_s / wall_s, 1) if wall_s else None,
+        # during the shift only (setup and verdict excluded); summed over processes when merged
+        "sim_shift_cpu_percent_of_one_core": round(100.0 * fleet.shift_cpu_s / fleet.run_seconds, 1)
+        if fleet.run_seconds else None,
         "host_cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "server_side": fleet.probe.report() if fleet.probe is not None else {},
@@ -115,7 +118,7 @@ def table(rep: dict[str, Any]) -> str:
         ("faults injected", _fmt(rep["faults_injected"])),
         ("supervisor actions", _fmt(rep["supervisor_actions"])),
         ("simulator CPU", f"{rep['sim_cpu_s']} s ({rep['sim_cpu_percent_of_one_core']}% of one core, "
-                          f"{rep['host_cpus']} cores)"),
+                          f"{rep['sim_shift_cpu_percent_of_one_core']}% during the shift, {rep['host_cpus']} cores)"),
         ("features", _fmt(rep["features"])),
         ("fleet", f"{rep['crews']} crews (devices per crew: {_fmt(rep['crew_sizes'])}), {rep['processes']} process(es)"),
         ("server side", _fmt(rep["server_side"])),

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 CREDENTIALS_FILE = "demo-credentials.json"
 START_TIMEOUT_S = 180.0  # initdb + migrations + demo seed on a slow disk
@@ -63,6 +64,15 @@ class SpawnedServer:
             return [int((self.data / "pg").resolve().joinpath("postmaster.pid").read_text().splitlines()[0])]
         except (OSError, ValueError, IndexError):
             return []
+
+    def database_url(self) -> str:
+        """The embedded cluster's DSN (diagnostics only: pg_stat_activity during the shift), empty if unknown."""
+        try:
+            port = (self.data / "pg-port").read_text().strip()
+            password = (self.data / "pg-password").read_text().strip()
+        except OSError:
+            return ""
+        return f"postgresql://fieldsync:{quote(password, safe='')}@127.0.0.1:{port}/fieldsync"
 
     def __enter__(self) -> SpawnedServer:
         with socket.socket() as s:
