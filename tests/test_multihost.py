@@ -100,6 +100,7 @@ frontend fieldsync
     default_backend hosts
 backend hosts
     balance roundrobin
+    option forwardfor
     option httpchk GET /readyz
     retry-on conn-failure
 {servers}
@@ -172,9 +173,11 @@ async def deployment(shared_db: str, moto_url: str, tmp_path_factory: pytest.Tem
         "FIELDSYNC_S3_BUCKET": bucket, "FIELDSYNC_S3_ENDPOINT_URL": moto_url, "FIELDSYNC_S3_REGION": "us-east-1",
         "FIELDSYNC_S3_ACCESS_KEY_ID": "test", "FIELDSYNC_S3_SECRET_ACCESS_KEY": "test",
         "FIELDSYNC_UPLOAD_PARTIALS": "store", "FIELDSYNC_CURSOR_SECRET": SECRET, "FIELDSYNC_LIVE_POLL_S": "120",
+        "FIELDSYNC_RATE_LIMIT_TRUST_FORWARDED": "true",
     })
-    hosts = [Host(n, tmp_path, db_dsn, env) for n in ("a", "b")]
     lb_port = free_port()
+    env["FIELDSYNC_PUBLIC_URL"] = f"http://127.0.0.1:{lb_port}"  # what devices are told (tus Location)
+    hosts = [Host(n, tmp_path, db_dsn, env) for n in ("a", "b")]
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(haproxy_config(lb_port, hosts))
     lb: subprocess.Popen[bytes] | None = None
@@ -204,10 +207,12 @@ async def test_upload_started_on_one_host_resumes_on_another(
     digest = sha(photo)
     half = len(photo) // 2
     async with aiohttp.ClientSession() as http:
-        created = await create(http, d.a.url, token, photo, t.ticket.id)
+        created = await create(http, d.lb, token, photo, t.ticket.id)
         assert created.status == 201
-        path = created.headers["Location"].removeprefix(d.a.url)
-        upload_id = path.rsplit("/", 1)[1]
+        location = created.headers["Location"]
+        upload_id = location.rsplit("/", 1)[1]
+        assert location == f"{d.lb}/v1/uploads/{upload_id}"  # the public URL, whichever host answered
+        path = f"/v1/uploads/{upload_id}"
         first = await patch(http, d.a.url + path, token, 0, photo[:half])
         assert first.status == 204 and first.headers["Upload-Offset"] == str(half)
         # the acknowledged half is in the shared bucket, named by its byte range
@@ -289,7 +294,7 @@ async def test_host_killed_mid_request_costs_only_retries(deployment: Deployment
             await c.pull()
         # a photo upload on host A: half acknowledged, and the rest streaming (body half sent) when A dies
         created = await create(http, d.a.url, devices[0].token, photo, t.ticket.id)
-        path = created.headers["Location"].removeprefix(d.a.url)
+        path = "/v1/uploads/" + created.headers["Location"].rsplit("/", 1)[1]
         assert (await patch(http, d.a.url + path, devices[0].token, 0, photo[:half])).status == 204
         streaming = await raw_patch_partial(d.a.url, path, devices[0].token, half, len(photo) - half,
                                             photo[half:half + 1000], close=False)
