@@ -1,11 +1,21 @@
-"""Shared partial uploads: which stored pieces rebuild an upload (pure), and a rebuild through a real filesystem store."""
+"""Shared partial uploads: which stored pieces rebuild an upload (pure), a rebuild through a real filesystem store, and
+no acknowledgement for bytes the shared store did not take."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
+import asyncpg
+from pydantic import SecretStr
+
 from sync_server.blobs.fs import FsBlobStore
 from sync_server.engine.upload_parts import _chain, _parse, forget, piece_key, restore, save_piece
+from sync_server.settings import Settings
+from tests.conftest import start_server
+from tests.factories import World, make_tickets
+from tests.infra import free_port
+from tests.test_uploads_support import create, head_offset, noise_jpeg, patch
 
 
 def test_piece_names_carry_their_range() -> None:
@@ -48,3 +58,27 @@ async def test_rebuild_from_pieces_in_a_store(tmp_path: Path) -> None:
     assert await store.list_keys("partials/") == {}
     assert await restore(store, "u1", there, 1000) == 0
     assert there.read_bytes() == b""
+
+
+async def test_a_piece_the_store_refuses_is_not_acknowledged(
+    settings: Settings, db_dsn: str, pool: asyncpg.Pool, world: World
+) -> None:
+    # an S3 endpoint where nothing listens: every PUT fails, like a bucket outage
+    down = settings.model_copy(update={
+        "upload_partials": "store", "blob_backend": "s3", "s3_bucket": "photos", "s3_access_key_id": SecretStr("x"),
+        "s3_secret_access_key": SecretStr("x"), "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+    })
+    srv = await start_server(down, db_dsn)
+    try:
+        (t,) = await make_tickets(pool, world, 1)
+        token = world.device("san-1").token
+        photo = noise_jpeg(64, 48, seed=3)
+        async with aiohttp.ClientSession() as http:
+            created = await create(http, srv.url, token, photo, t.ticket.id)
+            location = created.headers["Location"]
+            r = await patch(http, location, token, 0, photo[:100])
+            assert r.status == 503 and r.headers.get("Retry-After") == "2"
+            # the 100 bytes are on this host's disk but not in the shared store, so the offset did not move
+            assert await head_offset(http, location, token) == (200, 0)
+    finally:
+        await srv.runner.cleanup()
