@@ -426,3 +426,73 @@ def test_a_stamp_without_a_version_is_never_concurrent() -> None:
     out = apply(t, "set_resolution", SetResolutionArgs(resolution_code="partial"), DEV, base_version=0,
                 device_time=T0)
     assert (out.status, out.conflicts) == (MutationStatus.APPLIED, []) and t.resolution_code == "partial"
+
+
+# ---- a note carried by a status op becomes a ticket note (id from device and seq), unless the op is rejected -------
+OP_NOTE = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
+
+
+def test_note_on_complete_becomes_a_ticket_note() -> None:
+    t = ticket(IP)
+    out = apply(t, "complete", CompleteArgs(resolution_code="collected", note="left at curb"), DEV, base_version=3,
+                device_time=T0, note_id=OP_NOTE)
+    assert (out.status, out.new_note, out.audit_action) == (MutationStatus.APPLIED, (OP_NOTE, "left at curb"),
+                                                            "complete")
+    assert t.note_ids == {OP_NOTE} and t.touched
+
+
+def test_note_on_a_stale_op_is_kept_and_audited_as_a_note() -> None:
+    t = ticket(IP)
+    out = apply(t, "decline", DeclineArgs(reason_code="wrong_area", note="already started"), DEV, base_version=3,
+                device_time=T0, note_id=OP_NOTE)
+    assert (out.status, out.reason) == (MutationStatus.MERGED, ReasonCode.STALE_TRANSITION)
+    assert (out.new_note, out.audit_action, t.status) == ((OP_NOTE, "already started"), "add_note",
+                                                         TicketStatus.IN_PROGRESS)
+    assert t.note_ids == {OP_NOTE} and t.touched
+
+
+def test_note_on_a_second_completion_keeps_the_conflict_audit() -> None:
+    t = ticket(CO)
+    out = apply(t, "unable_to_complete", UnableToCompleteArgs(reason_code="blocked", note="gate locked"), DEV,
+                base_version=3, device_time=T0, note_id=OP_NOTE)
+    assert (out.status, out.audit_action, out.new_note) == (MutationStatus.MERGED, "conflict", (OP_NOTE, "gate locked"))
+
+
+def test_note_on_a_late_report_is_kept_on_the_ticket() -> None:
+    t = ticket(AS, crew=2)
+    out = apply(t, "unable_to_complete", UnableToCompleteArgs(reason_code="blocked", note="gate locked"), DEV,
+                base_version=3, device_time=T0, note_id=OP_NOTE)
+    assert (out.status, out.reason, out.audit_action) == (MutationStatus.MERGED, ReasonCode.LATE_FIELD_REPORT,
+                                                          "late_report")
+    assert out.new_note == (OP_NOTE, "gate locked") and t.note_ids == {OP_NOTE} and t.status is TicketStatus.ASSIGNED
+
+
+@pytest.mark.parametrize("held_before", [True, False], ids=["left", "foreign"])
+def test_no_note_from_a_rejected_op(held_before: bool) -> None:
+    t = ticket(AS, 2, held_before=held_before)
+    out = apply(t, "decline", DeclineArgs(reason_code="x", note="n"), DEV, base_version=3, device_time=T0,
+                note_id=OP_NOTE)
+    assert out.status is MutationStatus.REJECTED and out.new_note is None
+    assert t.note_ids == set() and not t.touched and out.audit_action is None
+
+
+def test_op_note_is_added_once_and_needs_an_id_and_text() -> None:
+    t = ticket(IP)
+    t.note_ids = {OP_NOTE}  # a replay: the note is already on the ticket
+    out = apply(t, "pause", PauseArgs(reason=None), DEV, base_version=3, device_time=T0, note_id=OP_NOTE)
+    assert out.new_note is None
+    t = ticket(IP)
+    out = apply(t, "complete", CompleteArgs(resolution_code="collected", note="x"), DEV, base_version=3,
+                device_time=T0, note_id=None)
+    assert out.new_note is None and t.note_ids == set()
+    t = ticket(CO)
+    out = apply(t, "complete", CompleteArgs(resolution_code="collected", note=None), DEV, base_version=3,
+                device_time=T0, note_id=OP_NOTE)
+    assert out.new_note is None and t.note_ids == set() and not t.touched
+    t = ticket(CO)
+    out = apply(t, "complete", CompleteArgs(resolution_code="collected", note="again"), DEV, base_version=3,
+                device_time=T0, note_id=OP_NOTE)
+    t.note_ids.add(uuid.uuid4())
+    again = apply(t, "complete", CompleteArgs(resolution_code="collected", note="again"), DEV, base_version=3,
+                  device_time=T0, note_id=OP_NOTE)
+    assert out.new_note == (OP_NOTE, "again") and again.new_note is None and len(t.note_ids) == 2
