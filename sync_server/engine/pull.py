@@ -44,11 +44,13 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
         expired = state is None or now - state.issued_at > retention_s * _EXPIRY_MARGIN
         base = None if expired else state.snapshot  # type: ignore[union-attr]
         reset = expired
+        known = None if base is None or state is None else state.checksum
+        # One statement, one snapshot: no transaction round trips, and an empty poll neither scans history nor
+        # re-sums the checksum (the previous page set's checksum rides in the cursor, signed).
         async with pool.acquire() as conn:
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                head, _ = await store.current_snapshot(conn)  # first statement: this is the transaction's snapshot
-                checksum = ScopeChecksum.of(await store.scope_hashes(conn, who.crew_id)).hexdigest()
-                rows = await store.change_page(conn, who.crew_id, base, head, None, req.limit + 1)
+            first = await store.first_page(conn, who.crew_id, base, req.limit + 1, need_hashes=known is None)
+        head, rows = first.head, first.rows
+        checksum = ScopeChecksum.of(first.hashes).hexdigest() if first.hashes is not None else str(known)
     has_more = len(rows) > req.limit
     rows = rows[: req.limit]
     changes: list[dict[str, Any]] = []
@@ -60,8 +62,8 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
     if has_more:
         nxt = CursorState(PROTOCOL_VERSION, scope, base or head, state.issued_at if state and state.head else now,
                           head=head, after=str(rows[-1]["ticket_id"]), checksum=checksum, reset=reset)
-    else:
-        nxt = CursorState(PROTOCOL_VERSION, scope, head, now)
+    else:  # the checksum rides along, so the next poll with nothing new answers without re-summing it
+        nxt = CursorState(PROTOCOL_VERSION, scope, head, now, checksum=checksum)
     return {
         "changes": changes,
         "cursor": signer.encode(nxt),
