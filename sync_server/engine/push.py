@@ -32,7 +32,7 @@ from sync_server.engine.intake import HELD, NewTicket, insert_ticket_rows
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
 from sync_server.storage.org import service_type_codes
-from sync_server.storage.tickets import TicketRecord, audit, load_tickets
+from sync_server.storage.tickets import TicketRecord, load_tickets, lock_tickets_held
 
 _MUTATION = TypeAdapter(Mutation)
 # Fields only a supervisor may set; a crew op naming one is refused as such, not as a generic typo (mass assignment).
@@ -181,12 +181,11 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     fresh_results = _last_carries_ticket(fresh_results)
     results.extend(fresh_results)
     if fresh:
-        await store.store_results(conn, dev.device_id, [
+        last_seq = fresh[-1].seq
+        await store.finish_push(conn, dev.device_id, last_seq, [
             store.StoredResult(p.seq, p.op, p.ticket_id, r["status"], r["reason"], r, version, p.digest)
             for r, (p, _) in zip(fresh_results, batch.outcomes)
-        ])
-        last_seq = fresh[-1].seq
-        await store.advance_seq(conn, dev.device_id, last_seq)
+        ], batch.audits)
     return {
         "results": results,
         "server_version": version or max((int(r["server_version"]) for r in results), default=0),
@@ -208,9 +207,8 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
     # Locking the hash of an attach that the fold later rejects costs nothing but a short wait.
     await store.lock_photos(conn, [p.model.args.sha256 for p in fresh if p.model is not None and p.model.op == "attach_photo"])
     ids = sorted({p.ticket_id for p in fresh if p.model is not None}, key=str)
-    records = await load_tickets(conn, ids, lock=True)
+    records, held_by = await lock_tickets_held(conn, ids, dev.crew_id)  # ever held: ticket_holders, kept by retention
     batch.records = records
-    held_by = await store.ever_held(conn, list(records), dev.crew_id)  # from ticket_holders, which retention keeps
     for tid, rec in records.items():
         batch.work[tid] = _work(rec, held_by, dev)
     types: set[str] = set()
@@ -327,20 +325,19 @@ async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, versio
     if batch.created:
         await insert_ticket_rows(conn, batch.created)
     touched = [t for tid, t in batch.work.items() if t.touched and tid in batch.before]
-    await store.write_work(conn, [
-        (t.id, t.status.value, t.crew_id, t.resolution_code, t.reason_code, json.dumps(t.field_meta)) for t in touched
-    ], HELD)
-    await store.insert_notes(conn, batch.notes)
-    await store.insert_photos(conn, batch.photos)  # under the photo locks _fold took first
-    items = []
+    items: list[store.ItemRow] = []
     for t in touched:
         before = batch.before.get(t.id)
         old = {i["item_type"]: i["count"] for i in before.doc["items"]} if before is not None else {}
-        items.extend((t.id, k, v) for k, v in t.items.items() if old.get(k) != v)
-    await store.upsert_items(conn, items)
+        items.extend(store.ItemRow(t.id, k, v) for k, v in t.items.items() if old.get(k) != v)
+    await store.write_plan(conn, [
+        store.WorkRow(t.id, t.status.value, t.crew_id, t.resolution_code, t.reason_code, json.dumps(t.field_meta))
+        for t in touched
+    ], [store.NoteRow(*n) for n in batch.notes], items, HELD)
+    await store.insert_photos(conn, batch.photos)  # under the photo locks _fold took first
     before = {t.id: batch.before[t.id] for t in touched}
+    # audit rows go with the results in finish_push (same transaction, one round trip fewer)
     after = await commit_changes(conn, before, actor_kind="device", actor=dev.device_id, action="push", audit_rows=False)
-    await audit(conn, batch.audits)
     await store.insert_conflicts(conn, [
         (tid, after[tid].department_id if tid in after else dev.department_id, dev.crew_id, dev.device_id, seq,
          c.kind, c.field, json.dumps(c.kept), json.dumps(c.discarded), c.detail)

@@ -90,20 +90,6 @@ async def first_page(conn: asyncpg.Connection, crew_id: int, base: str | None, l
     return FirstPage(head["head"], None if head["hashes"] is None else list(head["hashes"]), rows[1:])
 
 
-async def current_snapshot(conn: asyncpg.Connection) -> tuple[str, int]:
-    """(snapshot text, xmin): the head a pull is cut at, and the watermark below which everything is in it."""
-    row = await conn.fetchrow(
-        "SELECT s::text AS snap, pg_snapshot_xmin(s)::text::bigint AS xmin FROM pg_current_snapshot() AS s"
-    )
-    return row["snap"], row["xmin"]
-
-
-async def scope_hashes(conn: asyncpg.Connection, crew_id: int) -> list[bytes]:
-    """Checksums of every ticket the crew holds, read in the caller's snapshot (I4)."""
-    rows = await conn.fetch("SELECT doc_hash FROM tickets WHERE holder_crew_id = $1", crew_id)
-    return [r["doc_hash"] for r in rows]
-
-
 async def change_page(
     conn: asyncpg.Connection, crew_id: int, base: str | None, head: str, after: UUID | None, limit: int
 ) -> list[asyncpg.Record]:
@@ -155,61 +141,108 @@ async def stored_results(conn: asyncpg.Connection, device_id: str, seqs: Sequenc
     return {r["seq"]: Kept(json.loads(r["result"]), r["digest"]) for r in rows}
 
 
-async def store_results(conn: asyncpg.Connection, device_id: str, rows: Sequence[StoredResult]) -> None:
-    """Store each answer as sent (text, so a replay is byte-identical); the primary key makes a double apply impossible."""
-    if not rows:
+@dataclass(frozen=True)
+class WorkRow:
+    """Folded crew state of one ticket, as the push writes it."""
+
+    id: UUID
+    status: str
+    crew_id: int | None
+    resolution_code: str | None
+    reason_code: str | None
+    field_meta: str  # JSON text
+
+
+@dataclass(frozen=True)
+class NoteRow:
+    """A note to add; its id is client-made (or derived from device and seq), so a replay is a no-op."""
+
+    id: UUID
+    ticket_id: UUID
+    text: str
+    author: str
+    device_time: Any
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """An item line after field-level merge."""
+
+    ticket_id: UUID
+    item_type: str
+    count: int
+
+
+# A push's ticket writes in one statement (one round trip): the folded crew state with version and holder recomputed
+# (I3), the new notes and the changed item lines. Each part is a set over arrays; parts touch different tables, so
+# the CTEs do not need to see each other's effects.
+_WRITE_PLAN = """
+WITH w AS (
+  UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,
+    field_meta = v.meta::jsonb, version = t.version + 1, updated_at = now(),
+    holder_crew_id = CASE WHEN v.st = ANY($7::text[]) THEN v.crew END
+  FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[]) AS v(id, st, crew, res, why, meta)
+  WHERE t.id = v.id RETURNING t.id),
+n AS (
+  INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)
+  SELECT * FROM unnest($8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::timestamptz[])
+  ON CONFLICT (id) DO NOTHING RETURNING id),
+i AS (
+  INSERT INTO ticket_items (ticket_id, item_type, count)
+  SELECT * FROM unnest($13::uuid[], $14::text[], $15::integer[])
+  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count RETURNING ticket_id)
+SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM n) + (SELECT count(*) FROM i)
+"""
+
+
+async def write_plan(conn: asyncpg.Connection, work: Sequence[WorkRow], notes: Sequence[NoteRow], items: Sequence[ItemRow],
+                     held: Sequence[str]) -> None:
+    """Persist a push's folded state, notes and items in one statement; callers hold the tickets' row locks."""
+    if not (work or notes or items):
         return
+    await conn.fetchval(
+        _WRITE_PLAN,
+        [w.id for w in work], [w.status for w in work], [w.crew_id for w in work], [w.resolution_code for w in work],
+        [w.reason_code for w in work], [w.field_meta for w in work], list(held),
+        [n.id for n in notes], [n.ticket_id for n in notes], [n.text for n in notes], [n.author for n in notes],
+        [n.device_time for n in notes],
+        [i.ticket_id for i in items], [i.item_type for i in items], [i.count for i in items],
+    )
+
+
+def _jtext(value: Any) -> str | None:
+    """jsonb parameters travel as text; None stays SQL NULL."""
+    return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
+
+
+# The end of a push in one statement: its audit rows (I9), its stored results and the device's last_seq (I1), all in
+# the push's transaction. The results' primary key (device, seq) still makes a double apply impossible.
+_FINISH = """
+WITH a AS (
+  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)
+  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest($3::text[], $4::text[], $5::text[],
+    $6::uuid[], $7::smallint[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY
+    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord),
+r AS (
+  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)
+  SELECT $1, seq, op, tid, st, why, res, ver, dig FROM unnest($11::bigint[], $12::text[], $13::uuid[],
+    $14::text[], $15::text[], $16::text[], $17::bigint[], $18::bytea[]) AS v(seq, op, tid, st, why, res, ver, dig))
+UPDATE devices SET last_seq = $2 WHERE id = $1
+"""
+
+
+async def finish_push(conn: asyncpg.Connection, device_id: str, last_seq: int, results: Sequence[StoredResult],
+                      audits: Sequence[tuple[Any, ...]]) -> None:
+    """Audit rows, stored results (text, so a replay is byte-identical) and last_seq, in one round trip."""
+    cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
+    for k, a, act, tid, dep, b, af, why in audits:
+        for col, v in zip(cols, (k, a, act, tid, dep, _jtext(b), _jtext(af), why)):
+            col.append(v)
     await conn.execute(
-        "INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)"
-        " SELECT $1, seq, op, tid, st, why, res, ver, dig FROM unnest($2::bigint[], $3::text[], $4::uuid[],"
-        " $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bytea[]) AS v(seq, op, tid, st, why, res, ver, dig)",
-        device_id, [r.seq for r in rows], [r.op for r in rows], [r.ticket_id for r in rows], [r.status for r in rows],
-        [r.reason for r in rows], [json.dumps(r.result, separators=(",", ":")) for r in rows],
-        [r.server_version for r in rows], [r.digest for r in rows],
-    )
-
-
-async def advance_seq(conn: asyncpg.Connection, device_id: str, last_seq: int) -> None:
-    """Record the device's highest applied seq, in the same transaction as the effects."""
-    await conn.execute("UPDATE devices SET last_seq = $2 WHERE id = $1", device_id, last_seq)
-
-
-
-async def ever_held(conn: asyncpg.Connection, ticket_ids: Sequence[UUID], crew_id: int) -> set[UUID]:
-    """Tickets the crew held at some point: work on them is a late report, not a foreign write. Read from
-    ticket_holders (state retention never prunes), not the change log, so a crew offline past the window keeps its work."""
-    if not ticket_ids:
-        return set()
-    rows = await conn.fetch(
-        "SELECT ticket_id FROM ticket_holders WHERE ticket_id = ANY($1::uuid[]) AND crew_id = $2",
-        list(ticket_ids), crew_id,
-    )
-    return {r["ticket_id"] for r in rows}
-
-
-async def write_work(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], held: Sequence[str]) -> None:
-    """Persist folded crew state per ticket: (id, status, crew_id, resolution_code, reason_code, field_meta_json)."""
-    if not rows:
-        return
-    ids, statuses, crews, resolutions, reasons, metas = (list(c) for c in zip(*rows))
-    await conn.execute(
-        "UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,"
-        " field_meta = v.meta::jsonb, version = t.version + 1, updated_at = now(),"
-        " holder_crew_id = CASE WHEN v.st = ANY($7::text[]) THEN v.crew END"
-        " FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[])"
-        " AS v(id, st, crew, res, why, meta) WHERE t.id = v.id",
-        ids, statuses, crews, resolutions, reasons, metas, list(held),
-    )
-
-
-async def insert_notes(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, UUID, str, str, Any]]) -> None:
-    """(id, ticket_id, text, author, device_time); ids are client-made, so a replayed note is a no-op."""
-    if not rows:
-        return
-    await conn.executemany(
-        "INSERT INTO ticket_notes (id, ticket_id, text, author, device_time) VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (id) DO NOTHING",
-        rows,
+        _FINISH, device_id, last_seq, *cols,
+        [r.seq for r in results], [r.op for r in results], [r.ticket_id for r in results], [r.status for r in results],
+        [r.reason for r in results], [json.dumps(r.result, separators=(",", ":")) for r in results],
+        [r.server_version for r in results], [r.digest for r in results],
     )
 
 
@@ -222,17 +255,6 @@ async def insert_photos(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]
         "INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by, verified)"
         " SELECT $1::uuid, $2::text, $3::text, $4::timestamptz, $5::float8, $6::float8, $7::text,"
         " fs_photo_possessed($2::text, (SELECT crew_id FROM devices WHERE id = $7::text)) ON CONFLICT DO NOTHING",
-        rows,
-    )
-
-
-async def upsert_items(conn: asyncpg.Connection, rows: Sequence[tuple[UUID, str, int]]) -> None:
-    """(ticket_id, item_type, count) after field-level merge."""
-    if not rows:
-        return
-    await conn.executemany(
-        "INSERT INTO ticket_items (ticket_id, item_type, count) VALUES ($1, $2, $3)"
-        " ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count",
         rows,
     )
 

@@ -84,17 +84,35 @@ async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID], *, lock: b
     if not id_list:
         return {}
     rows = await conn.fetch(_TICKET_LOCK_SQL if lock else _TICKET_SQL, id_list)
-    return {
-        r["id"]: TicketRecord(
-            doc=_floats(json.loads(r["doc"])),
-            department_id=r["department_id"],
-            crew_id=r["crew_id"],
-            holder_crew_id=r["holder_crew_id"],
-            field_meta=json.loads(r["field_meta"]),
-            duplicate_of=r["duplicate_of"],
-        )
-        for r in rows
-    }
+    return {r["id"]: _record(r) for r in rows}
+
+
+def _record(r: asyncpg.Record) -> TicketRecord:
+    """A loaded row as the engine's typed record."""
+    return TicketRecord(
+        doc=_floats(json.loads(r["doc"])),
+        department_id=r["department_id"],
+        crew_id=r["crew_id"],
+        holder_crew_id=r["holder_crew_id"],
+        field_meta=json.loads(r["field_meta"]),
+        duplicate_of=r["duplicate_of"],
+    )
+
+
+# The push's load: the locked documents and, in the same round trip, whether the pushing crew ever held each ticket
+# (from ticket_holders, which retention never prunes: work on a ticket it lost is a late report, not a foreign write).
+_TICKET_LOCK_HELD_SQL = _TICKET_LOCK_SQL.replace(
+    "SELECT t.id,",
+    "SELECT t.id, EXISTS (SELECT 1 FROM ticket_holders h WHERE h.ticket_id = t.id AND h.crew_id = $2) AS held,", 1)
+
+
+async def lock_tickets_held(conn: asyncpg.Connection, ids: Iterable[UUID], crew_id: int) -> tuple[dict[UUID, TicketRecord], set[UUID]]:
+    """(locked records in id order, ids the crew ever held): one round trip where a push used to need two."""
+    id_list = list(dict.fromkeys(ids))
+    if not id_list:
+        return {}, set()
+    rows = await conn.fetch(_TICKET_LOCK_HELD_SQL, id_list, crew_id)
+    return {r["id"]: _record(r) for r in rows}, {r["id"] for r in rows if r["held"]}
 
 
 async def lock_tickets(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
