@@ -14,7 +14,8 @@ from protocol.cursor import CursorSigner
 from sync_server import metrics
 from sync_server.api import catalog, conflicts, devices, limits, live, metrics_mw, middleware, ops, org, supervisor, sync, uploads
 from sync_server.engine import maintenance
-from sync_server.keys import CURSORS, DSN, POOL, SETTINGS
+from sync_server.auth import TouchMemo
+from sync_server.keys import CURSORS, DSN, POOL, SETTINGS, TOUCHED
 from sync_server.settings import Settings
 from sync_server.storage.errors import DatabaseUnreachable
 from sync_server.storage.migrate import check_schema
@@ -78,6 +79,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[DSN] = settings.database_direct_url or dsn  # LISTEN and session advisory locks never go through a pooler
     app[CURSORS] = CursorSigner(settings.resolved_cursor_secret())
     app[metrics.METRICS] = metrics.Metrics()
+    app[TOUCHED] = TouchMemo()
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings)

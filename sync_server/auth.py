@@ -91,6 +91,26 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
     raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
 
 
+class TouchMemo:
+    """When this process last recorded each device's contact: touch_device writes at most once a minute anyway, so
+    asking PostgreSQL again within that minute is a wasted round trip on every sync request. Bounded: forgetting an
+    entry only costs one more (no-op) UPDATE."""
+
+    def __init__(self, interval_s: float = 60.0, max_entries: int = 100_000) -> None:
+        self.interval_s, self.max_entries = interval_s, max_entries
+        self._at: dict[str, float] = {}
+
+    def due(self, device_id: str, now: float) -> bool:
+        """True when the device's contact should be written now (and remembers that it will be)."""
+        last = self._at.get(device_id)
+        if last is not None and now - last < self.interval_s:
+            return False
+        if len(self._at) >= self.max_entries:
+            self._at.clear()
+        self._at[device_id] = now
+        return True
+
+
 async def touch_device(conn: asyncpg.Connection, device_id: str) -> None:
     """Record last contact at most once a minute, so auth does not turn every read into a write."""
     await conn.execute(

@@ -11,10 +11,11 @@ from sync_server.settings import Settings
 
 if TYPE_CHECKING:
     from protocol.cursor import CursorSigner
-    from sync_server.auth import Principal
+    from sync_server.auth import Principal, TouchMemo
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 DSN = web.AppKey("dsn", str)  # the live feed's LISTEN connection cannot come from the pool
 CURSORS: web.AppKey["CursorSigner"] = web.AppKey("cursors")
+TOUCHED: web.AppKey["TouchMemo"] = web.AppKey("touched")  # device contact already recorded by this process
 PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("fieldsync.principal")  # set by the auth middleware

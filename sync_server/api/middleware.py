@@ -14,7 +14,7 @@ from protocol.codec import encode_error
 from protocol.version import VERSION_HEADER, check_version
 from sync_server.api.http import ClientGone, response_type
 from sync_server.auth import Role, authenticate, touch_device
-from sync_server.keys import POOL, PRINCIPAL
+from sync_server.keys import POOL, PRINCIPAL, TOUCHED
 from sync_server.storage.errors import database_unavailable_cause
 
 log = structlog.get_logger("sync_server.http")
@@ -121,7 +121,7 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     async with request.app[POOL].acquire() as conn:
         who = await authenticate(conn, request.headers.get("Authorization"))
-        if who.role is Role.DEVICE and who.device_id is not None:
+        if who.role is Role.DEVICE and who.device_id is not None and request.app[TOUCHED].due(who.device_id, time.monotonic()):
             await touch_device(conn, who.device_id)
     # credentials first: a request without a token is a 401 whatever else is wrong with it
     if request.path.startswith(VERSIONED_PREFIXES):

@@ -42,6 +42,7 @@ async def commit_changes(
     action: str,
     reason: str | None = None,
     audit_rows: bool = True,
+    notify: bool = True,
 ) -> dict[UUID, TicketRecord]:
     """After the caller changed rows of locked tickets: append change-log rows and audit, return the new documents."""
     after = await load_tickets(conn, before.keys())
@@ -59,7 +60,7 @@ async def commit_changes(
         else:
             changed = changed_fields(old, rec)
         entries.append(ChangeEntry(rec, prev_crew, why, changed))
-    await record_changes(conn, entries, actor)
+    await record_changes(conn, entries, actor, notify=notify)
     await audit(conn, audits)
     return after
 

@@ -32,7 +32,7 @@ from sync_server.engine.intake import HELD, NewTicket, insert_ticket_rows
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
 from sync_server.storage.org import service_type_codes
-from sync_server.storage.tickets import TicketRecord, load_tickets, lock_tickets_held
+from sync_server.storage.tickets import TicketRecord, load_tickets, lock_tickets_held, notify_after_commit
 
 _MUTATION = TypeAdapter(Mutation)
 # Fields only a supervisor may set; a crew op naming one is refused as such, not as a generic typo (mass assignment).
@@ -138,13 +138,29 @@ async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]]) ->
     assert who.device_id is not None and who.crew_id is not None and who.department_id is not None
     dev = DeviceCtx(who.device_id, who.crew_id, who.department_id)
 
+    wake: list[_Wake] = []
+
     async def body(conn: asyncpg.Connection) -> dict[str, Any]:
-        return await _push_tx(conn, dev, parsed)
+        wake.clear()  # a retried body starts over
+        return await _push_tx(conn, dev, parsed, wake)
 
-    return await run_in_tx(pool, body)
+    async def after_commit(conn: asyncpg.Connection, _result: dict[str, Any]) -> None:
+        for w in wake:  # outside the transaction: pushes do not queue behind NOTIFY's commit lock
+            await notify_after_commit(conn, w.xid, w.departments, w.crews)
+
+    return await run_in_tx(pool, body, after_commit=after_commit)
 
 
-async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Wake:
+    """Who a committed push concerns: the live feed's wake-up, sent after commit."""
+
+    xid: int
+    departments: set[int]
+    crews: set[int]
+
+
+async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed], wake: list[_Wake]) -> dict[str, Any]:
     row = await store.lock_device(conn, dev.device_id)
     if row is None or row["revoked_at"] is not None:
         raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked")
@@ -163,6 +179,11 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
                                 {"seq": p.seq, "stored_digest": kept.digest.hex()})
     batch = await _fold(conn, dev, fresh)
     after = await _flush(conn, dev, batch, version) if fresh else {}
+    depts = {r.department_id for r in after.values()} | {dev.department_id for _ in batch.conflicts}
+    if depts:
+        crews = {c for r in (*after.values(), *(b for b in batch.before.values() if b is not None))
+                 if (c := r.holder_crew_id) is not None}
+        wake.append(_Wake(version, depts, crews))
     legacy_ids = [UUID(tid) for r in stored.values() if r.digest is None and (tid := r.result.get("ticket_id"))]
     current = await load_tickets(conn, [i for i in legacy_ids if i not in after]) if legacy_ids else {}
     current.update(after)
@@ -337,12 +358,13 @@ async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, versio
     await store.insert_photos(conn, batch.photos)  # under the photo locks _fold took first
     before = {t.id: batch.before[t.id] for t in touched}
     # audit rows go with the results in finish_push (same transaction, one round trip fewer)
-    after = await commit_changes(conn, before, actor_kind="device", actor=dev.device_id, action="push", audit_rows=False)
+    after = await commit_changes(conn, before, actor_kind="device", actor=dev.device_id, action="push", audit_rows=False,
+                                 notify=False)
     await store.insert_conflicts(conn, [
         (tid, after[tid].department_id if tid in after else dev.department_id, dev.crew_id, dev.device_id, seq,
          c.kind, c.field, json.dumps(c.kept), json.dumps(c.discarded), c.detail)
         for seq, tid, c in batch.conflicts
-    ])
+    ], notify=False)
     return after
 
 

@@ -25,14 +25,25 @@ async def run_in_tx(
     *,
     isolation: str = "read_committed",
     readonly: bool = False,
+    after_commit: Callable[[asyncpg.Connection, T], Awaitable[None]] | None = None,
 ) -> T:
-    """Run `body` in one transaction; the body must be safe to run again from scratch (STYLE rule 8)."""
+    """Run `body` in one transaction; the body must be safe to run again from scratch (STYLE rule 8).
+
+    `after_commit` runs on the same connection once the commit succeeded (e.g. a live-feed wake-up that must not be
+    part of the transaction); its database errors are logged, never raised: the transaction's outcome is settled.
+    """
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with pool.acquire() as conn:
                 try:
                     async with conn.transaction(isolation=isolation, readonly=readonly):
-                        return await body(conn)
+                        result = await body(conn)
+                    if after_commit is not None:
+                        try:
+                            await after_commit(conn, result)
+                        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                            log.warning("tx.after_commit_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                    return result
                 except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                     if not conn.is_closed():
                         raise

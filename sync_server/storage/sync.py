@@ -259,7 +259,7 @@ async def insert_photos(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]
     )
 
 
-async def insert_conflicts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+async def insert_conflicts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], *, notify: bool = True) -> None:
     """(ticket_id, department_id, crew_id, device_id, seq, kind, field, kept_json, discarded_json, detail) for supervisors (I5)."""
     if not rows:
         return
@@ -268,7 +268,7 @@ async def insert_conflicts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, .
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)",
         rows,
     )
-    if rows:  # supervisors' live feed (a conflict can commit without any change row)
+    if rows and notify:  # supervisors' live feed (a conflict can commit without any change row)
         await conn.execute(NOTIFY_SQL, live_payload({r[1] for r in rows}, ()))
 
 

@@ -135,8 +135,12 @@ class ChangeEntry:
     changed: tuple[str, ...] = ()
 
 
-async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry], actor: str) -> None:
-    """Append change-log rows and refresh each ticket's checksum; callers hold the tickets' row locks (I2 ordering)."""
+async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry], actor: str, *, notify: bool = True) -> None:
+    """Append change-log rows and refresh each ticket's checksum; callers hold the tickets' row locks (I2 ordering).
+
+    `notify=False`: the caller wakes the live feed itself after commit (notify_after_commit), which keeps its commit
+    out of NOTIFY's database-wide commit lock (PostgreSQL <= 16 holds it through the WAL flush, serialising commits).
+    """
     if not entries:
         return
     ids, depts, holders, prevs, reasons, versions, docs, digests, changed = [], [], [], [], [], [], [], [], []
@@ -155,12 +159,13 @@ async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry
     # Arrays, not executemany: one statement and one round trip whatever the batch size; ids are drawn here, under
     # the ticket locks. The live feed's wake-up rides along (CTE `n`, joined so it runs); NOTIFY is transactional,
     # so it fires only if this commits.
+    notify_cte = (" n AS (" + NOTIFY_SQL.replace("$1", "$11") + " AS sent)") if notify else " n AS (SELECT $11::text AS sent)"
     await conn.execute(
         "WITH h AS (UPDATE tickets t SET doc_hash = v.h FROM unnest($1::uuid[], $8::bytea[]) AS v(id, h) WHERE t.id = v.id),"
         # Holding history (state, never pruned): "did this crew ever hold it" must outlive the change log (I5).
         " th AS (INSERT INTO ticket_holders (ticket_id, crew_id) SELECT DISTINCT v.id, v.c FROM unnest($1::uuid[],"
         " $3::integer[]) AS v(id, c) WHERE v.c IS NOT NULL ON CONFLICT DO NOTHING),"
-        " n AS (" + NOTIFY_SQL.replace("$1", "$11") + " AS sent)"
+        + notify_cte +
         " INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc,"
         " doc_hash, changed, actor)"
         " SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.version, v.doc::jsonb, v.h,"
@@ -176,6 +181,16 @@ async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry
 # The live feed's wake-up: the payload is "<xid>;d=<department ids>;c=<crew ids>" (crews "*" when too many to list).
 # Only a hint: the feed reads the change log, so a lost or coalesced notification never loses an event.
 NOTIFY_SQL = "SELECT pg_notify('fieldsync_changes', pg_current_xact_id()::text || $1)"
+
+
+# The same wake-up sent after the writer committed, in its own one-statement transaction with synchronous_commit off
+# for that transaction only: a hint needs no durable commit, and the writer's commit did not queue behind NOTIFY's lock.
+NOTIFY_AFTER_SQL = "SELECT set_config('synchronous_commit', 'off', true), pg_notify('fieldsync_changes', $1)"
+
+
+async def notify_after_commit(conn: asyncpg.Connection, xid: int, departments: Iterable[int], crews: Iterable[int]) -> None:
+    """Wake live feeds for a committed transaction `xid` (the payload record_changes would have sent)."""
+    await conn.execute(NOTIFY_AFTER_SQL, f"{xid}{live_payload(departments, crews)}")
 
 
 def live_payload(departments: Iterable[int], crews: Iterable[int]) -> str:
