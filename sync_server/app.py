@@ -14,8 +14,8 @@ from protocol.cursor import CursorSigner
 from sync_server import metrics
 from sync_server.api import catalog, conflicts, devices, limits, live, metrics_mw, middleware, ops, org, supervisor, sync, uploads
 from sync_server.engine import maintenance
-from sync_server.auth import TouchMemo
-from sync_server.keys import CURSORS, DSN, POOL, SETTINGS, TOUCHED
+from sync_server.auth import AuthCache, TouchMemo
+from sync_server.keys import AUTH_CACHE, CURSORS, DSN, POOL, SETTINGS, TOUCHED
 from sync_server.settings import Settings
 from sync_server.storage.errors import DatabaseUnreachable
 from sync_server.storage.migrate import check_schema
@@ -80,6 +80,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[CURSORS] = CursorSigner(settings.resolved_cursor_secret())
     app[metrics.METRICS] = metrics.Metrics()
     app[TOUCHED] = TouchMemo()
+    app[AUTH_CACHE] = AuthCache()
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings)

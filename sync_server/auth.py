@@ -91,6 +91,48 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
     raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
 
 
+class AuthCache:
+    """Device principals of the sync hot path, kept for at most `ttl_s` (default 1 s) so a push or poll does not pay a
+    query for its token. Staleness is bounded by the TTL: a device revoked by another process (or the CLI) is refused
+    by this one within `ttl_s`; a revoke through this process clears the cache at once; and a push re-checks
+    revocation under its device-row lock anyway (engine/push), so a revoked device never gets a write in."""
+
+    def __init__(self, ttl_s: float = 1.0, max_entries: int = 50_000) -> None:
+        self.ttl_s, self.max_entries = ttl_s, max_entries
+        self._by_digest: dict[bytes, tuple[Principal, float]] = {}
+
+    def get(self, header: str | None, now: float) -> Principal | None:
+        """The cached principal of a device bearer token, or None (not cached, expired, or not a device token)."""
+        token = _device_token(header)
+        if token is None:
+            return None
+        hit = self._by_digest.get(hash_token(token))
+        if hit is None or now >= hit[1]:
+            return None
+        return hit[0]
+
+    def put(self, header: str | None, who: Principal, now: float) -> None:
+        """Remember a device principal that authenticated just now."""
+        token = _device_token(header)
+        if token is None or who.role is not Role.DEVICE:
+            return
+        if len(self._by_digest) >= self.max_entries:
+            self._by_digest.clear()
+        self._by_digest[hash_token(token)] = (who, now + self.ttl_s)
+
+    def clear(self) -> None:
+        """Forget everything (a device was revoked through this process)."""
+        self._by_digest.clear()
+
+
+def _device_token(header: str | None) -> str | None:
+    """The token of a well-formed device bearer header, else None (those always go to the database)."""
+    if not header or not header.startswith("Bearer "):
+        return None
+    token = header[len("Bearer "):].strip()
+    return token if token.startswith(DEVICE_PREFIX) and len(token) <= 200 else None
+
+
 class TouchMemo:
     """When this process last recorded each device's contact: touch_device writes at most once a minute anyway, so
     asking PostgreSQL again within that minute is a wasted round trip on every sync request. Bounded: forgetting an

@@ -14,7 +14,7 @@ from protocol.codec import encode_error
 from protocol.version import VERSION_HEADER, check_version
 from sync_server.api.http import ClientGone, response_type
 from sync_server.auth import Role, authenticate, touch_device
-from sync_server.keys import POOL, PRINCIPAL, TOUCHED
+from sync_server.keys import AUTH_CACHE, POOL, PRINCIPAL, TOUCHED
 from sync_server.storage.errors import database_unavailable_cause
 
 log = structlog.get_logger("sync_server.http")
@@ -119,12 +119,18 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if (request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED or request.path.startswith(PUBLIC_PREFIXES)
             or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads"))):
         return await handler(request)
-    async with request.app[POOL].acquire() as conn:
-        who = await authenticate(conn, request.headers.get("Authorization"))
-        if who.role is Role.DEVICE and who.device_id is not None and request.app[TOUCHED].due(who.device_id, time.monotonic()):
-            await touch_device(conn, who.device_id)
+    header = request.headers.get("Authorization")
+    sync = request.path.startswith(VERSIONED_PREFIXES)
+    who = request.app[AUTH_CACHE].get(header, time.monotonic()) if sync else None  # sync hot path: no query per request
+    if who is None:
+        async with request.app[POOL].acquire() as conn:
+            who = await authenticate(conn, header)
+            if who.role is Role.DEVICE and who.device_id is not None and request.app[TOUCHED].due(who.device_id, time.monotonic()):
+                await touch_device(conn, who.device_id)
+        if sync:
+            request.app[AUTH_CACHE].put(header, who, time.monotonic())
     # credentials first: a request without a token is a 401 whatever else is wrong with it
-    if request.path.startswith(VERSIONED_PREFIXES):
+    if sync:
         check_version(request.headers.get(VERSION_HEADER))
     request[PRINCIPAL] = who
     structlog.contextvars.bind_contextvars(principal=who.name)
