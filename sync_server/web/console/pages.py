@@ -15,7 +15,7 @@ from sync_server.api import uploads
 from sync_server.api.conflicts import _COLS, _resolve, _view
 from sync_server.engine import supervise
 from sync_server.engine.tx import run_in_tx
-from sync_server.keys import POOL, PRINCIPAL, SETTINGS
+from sync_server.keys import AUTH_CACHE, POOL, PRINCIPAL, SETTINGS
 from sync_server.web.console import session as sessions
 from sync_server.web.console.frame import SESSION, page, render
 
@@ -194,6 +194,7 @@ async def revoke(request: web.Request) -> web.Response:
         await supervise.revoke(request.app[POOL], who, device_id)
     except ProtocolError as err:
         return await _crews_page(request, err.http_status, error=err)
+    request.app[AUTH_CACHE].clear()  # refused at once here; other processes within the cache's 1 s
     return await _crews_page(request, flash=f"Device {device_id} revoked.")
 
 
