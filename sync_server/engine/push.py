@@ -160,7 +160,10 @@ class _Wake:
     crews: set[int]
 
 
-async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed], wake: list[_Wake]) -> dict[str, Any]:
+async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed],
+                   wake: list[_Wake] | None = None) -> dict[str, Any]:
+    """The push transaction's body; who to wake after commit is appended to `wake` (None: nobody is woken)."""
+    wake = [] if wake is None else wake
     row = await store.lock_device(conn, dev.device_id)
     if row is None or row["revoked_at"] is not None:
         raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked")

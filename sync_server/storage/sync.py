@@ -42,16 +42,16 @@ MIN_UUID = UUID(int=0)
 # The first page of a pull in ONE statement, so one snapshot (in READ COMMITTED a statement reads one snapshot, and
 # pg_current_snapshot() returns exactly that one): the head the cursor is cut at, the crew's ticket hashes for the
 # scope checksum, and the page, with no transaction round trips. Row 0 is the header (head, hashes); the rest are
-# the page. The hashes are read only when asked to ($4: the cursor does not carry a checksum) or when the page is not
+# the page. The hashes are read only when asked to ($3: the cursor does not carry a checksum) or when the page is not
 # empty: "nothing of the crew committed in (base, head]" means the scope, and so its checksum, is what it was at base,
 # which makes an empty poll a range scan of the (crew, xid) indexes from base's xmin and nothing else (I2, I4).
-_FIRST = """
+_FIRST_DELTA = """
 WITH h AS MATERIALIZED (SELECT pg_current_snapshot() AS head),
 p AS MATERIALIZED (
   SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc::text AS doc
   FROM changes
   WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
-    AND {since}
+    AND xid >= pg_snapshot_xmin($4::text::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $4::text::pg_snapshot)
     AND pg_visible_in_snapshot(xid, (SELECT head FROM h))
   ORDER BY ticket_id, id DESC
   LIMIT $2
@@ -65,10 +65,6 @@ UNION ALL
 SELECT 1, NULL, NULL, ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc FROM p
 ORDER BY k, ticket_id
 """
-# Same bounds as _DELTA: committed after base (the xmin bound only narrows the index range), visible at head.
-_FIRST_DELTA = _FIRST.format(
-    since="xid >= pg_snapshot_xmin($4::text::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $4::text::pg_snapshot)")
-_FIRST_SNAPSHOT = _FIRST.format(since="true")
 
 
 @dataclass(frozen=True)
@@ -80,14 +76,22 @@ class FirstPage:
     rows: list[asyncpg.Record]
 
 
-async def first_page(conn: asyncpg.Connection, crew_id: int, base: str | None, limit: int, need_hashes: bool) -> FirstPage:
-    """Head, checksum input and first page of the crew's changes since `base` (whole scope when None), one snapshot."""
-    if base is None:
-        rows = await conn.fetch(_FIRST_SNAPSHOT, crew_id, limit, True)
-    else:
-        rows = await conn.fetch(_FIRST_DELTA, crew_id, limit, need_hashes, base)
+async def first_page(conn: asyncpg.Connection, crew_id: int, base: str, limit: int, need_hashes: bool) -> FirstPage:
+    """Head, checksum input and first page of the crew's changes since `base`, at one snapshot, in one statement."""
+    rows = await conn.fetch(_FIRST_DELTA, crew_id, limit, need_hashes, base)
     head = rows[0]
     return FirstPage(head["head"], None if head["hashes"] is None else list(head["hashes"]), rows[1:])
+
+
+async def current_snapshot(conn: asyncpg.Connection) -> str:
+    """The snapshot text a pull is cut at (its xmin is the watermark below which everything is in it)."""
+    return str(await conn.fetchval("SELECT pg_current_snapshot()::text"))
+
+
+async def scope_hashes(conn: asyncpg.Connection, crew_id: int) -> list[bytes]:
+    """Checksums of every ticket the crew holds, read in the caller's snapshot (I4)."""
+    rows = await conn.fetch("SELECT doc_hash FROM tickets WHERE holder_crew_id = $1", crew_id)
+    return [r["doc_hash"] for r in rows]
 
 
 async def change_page(
