@@ -11,7 +11,7 @@ from protocol.fields import WireDatetime
 from sync_server.api.http import principal, respond
 from sync_server.api.registry import route
 from sync_server.auth import DEVICE_PREFIX, Role, hash_token, new_token
-from sync_server.keys import POOL, SETTINGS
+from sync_server.keys import AUTH_CACHE, POOL, SETTINGS
 from sync_server.storage.credentials import rotate_device_token
 from sync_server.storage.tickets import audit
 
@@ -37,6 +37,7 @@ async def rotate(request: web.Request) -> web.Response:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
         await audit(conn, [("device", who.name, "device_token_rotated", None, who.department_id, None,
                             {"previous_valid_until": until.isoformat()}, None)])
+    request.app[AUTH_CACHE].clear()  # a superseded token is refused at once here; other processes within 1 s
     return respond(request, DeviceTokenRotated(device_id=who.device_id, token=token, previous_valid_until=until))
 
 
