@@ -23,7 +23,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 s = r.get("server_side", {})
 timeouts = sum(n for k, n in r["transient_errors"].items() if "Timeout" in k)
-print(f"{r['devices']:>6} {r['processes']:>3} {r['mutations_created'] / r['duration_s']:>8.1f} "
+print(f"{r['devices']:>6} {r['processes']:>3} {r['offered_mutations_per_s']:>8.1f} "
       f"{r['throughput_mutations_per_s']:>8.1f} {r['push_latency_ms']['p50']:>8} {r['push_latency_ms']['p99']:>8} "
       f"{timeouts:>5} {s.get('server_cpu_percent_of_one_core', '-'):>6} {s.get('postgres_cpu_percent_of_one_core', '-'):>6} "
       f"{r['sim_shift_cpu_percent_of_one_core']:>6} {s.get('pool_waiting_max', '-'):>6} {'PASS' if r['ok'] else 'FAIL'} "
