@@ -4,7 +4,6 @@ sharing one PostgreSQL database and one S3-compatible store (moto's server), as 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -116,7 +115,6 @@ class Deployment:
     lb: str
     bucket: str
     s3: Any
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def keys(self, prefix: str) -> dict[str, int]:
         """Objects in the shared bucket under a prefix, read straight from S3."""
@@ -181,17 +179,19 @@ async def deployment(shared_db: str, moto_url: str, tmp_path_factory: pytest.Tem
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(haproxy_config(lb_port, hosts))
     lb: subprocess.Popen[bytes] | None = None
+    lb_log = open(tmp_path / "haproxy.log", "w")
     try:
         for h in hosts:
             await h.ready()
         lb = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=open(tmp_path / "haproxy.log", "w"))
+                              stderr=lb_log)
         await asyncio.to_thread(wait_port, lb_port, 10)
         yield Deployment(hosts[0], hosts[1], f"http://127.0.0.1:{lb_port}", bucket, s3)
     finally:
         if lb is not None:
             lb.kill()
             lb.wait(timeout=10)
+        lb_log.close()
         for h in hosts:
             h.stop()
 
