@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -53,21 +54,31 @@ async def template_db(pg_cluster: EmbeddedPostgres) -> str:
     return TEMPLATE
 
 
+@contextlib.asynccontextmanager
+async def scratch_database(pg_cluster: EmbeddedPostgres, prefix: str, template: str | None = None) -> AsyncIterator[str]:
+    """A database of its own for one test (a clone of `template`, or empty), dropped afterwards: every test that needs
+    a database beside the per-test one uses this, so creation and forced clean-up live in one place."""
+    name = prefix + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+    finally:
+        await admin.close()
+    try:
+        yield pg_cluster.dsn(name)
+    finally:
+        admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
 @pytest.fixture
 async def db_dsn(pg_cluster: EmbeddedPostgres, template_db: str) -> AsyncIterator[str]:
     """A fresh migrated database for one test, dropped afterwards."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    finally:
-        await admin.close()
-    yield pg_cluster.dsn(name)
-    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with scratch_database(pg_cluster, "t_", template_db) as dsn:
+        yield dsn
 
 
 @pytest.fixture

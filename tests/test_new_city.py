@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from protocol import PROTOCOL_VERSION, VERSION_HEADER
 from sync_server.embedded_pg import EmbeddedPostgres
+from tests.conftest import scratch_database
 from tests.syncclient import DeviceClient
 from tests.test_cli import CLI, REPO, _env, _events, _run
 
@@ -35,18 +35,8 @@ def readme_commands() -> list[list[str]]:
 @pytest.fixture
 async def empty_db(pg_cluster: EmbeddedPostgres) -> AsyncIterator[str]:
     """A brand-new database with no schema at all (not the migrated template), as a city's DBA would hand over."""
-    name = "city_" + uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    yield pg_cluster.dsn(name)
-    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with scratch_database(pg_cluster, "city_") as dsn:
+        yield dsn
 
 
 def _field(out: str, key: str) -> str:

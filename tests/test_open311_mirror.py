@@ -8,7 +8,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
 from datetime import timedelta
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from sync_server.embedded_pg import EmbeddedPostgres
 from sync_server.open311.mirror import mirror_once
 from sync_server.settings import Settings
-from tests.conftest import Server, start_server
+from tests.conftest import Server, scratch_database, start_server
 from tests.factories import World, build_world
 from tests.syncclient import DeviceClient
 from tests.test_open311 import http, post_form  # noqa: F401 - fixture
@@ -32,18 +31,8 @@ NO_LAG = timedelta(0)
 @pytest.fixture
 async def b_dsn(pg_cluster: EmbeddedPostgres, template_db: str) -> AsyncIterator[str]:
     """A second city database on the same cluster (the mirror's own)."""
-    name = "m_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    finally:
-        await admin.close()
-    yield pg_cluster.dsn(name)
-    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with scratch_database(pg_cluster, "m_", template_db) as dsn:
+        yield dsn
 
 
 @pytest.fixture
