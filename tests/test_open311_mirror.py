@@ -99,6 +99,9 @@ async def test_b_mirrors_a_exactly_once_and_resumes(
         assert all(r["sr_number"].startswith("B-") for r in rows)
         # Nothing new upstream: a third run creates nothing. An update upstream is noted, not duplicated.
         # A's supervisor cancels another: B cancels its open copy (audited), the crew's devices lose it.
+        # Open311 datetimes carry whole seconds, so an upstream update in the same second as the request's last one is
+        # indistinguishable by its timestamp: move past that second first (on a fast machine this run takes < 1 s).
+        await asyncio.sleep(1.1)
         await pool.execute("UPDATE tickets SET updated_at = now(), version = version + 1 WHERE sr_number = $1",
                            upstream[0])
         a_id = await pool.fetchval("SELECT id FROM tickets WHERE sr_number = $1", upstream[1])
