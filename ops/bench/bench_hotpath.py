@@ -21,8 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
-from common import emit, wait_ready  # noqa: E402
+from common import emit, mutation, stop_server, wait_ready  # noqa: E402
 
 from protocol import PROTOCOL_VERSION, VERSION_HEADER  # noqa: E402
 from sync_server.auth import Role, create_user, enroll_device  # noqa: E402
@@ -143,19 +141,6 @@ async def pull_all(http: aiohttp.ClientSession, url: str, token: str, cursor: st
         if not page["has_more"]:
             break
     return (time.perf_counter() - t0) * 1000, cursor, n
-
-
-def mutation(seq: int, tid: str, rnd: random.Random) -> dict[str, Any]:
-    """Crew field work: quantities (70 %), resolution codes (25 %), notes (5 %)."""
-    x = rnd.random()
-    if x < 0.7:
-        op, args = "set_items", {"items": [{"item_type": rnd.choice(["mattress", "sofa", "chair", "tv"]), "count": rnd.randint(0, 9)}]}
-    elif x < 0.95:
-        op, args = "set_resolution", {"resolution_code": rnd.choice(["collected", "partial", "not_found"])}
-    else:
-        op, args = "add_note", {"note_id": str(uuid.uuid4()), "text": "Items at the curb, gate code 1234"}
-    return {"seq": seq, "op": op, "ticket_id": tid, "args": args, "base_version": None,
-            "device_time": datetime.now(timezone.utc).isoformat()}
 
 
 async def pushes(http: aiohttp.ClientSession, url: str, dev: dict[str, Any], n: int, size: int, lat: list[float],
@@ -278,12 +263,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32])
         return out
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_server(server)
         pg.stop(force=True)
         shutil.rmtree(root, ignore_errors=True)
 

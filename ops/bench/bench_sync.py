@@ -16,8 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
-from common import emit, wait_ready  # noqa: E402
+from common import emit, mutation, wait_ready  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
 
@@ -98,24 +96,14 @@ async def pull_all(http: aiohttp.ClientSession, url: str, token: str, cursor: st
             return client_ms, server_ms, nbytes, cursor, nchanges
 
 
-def mutation(seq: int, tid: str, rnd: random.Random) -> dict[str, Any]:
-    """Field mix: quantities (70%), resolution codes (25%), notes (5%: a real ticket carries a handful, and every
-    change re-renders the whole ticket, so a note-heavy mix measures document size rather than sync)."""
-    x = rnd.random()
-    if x < 0.7:
-        op, args = "set_items", {"items": [{"item_type": rnd.choice(["mattress", "sofa", "chair", "tv"]), "count": rnd.randint(0, 9)}]}
-    elif x < 0.95:
-        op, args = "set_resolution", {"resolution_code": rnd.choice(["collected", "partial", "not_found"])}
-    else:
-        op, args = "add_note", {"note_id": str(uuid.uuid4()), "text": "Items at the curb, gate code 1234"}
-    return {"seq": seq, "op": op, "ticket_id": tid, "args": args, "base_version": None,
-            "device_time": datetime.now(timezone.utc).isoformat()}
-
-
 async def push_loop(http: aiohttp.ClientSession, url: str, token: str, tickets: list[str], batch: int, until: float,
-                    lat: list[float], counter: list[int], rnd: random.Random, pause: float = 0.0) -> None:
-    """Closed loop: push a batch, wait for the durable answer (then `pause`), repeat until the deadline."""
-    seq = 0
+                    lat: list[float], counter: list[int], rnd: random.Random, seqs: dict[str, int],
+                    pause: float = 0.0) -> None:
+    """Closed loop: push a batch, wait for the durable answer (then `pause`), repeat until the deadline.
+
+    `seqs` carries each token's last seq across phases: a device that pushes again continues its sequence (restarting
+    at 1 reused seqs with other bodies, which the server refuses as seq_reused instead of measuring them)."""
+    seq = seqs.get(token, 0)
     while time.perf_counter() < until:
         if pause:
             await asyncio.sleep(pause * (0.5 + rnd.random()))
@@ -127,6 +115,7 @@ async def push_loop(http: aiohttp.ClientSession, url: str, token: str, tickets: 
                 raise RuntimeError(body[:300])
         lat.append((time.perf_counter() - t0) * 1000)
         seq += batch
+        seqs[token] = seq
         counter[0] += batch
 
 
@@ -181,12 +170,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                    "client_ms_median": statistics.median(i[0] for i in init), "bytes": init[0][2]}
             crews = list(creds["crews"].values())
             rnd = random.Random(7)
+            seqs: dict[str, int] = {}
             # 2. durable push throughput: every device pushes batches of 25 in a closed loop
             lat: list[float] = []
             counter = [0]
             t0 = time.perf_counter()
             until = t0 + args.seconds
-            await asyncio.gather(*(push_loop(http, url, tok, c["tickets"], 25, until, lat, counter, random.Random(rnd.random()))
+            await asyncio.gather(*(push_loop(http, url, tok, c["tickets"], 25, until, lat, counter, random.Random(rnd.random()), seqs)
                                    for c in crews for tok in c["tokens"]))
             elapsed = time.perf_counter() - t0
             out["push"] = {"mutations": counter[0], "mutations_per_s": counter[0] / elapsed, "requests": len(lat),
@@ -195,7 +185,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             plat: list[float] = []
             bg = [0]
             until = time.perf_counter() + args.seconds
-            pushers = [push_loop(http, url, c["tokens"][0], c["tickets"], 25, until, [], bg, random.Random(rnd.random()), 1.0)
+            pushers = [push_loop(http, url, c["tokens"][0], c["tickets"], 25, until, [], bg, random.Random(rnd.random()), seqs,
+                                 1.0)
                        for c in crews]
             pullers = [delta_loop(http, url, tok, until, plat, random.Random(rnd.random()), 1.0)
                        for c in crews for tok in c["tokens"]]

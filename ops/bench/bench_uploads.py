@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
-from common import emit, wait_ready  # noqa: E402
+from common import emit, stop_server, wait_ready  # noqa: E402
 import asyncpg  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -259,12 +259,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "change_rows_by_uploads": available,
         }
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_server(server)
         pg.stop(force=True)
         shutil.rmtree(root, ignore_errors=True)
 

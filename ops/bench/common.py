@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import subprocess
 import sys
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +35,28 @@ def emit(out: dict[str, Any], json_path: Path | None) -> int:
     if json_path:
         json_path.write_text(text)
     return 0
+
+
+def mutation(seq: int, tid: str, rnd: random.Random) -> dict[str, Any]:
+    """Field mix: quantities (70%), resolution codes (25%), notes (5%: a real ticket carries a handful, and every
+    change re-renders the whole ticket, so a note-heavy mix measures document size rather than sync)."""
+    x = rnd.random()
+    if x < 0.7:
+        op, args = "set_items", {"items": [{"item_type": rnd.choice(["mattress", "sofa", "chair", "tv"]), "count": rnd.randint(0, 9)}]}
+    elif x < 0.95:
+        op, args = "set_resolution", {"resolution_code": rnd.choice(["collected", "partial", "not_found"])}
+    else:
+        op, args = "add_note", {"note_id": str(uuid.uuid4()), "text": "Items at the curb, gate code 1234"}
+    return {"seq": seq, "op": op, "ticket_id": tid, "args": args, "base_version": None,
+            "device_time": datetime.now(timezone.utc).isoformat()}
+
+
+def stop_server(server: subprocess.Popen[bytes] | None) -> None:
+    """Stop a spawned server: SIGTERM, then SIGKILL if it has not exited within 30 s (a bench never hangs on it)."""
+    if server is None:
+        return
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
