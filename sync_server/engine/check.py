@@ -15,6 +15,7 @@ import asyncpg
 from protocol.canonical import doc_hash
 from sync_server.blobs import BlobStore, Variant, blob_key
 from sync_server.storage import integrity
+from sync_server.domain.document import render
 from sync_server.storage.tickets import _floats, load_tickets
 
 PAGE = 500
@@ -70,7 +71,8 @@ async def _tickets(conn: asyncpg.Connection, report: Report) -> None:
         for r in rows:
             report.checked["tickets"] += 1
             tid = r["id"]
-            current = doc_hash(rendered[tid].doc)
+            fresh = render(rendered[tid].doc)
+            current = fresh.hash
             if r["log_version"] is None:
                 # retention drops the last row of a ticket no crew holds (a tombstone); a held one must have a row
                 if r["holder_crew_id"] is not None:
@@ -78,12 +80,16 @@ async def _tickets(conn: asyncpg.Connection, report: Report) -> None:
                 continue
             if bytes(r["doc_hash"] or b"") != current:
                 report.problem("ticket_checksum_mismatch", ticket_id=tid, detail="rows differ from the stored checksum")
+            elif r["doc_json"] != fresh.json or bytes(r["doc_mp"] or b"") != fresh.mp:
+                # every writer goes through engine.changes.commit_changes, which stores hash and document together
+                report.problem("ticket_document_stale", ticket_id=tid, detail="stored document differs from its rows")
             if bytes(r["log_hash"]) != current or r["log_version"] != r["version"]:
                 report.problem("change_log_behind_ticket", ticket_id=tid, version=r["version"],
                                log_version=r["log_version"])
             elif r["log_holder"] != r["holder_crew_id"]:
                 report.problem("change_log_holder_mismatch", ticket_id=tid)
-            if doc_hash(_floats(json.loads(r["log_doc"]))) != bytes(r["log_hash"]):
+            if (doc_hash(_floats(json.loads(r["log_doc"]))) != bytes(r["log_hash"])
+                    or hashlib.sha256(r["log_json"].encode("utf-8")).digest() != bytes(r["log_hash"])):
                 report.problem("change_row_corrupt", ticket_id=tid, detail="stored document does not hash to doc_hash")
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
 import structlog
+
+from sync_server.storage.tickets import backfill_docs
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +57,20 @@ async def current_version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
 
 
+async def _stored_ticket_docs(conn: asyncpg.Connection) -> None:
+    """Back-fill the stored documents (their bytes come from Python), then require them on change rows."""
+    tickets, changes = await backfill_docs(conn)
+    await conn.execute("ALTER TABLE changes ALTER COLUMN doc_json SET NOT NULL, ALTER COLUMN doc_mp SET NOT NULL")
+    log.info("migration.backfilled_docs", tickets=tickets, changes=changes)
+
+
+# Steps a SQL file cannot do, run right after it in its transaction; keyed by name without the number, so a renumbered
+# migration keeps its step.
+_PYTHON_STEPS: dict[str, Callable[[asyncpg.Connection], Awaitable[None]]] = {
+    "stored_ticket_docs.sql": _stored_ticket_docs,
+}
+
+
 async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply pending migrations, each in its own transaction; refuse a schema newer than this build knows."""
     migrations = available()
@@ -74,6 +91,9 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 continue
             async with conn.transaction():
                 await conn.execute(m.sql)
+                step = _PYTHON_STEPS.get(m.name.split("_", 1)[1])
+                if step is not None:
+                    await step(conn)
                 await conn.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", m.version, m.name)
             applied.append(m.name)
             log.info("migration.applied", migration=m.name)

@@ -11,8 +11,8 @@ from uuid import UUID
 
 import asyncpg
 
-from protocol.canonical import doc_hash
 from protocol import Ticket
+from sync_server.domain.document import render
 
 # One statement per batch of tickets, rendering the whole wire document (children as arrays in canonical order,
 # timestamps in the canonical UTC form via fs_ts), so loading N tickets is one round trip and no model is built
@@ -99,11 +99,14 @@ def _record(r: asyncpg.Record) -> TicketRecord:
     )
 
 
-# The push's load: the locked documents and, in the same round trip, whether the pushing crew ever held each ticket
-# (from ticket_holders, which retention never prunes: work on a ticket it lost is a late report, not a foreign write).
-_TICKET_LOCK_HELD_SQL = _TICKET_LOCK_SQL.replace(
-    "SELECT t.id,",
-    "SELECT t.id, EXISTS (SELECT 1 FROM ticket_holders h WHERE h.ticket_id = t.id AND h.crew_id = $2) AS held,", 1)
+# The push's load: the locked tickets' STORED documents (rendered once when their change was recorded, so no JSON is
+# built here) and, in the same round trip, whether the pushing crew ever held each ticket (from ticket_holders, which
+# retention never prunes: work on a ticket it lost is a late report, not a foreign write). Row locks in id order.
+_TICKET_LOCK_HELD_SQL = """
+SELECT t.id, EXISTS (SELECT 1 FROM ticket_holders h WHERE h.ticket_id = t.id AND h.crew_id = $2) AS held,
+  t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of, t.doc_json AS doc
+FROM tickets t WHERE t.id = ANY($1::uuid[]) ORDER BY t.id FOR UPDATE OF t
+"""
 
 
 async def lock_tickets_held(conn: asyncpg.Connection, ids: Iterable[UUID], crew_id: int) -> tuple[dict[UUID, TicketRecord], set[UUID]]:
@@ -112,7 +115,9 @@ async def lock_tickets_held(conn: asyncpg.Connection, ids: Iterable[UUID], crew_
     if not id_list:
         return {}, set()
     rows = await conn.fetch(_TICKET_LOCK_HELD_SQL, id_list, crew_id)
-    return {r["id"]: _record(r) for r in rows}, {r["id"] for r in rows if r["held"]}
+    # a row without a stored document (written by a writer that predates stored documents): render it, already locked
+    rendered = await load_tickets(conn, [r["id"] for r in rows if r["doc"] is None])
+    return {r["id"]: rendered.get(r["id"]) or _record(r) for r in rows}, {r["id"] for r in rows if r["held"]}
 
 
 async def lock_tickets(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
@@ -135,6 +140,41 @@ class ChangeEntry:
     changed: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ChangeColumns:
+    """Change-log entries as the column arrays one set-based statement takes, each document rendered once here."""
+
+    ids: list[UUID]
+    depts: list[int]
+    holders: list[int | None]
+    prevs: list[int | None]
+    reasons: list[str | None]
+    versions: list[int]
+    docs: list[str]
+    hashes: list[bytes]
+    mps: list[bytes]
+    changed: list[str]  # comma-joined field names ('' for none)
+
+    @classmethod
+    def of(cls, entries: Sequence[ChangeEntry]) -> ChangeColumns:
+        """Render each entry's document (canonical text, msgpack, hash) once: ticket and change rows store the same."""
+        cols = cls([], [], [], [], [], [], [], [], [], [])
+        for e in entries:
+            d = e.record.doc
+            out = render(d)
+            cols.ids.append(e.record.id)
+            cols.depts.append(e.record.department_id)
+            cols.holders.append(e.record.holder_crew_id)
+            cols.prevs.append(e.prev_crew_id)
+            cols.reasons.append(e.removal_reason)
+            cols.versions.append(d["version"])
+            cols.docs.append(out.json)
+            cols.hashes.append(out.hash)
+            cols.mps.append(out.mp)
+            cols.changed.append(",".join(e.changed))
+        return cols
+
+
 async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry], actor: str, *, notify: bool = True) -> None:
     """Append change-log rows and refresh each ticket's checksum; callers hold the tickets' row locks (I2 ordering).
 
@@ -143,38 +183,31 @@ async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry
     """
     if not entries:
         return
-    ids, depts, holders, prevs, reasons, versions, docs, digests, changed = [], [], [], [], [], [], [], [], []
-    for e in entries:
-        d = e.record.doc
-        ids.append(e.record.id)
-        depts.append(e.record.department_id)
-        holders.append(e.record.holder_crew_id)
-        prevs.append(e.prev_crew_id)
-        reasons.append(e.removal_reason)
-        versions.append(d["version"])
-        docs.append(json.dumps(d, separators=(",", ":"), ensure_ascii=False))
-        digests.append(doc_hash(d))
-        changed.append(",".join(e.changed))
+    cols = ChangeColumns.of(entries)
+    ids, depts, holders, prevs, reasons, versions = cols.ids, cols.depts, cols.holders, cols.prevs, cols.reasons, cols.versions
+    docs, digests, changed, packed = cols.docs, cols.hashes, cols.changed, cols.mps
     crews = {c for e in entries for c in (e.record.holder_crew_id, e.prev_crew_id) if c is not None}
     # Arrays, not executemany: one statement and one round trip whatever the batch size; ids are drawn here, under
     # the ticket locks. The live feed's wake-up rides along (CTE `n`, joined so it runs); NOTIFY is transactional,
     # so it fires only if this commits.
     notify_cte = (" n AS (" + NOTIFY_SQL.replace("$1", "$11") + " AS sent)") if notify else " n AS (SELECT $11::text AS sent)"
     await conn.execute(
-        "WITH h AS (UPDATE tickets t SET doc_hash = v.h FROM unnest($1::uuid[], $8::bytea[]) AS v(id, h) WHERE t.id = v.id),"
+        "WITH h AS (UPDATE tickets t SET doc_hash = v.h, doc_json = v.doc, doc_mp = v.mp"
+        " FROM unnest($1::uuid[], $8::bytea[], $7::text[], $12::bytea[]) AS v(id, h, doc, mp) WHERE t.id = v.id),"
         # Holding history (state, never pruned): "did this crew ever hold it" must outlive the change log (I5).
         " th AS (INSERT INTO ticket_holders (ticket_id, crew_id) SELECT DISTINCT v.id, v.c FROM unnest($1::uuid[],"
         " $3::integer[]) AS v(id, c) WHERE v.c IS NOT NULL ON CONFLICT DO NOTHING),"
         + notify_cte +
         " INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc,"
-        " doc_hash, changed, actor)"
+        " doc_hash, changed, actor, doc_json, doc_mp)"
         " SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.version, v.doc::jsonb, v.h,"
-        " CASE WHEN v.changed = '' THEN '{}'::text[] ELSE string_to_array(v.changed, ',') END, $10"
+        " CASE WHEN v.changed = '' THEN '{}'::text[] ELSE string_to_array(v.changed, ',') END, $10, v.doc, v.mp"
         " FROM unnest($1::uuid[], $2::smallint[], $3::integer[], $4::integer[], $5::text[], $6::integer[], $7::text[],"
-        " $8::bytea[], $9::text[]) WITH ORDINALITY AS v(id, dept, holder, prev, reason, version, doc, h, changed, ord)"
+        " $8::bytea[], $9::text[], $12::bytea[]) WITH ORDINALITY"
+        " AS v(id, dept, holder, prev, reason, version, doc, h, changed, mp, ord)"
         " CROSS JOIN n ORDER BY v.ord",
         ids, depts, holders, prevs, reasons, versions, docs, digests, changed, actor,
-        live_payload(set(depts), crews),
+        live_payload(set(depts), crews), packed,
     )
 
 
@@ -253,3 +286,36 @@ async def update_tickets(conn: asyncpg.Connection, ids: Sequence[UUID], values: 
 def _after(col: str, cols: list[str]) -> str:
     """In an UPDATE every right-hand side sees the old row, so the new holder must read the new value's parameter."""
     return f"${cols.index(col) + 3}" + ("::text" if col == "status" else "::integer") if col in cols else col
+
+
+async def backfill_docs(conn: asyncpg.Connection, page: int = 500) -> tuple[int, int]:
+    """Store rendered documents on rows written before documents were stored: (tickets, change rows) filled.
+
+    Idempotent (only NULL columns are filled). Tickets are rendered from their rows by the SQL renderer; change rows
+    from their own jsonb document, so each keeps the exact state it logged (and its doc_hash stays true).
+    """
+    tickets = changes = 0
+    while True:
+        ids = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM tickets WHERE doc_json IS NULL ORDER BY id LIMIT $1", page)]
+        if not ids:
+            break
+        recs = await load_tickets(conn, ids)
+        outs = [render(recs[i].doc) for i in ids]
+        await conn.execute(
+            "UPDATE tickets t SET doc_json = v.doc, doc_mp = v.mp FROM unnest($1::uuid[], $2::text[], $3::bytea[])"
+            " AS v(id, doc, mp) WHERE t.id = v.id", ids, [o.json for o in outs], [o.mp for o in outs])
+        tickets += len(ids)
+    after = 0
+    while True:
+        rows = await conn.fetch(
+            "SELECT id, doc::text AS doc FROM changes WHERE id > $1 AND doc_json IS NULL ORDER BY id LIMIT $2", after, page)
+        if not rows:
+            break
+        after = rows[-1]["id"]
+        outs = [render(_floats(json.loads(r["doc"]))) for r in rows]
+        await conn.execute(
+            "UPDATE changes c SET doc_json = v.doc, doc_mp = v.mp FROM unnest($1::bigint[], $2::text[], $3::bytea[])"
+            " AS v(id, doc, mp) WHERE c.id = v.id", [r["id"] for r in rows], [o.json for o in outs], [o.mp for o in outs])
+        changes += len(rows)
+    return tickets, changes

@@ -1,0 +1,79 @@
+"""A ticket's wire document rendered once: canonical JSON text, msgpack bytes and hash, stored beside the ticket row.
+
+Pure (no I/O). The canonical bytes are `protocol.canonical.canonical_doc_bytes` (the bytes the scope checksum hashes);
+the msgpack bytes encode the same document with the same key and child order, so a pull can splice either form into
+its response without decoding it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack  # no stubs or py.typed upstream
+
+from protocol.canonical import canonical_doc_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The stored forms of one ticket document: `json` is the canonical text, `hash` its SHA-256 (I4)."""
+
+    json: str
+    mp: bytes
+    hash: bytes
+
+
+def _ordered(value: Any) -> Any:
+    """Keys sorted at every level, as in the canonical JSON, so both encodings list fields alike."""
+    if isinstance(value, dict):
+        return {k: _ordered(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_ordered(v) for v in value]
+    return value
+
+
+def canonical_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document in canonical order: children sorted as the checksum sorts them, keys sorted."""
+    data = dict(doc)
+    data["notes"] = sorted(doc["notes"], key=lambda n: (n["created_at"], n["id"]))
+    data["photos"] = sorted(doc["photos"], key=lambda p: (p["sha256"], p["kind"]))
+    data["items"] = sorted(doc["items"], key=lambda i: i["item_type"])
+    ordered: dict[str, Any] = _ordered(data)
+    return ordered
+
+
+def render(doc: dict[str, Any]) -> Rendered:
+    """Canonical text, msgpack bytes and hash of a JSON-mode ticket document, computed once per change."""
+    raw = canonical_doc_bytes(doc)
+    packed: bytes = msgpack.packb(canonical_doc(doc), use_bin_type=True)
+    return Rendered(raw.decode("utf-8"), packed, hashlib.sha256(raw).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class NewNote:
+    """A note the fold adds to a ticket: `created_at` is the transaction's time, the value the row will carry."""
+
+    id: str
+    text: str
+    author: str
+    device_time: str | None
+    created_at: str
+
+
+def next_doc(before: dict[str, Any], *, status: str, crew: str | None, resolution_code: str | None,
+             reason_code: str | None, items: dict[str, int], notes: list[NewNote], version: int,
+             updated_at: str) -> dict[str, Any]:
+    """The wire document after a fold changed a ticket's crew-owned state, built from the one before it, so a push
+    renders its tickets in Python instead of re-reading them (photos and the office-owned fields are carried over)."""
+    doc = dict(before)
+    doc.update(status=status, crew=crew, resolution_code=resolution_code, reason_code=reason_code, version=version,
+               updated_at=updated_at)
+    doc["items"] = [{"count": items[k], "item_type": k} for k in sorted(items)]
+    if notes:
+        doc["notes"] = sorted(
+            [*before["notes"], *({"author": n.author, "created_at": n.created_at, "device_time": n.device_time,
+                                  "id": n.id, "text": n.text} for n in notes)],
+            key=lambda n: (n["created_at"], n["id"]))
+    return doc
