@@ -35,6 +35,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         extra["statement_cache_size"] = 0
     else:
         server_settings["jit"] = "off"
+        server_settings["plan_cache_mode"] = "force_generic_plan"
     return await asyncpg.create_pool(
         dsn,
         min_size=settings.pool_min_size,

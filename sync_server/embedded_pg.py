@@ -126,6 +126,7 @@ class EmbeddedPostgres:
     data_dir: Path
     bin_dir: Path | None = None
     port: int | None = None
+    extra_options: tuple[str, ...] = ()
     _run_as: _RunAs = field(init=False)
     _started_here: bool = field(default=False, init=False)
 
@@ -252,6 +253,7 @@ class EmbeddedPostgres:
         for attempt in range(3):
             port = self.port if (self.port and attempt == 0) else _free_port()
             opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {real} -c unix_socket_permissions=0700 -c max_connections=300 -c shared_buffers=128MB -c fsync=on"
+            opts += "".join(f" -c {o}" for o in self.extra_options)
             res = self._run([self._bin("pg_ctl"), "start", "-D", str(real), "-w", "-t", "60", "-l", str(real / "server.log"), "-o", opts])
             if res.returncode == 0:
                 log.info("embedded_pg.started", port=port, cluster=str(real))

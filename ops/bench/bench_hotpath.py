@@ -183,7 +183,30 @@ def pgbench(pg: EmbeddedPostgres, seconds: int, clients: list[int]) -> dict[int,
     return out
 
 
-async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float) -> dict[str, Any]:
+_TOP = """
+SELECT calls, round(total_exec_time::numeric, 1) AS ms, round(total_plan_time::numeric, 1) AS plan_ms, round((total_exec_time / greatest(calls, 1))::numeric, 3) AS ms_per_call,
+       left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query
+FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY total_exec_time + total_plan_time DESC LIMIT 12
+"""
+
+
+async def pg_top(dsn: str | None, reset: bool) -> list[dict[str, Any]]:
+    """PostgreSQL execution time by statement since the last reset (only with --pg-stats)."""
+    if dsn is None:
+        return []
+    conn = await asyncpg.connect(dsn)
+    try:
+        if reset:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            return []
+        return [{**dict(r), "ms": float(r["ms"]), "plan_ms": float(r["plan_ms"]), "ms_per_call": float(r["ms_per_call"])} for r in await conn.fetch(_TOP)]
+    finally:
+        await conn.close()
+
+
+async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, stats_dsn: str | None = None) -> dict[str, Any]:
     devs = [dict(d, seq=0, cursor=None) for d in seed_["devices"]]
     out: dict[str, Any] = {}
     rnd = random.Random(7)
@@ -192,10 +215,13 @@ async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float) ->
 
         async def phase(name: str, coro_fn: Any, mutations: int | None = None) -> None:
             lat: list[float] = []
+            await pg_top(stats_dsn, reset=True)
             c0, t0 = meter.now(), time.perf_counter()
             await coro_fn(lat)
             secs = time.perf_counter() - t0
             out[name] = {**summary(lat, secs, mutations), **Meter.delta(c0, meter.now())}
+            if stats_dsn:
+                out[name]["pg_statements"] = await pg_top(stats_dsn, reset=False)
             if mutations is not None:
                 out[name]["ratio_to_pgbench32"] = round(mutations / secs / tps32, 3)
 
@@ -247,7 +273,8 @@ async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float) ->
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="fs-hotpath-"))
     root.chmod(0o755)
-    pg = EmbeddedPostgres(root / "data")
+    extra = ("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all", "pg_stat_statements.track_planning=on") if args.pg_stats else ()
+    pg = EmbeddedPostgres(root / "data", extra_options=extra)
     dsn = pg.start()
     server = None
     try:
@@ -260,7 +287,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                    "--no-demo", *(["--workers", str(args.workers)] if args.workers > 1 else [])],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         out: dict[str, Any] = {"workers": args.workers, "pgbench_tps": {"8": tps[8], "32": tps[32]}}
-        out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32])
+        out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32],
+                                     dsn if args.pg_stats else None)
         return out
     finally:
         stop_server(server)
@@ -273,6 +301,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pgbench-seconds", type=int, default=10)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--pg-stats", action="store_true", help="per phase, PostgreSQL time by statement (pg_stat_statements)")
     args = ap.parse_args()
     return emit(asyncio.run(run(args)), args.json)
 
