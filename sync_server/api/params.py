@@ -17,8 +17,8 @@ from protocol import ErrorCode, ProtocolError, WireModel
 MAX_BIGINT: Final = 2**63 - 1  # PostgreSQL bigint; a larger id cannot exist, so it must not reach the driver
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
 _LIST_PARAMS = frozenset({"status"})
-PATH = "fieldsync.path"
-QUERY = "fieldsync.query"
+PATH: web.RequestKey[Any] = web.RequestKey("fieldsync.path", object)
+QUERY: web.RequestKey[Any] = web.RequestKey("fieldsync.query", object)
 P = TypeVar("P", bound=BaseModel)
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 import aiohttp
 import asyncpg
 import pytest
+import segno
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from sync_server.engine.intake import NewTicket, insert_tickets
@@ -169,6 +170,17 @@ async def test_enrol_and_revoke_device(page: Page, live_server: Server, staff: W
     token = await page.locator("#new-token").text_content()
     assert token is not None and token.startswith("fsd_")
     await expect(page.locator("figure.qr svg path.qrline")).to_have_count(1)
+    link = f"{live_server.url}/app/#enrol={token}"  # what a phone camera opens (fsd_ tokens are URL-safe)
+    await expect(page.locator("#enrol-link")).to_have_text(link)
+    # The QR encodes exactly that link: the same text drawn by segno gives the same modules.
+    drawn = await page.locator("figure.qr svg path.qrline").get_attribute("d")
+    expected = segno.make(link, error="m").svg_inline(scale=5)
+    assert drawn is not None and f'd="{drawn}"' in expected
+    app = await page.context.new_page()  # the link signs the crew app in and it syncs
+    await app.goto(link)
+    await expect(app.get_by_test_id("sync-state")).to_have_text("Up to date", timeout=15_000)
+    assert "enrol" not in app.url  # the token leaves the address bar
+    await app.close()
     device_id = await pool.fetchval("SELECT id FROM devices WHERE label = 'truck 12 tablet'")
     dev = DeviceClient(http, live_server.url, token)
     await dev.pull()  # the shown token works

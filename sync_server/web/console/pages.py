@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import segno
@@ -178,9 +179,11 @@ async def enroll(request: web.Request) -> web.Response:
         return await _crews_page(request, err.http_status, error=err)
     settings = request.app[SETTINGS]
     server = settings.public_url or f"{request.scheme}://{request.host}"
-    payload = f"fieldsync:enroll?server={server}&device={device_id}&token={token}"
-    qr = segno.make(payload, error="m").svg_inline(scale=5, dark="#111", light="#fff", title="Enrolment code for " + device_id)
-    resp = await _crews_page(request, enrolled={"device_id": device_id, "token": token, "crew": crew_name, "server": server},
+    # A URL a phone camera opens: the crew app reads the token from the fragment (never sent to any server or log).
+    link = f"{server.rstrip('/')}/app/#enrol={quote(token, safe='')}"
+    qr = segno.make(link, error="m").svg_inline(scale=5, dark="#111", light="#fff", title="Enrolment code for " + device_id)
+    resp = await _crews_page(request, enrolled={"device_id": device_id, "token": token, "crew": crew_name, "server": server,
+                                                       "link": link},
                              qr=qr, flash=f"Device {device_id} enrolled to {crew_name}.")
     return resp
 
