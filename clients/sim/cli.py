@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fault-rate", type=float, default=d.fault_rate, help="chance per request of an injected fault")
     r.add_argument("--step", type=float, default=d.step_s, help="mean seconds between a crew's taps")
     r.add_argument("--connections", type=int, default=d.connections, help="HTTP connection pool size")
+    r.add_argument("--request-timeout", type=float, default=d.request_timeout_s,
+                   help="seconds before a request is given up client-side (the server may still commit it)")
     r.add_argument("--processes", type=int, default=d.processes,
                    help="split the fleet over N simulator processes (disjoint crews, one merged verdict)")
     r.add_argument("--existing-crews", action="store_true",
@@ -109,7 +111,7 @@ def _config(args: argparse.Namespace, server: str) -> SimConfig:
         offline_fraction=args.offline_fraction, photo_rate=args.photo_rate, supervisor_rate=args.supervisor_rate,
         fault_rate=args.fault_rate, step_s=args.step, connections=args.connections, live=not args.no_live,
         photos=not args.no_photos, report=args.report, plot=args.plot, processes=args.processes,
-        existing_crews=args.existing_crews, metrics_url=args.metrics_url,
+        existing_crews=args.existing_crews, metrics_url=args.metrics_url, request_timeout_s=args.request_timeout,
     )
 
 

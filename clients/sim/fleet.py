@@ -30,6 +30,9 @@ from .supervisor import StaffApi, SupervisorActor, discover_service_types, gathe
 from .transport import SimHttpError, Transport
 
 
+QUIESCE_ROUNDS = 12  # push + upload rounds per device at the end; each waits for what the server asked us to wait
+
+
 async def settle(tasks: list[asyncio.Task[Any]], timeout: float, metrics: Metrics) -> None:
     """Let tasks finish within a bound, then cancel the rest: a stuck coroutine must never hang the verdict."""
     if not tasks:
@@ -242,13 +245,18 @@ class Fleet:
         healthy = [d for d in self.devices if d.broken is None]
 
         async def drain(d: Device) -> None:
+            loop = asyncio.get_running_loop()
             try:
-                for _ in range(5):
+                for _ in range(QUIESCE_ROUNDS):
                     await d.push_all()
                     if d.photos:
                         await d.upload_photos(budget=30)
-                    if not d.outbox:
+                    if not d.outbox and not d.photos:
                         return
+                    # A photo the server deferred (409 upload_busy / 429 + Retry-After) is skipped by upload_photos
+                    # until its time: wait for it rather than leaving it in the gallery (the bound is the quiesce's).
+                    due = min((p.not_before for p in d.photos), default=0.0) - loop.time()
+                    await asyncio.sleep(min(max(due, 0.2), 30.0))
             except DeviceBroken as exc:
                 d.broken = str(exc)
 

@@ -57,8 +57,8 @@ def build(fleet: Fleet, verdict: Verdict, cpu_s: float, wall_s: float) -> dict[s
         "photos_uploaded": c["photos_uploaded"],
         "photos_verified": verdict.photos_verified,
         "photos_refused": c["photos_refused"],
-        # still in a gallery at the end: the server kept answering 429 (e.g. orphaned upload sessions)
-        "photos_stuck": sum(len(d.photos) for d in fleet.devices),
+        # still in a gallery after the quiesce: never delivered (e.g. the server kept deferring them)
+        "photos_stuck": verdict.photos_stuck,
         "photo_failures": verdict.photo_failures,
         "bytes_up": m.bytes_up,
         "bytes_down": m.bytes_down,

@@ -38,6 +38,7 @@ class Verdict:
     broken_devices: int = 0
     photos_verified: int = 0
     photo_failures: int = 0
+    photos_stuck: int = 0
     late_reports_missing: int = 0
     audit_missing: int = 0
     conflicts: Counter[str] = field(default_factory=Counter)
@@ -54,7 +55,7 @@ class Verdict:
     def ok(self) -> bool:
         """Exit status 0 only if every check holds."""
         return not (self.unresolved or self.lost or self.duplicated or self.diverged_devices or self.broken_devices
-                    or self.photo_failures or self.late_reports_missing or self.audit_missing)
+                    or self.photo_failures or self.photos_stuck or self.late_reports_missing or self.audit_missing)
 
 
 def _status(t: Ticket) -> str:
@@ -72,6 +73,9 @@ async def judge(fleet: Fleet) -> Verdict:
             v.fail("broken_devices", f"{d.id}: {d.broken}")
         if d.outbox:
             v.fail("unresolved", f"{d.id}: {len(d.outbox)} mutations still in the outbox", 0)
+        for p in d.photos:  # a photo the quiesce could not deliver is field evidence the server never got (I8)
+            v.fail("photos_stuck", f"{d.id}: photo {p.sha256[:12]} on {p.ticket_id} still in the gallery "
+                                   f"(offset {p.offset}, {'session open' if p.url else 'no session'})")
     for e in fleet.ledger.values():
         if e.status is None:
             v.fail("unresolved", f"{e.device} seq {e.seq} {e.op}: no result")

@@ -245,11 +245,18 @@ async def _patch_leased(
             written = await _stream(up, f, read, checksum, length - offset, upload_id, token)
         except BodyInterrupted as exc:
             kept = written_so_far(f, offset) if keep_partial_progress else 0
-            kept = (await _acknowledge(up, f, upload_id, token, offset, offset + kept) or offset) - offset
-            released = True
-            log.info("upload.interrupted", upload=upload_id, kept=kept, why=str(exc))
-            raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "request body interrupted; HEAD the upload and resume",
-                                {"retry_after": 1, "offset": offset + kept}) from None
+            if offset + kept >= length and up.leases.holds(upload_id):
+                # Every byte arrived; only the end of the request was lost (the client hung up or timed out between
+                # our last read and the end of the body). Verify and publish now: acknowledging offset == length on
+                # an open session would tell a HEAD "done" while the photo stays pending forever.
+                written = kept
+                log.info("upload.interrupted_after_last_byte", upload=upload_id, why=str(exc))
+            else:
+                kept = (await _acknowledge(up, f, upload_id, token, offset, offset + kept) or offset) - offset
+                released = True
+                log.info("upload.interrupted", upload=upload_id, kept=kept, why=str(exc))
+                raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "request body interrupted; HEAD the upload and "
+                                    "resume", {"retry_after": 1, "offset": offset + kept}) from None
         except ProtocolError:
             await loop.run_in_executor(None, _settle, f, offset)
             await _release(up, upload_id, token, offset)
