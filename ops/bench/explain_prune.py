@@ -5,8 +5,8 @@ with realistic row counts (default: 10,000 tickets, 100,000 change rows, 100,000
 The change log is laid out as an hourly pruner leaves it: the latest row of every ticket untouched for over a week,
 then a week and an hour of history (the hour is what this run prunes).
 
-Run: .venv/bin/python ops/bench/explain_prune.py [--without-0012] [--dsn DSN] [--changes 100000]
-`--without-0012` drops migration 0012's indexes first: the "before" plans.
+Run: .venv/bin/python ops/bench/explain_prune.py [--without-0013] [--generic-plans] [--dsn DSN] [--changes 100000]
+`--without-0013` drops migration 0013's indexes first: the "before" plans.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ OLD = {
     " AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.id = c.ticket_id AND t.holder_crew_id IS NOT NULL)",
     "push results (old, unbounded)": "DELETE FROM mutation_results WHERE created_at < now() - $1::interval",
 }
-INDEXES_0012 = ["mutation_results_created_brin", "upload_sessions_sha_idx", "blobs_verified_idx"]
+INDEXES_0013 = ["mutation_results_created_brin", "upload_sessions_sha_idx", "blobs_verified_idx"]
 
 POPULATE = """
 INSERT INTO departments (code, name) VALUES ('san', 'Sanitation');
@@ -52,13 +52,15 @@ FROM generate_series(1, current_setting('fs.tickets')::int) g;
 -- The change log as an hourly pruner leaves it: 40 % of tickets untouched for 8-60 days keep only their latest row
 -- (low ids), then a week and an hour of history in insert order over the other tickets (the last hour's oldest
 -- rows are what this run prunes). Every fifth of those tickets ends in a removal (a tombstone candidate).
-INSERT INTO changes (ticket_id, department_id, holder_crew_id, version, doc, doc_hash, created_at)
+INSERT INTO changes (ticket_id, department_id, holder_crew_id, version, doc, doc_json, doc_mp, doc_hash, created_at)
 SELECT md5('t' || g)::uuid, 1, 1 + g % 50, 1, jsonb_build_object('id', g, 'address', repeat('x', 400)),
+       repeat('x', 400), convert_to(repeat('x', 400), 'UTF8'),
        sha256(g::text::bytea), now() - interval '60 days' + (g * interval '52 days' / current_setting('fs.tickets')::int)
 FROM generate_series(1, current_setting('fs.tickets')::int * 4 / 10) g;
-INSERT INTO changes (ticket_id, department_id, holder_crew_id, version, doc, doc_hash, created_at)
+INSERT INTO changes (ticket_id, department_id, holder_crew_id, version, doc, doc_json, doc_mp, doc_hash, created_at)
 SELECT md5('t' || t)::uuid, 1, CASE WHEN t % 5 = 0 AND g % 7 = 0 THEN NULL ELSE 1 + t % 50 END, g,
-       jsonb_build_object('id', g, 'address', repeat('x', 400)), sha256(g::text::bytea),
+       jsonb_build_object('id', g, 'address', repeat('x', 400)), repeat('x', 400),
+       convert_to(repeat('x', 400), 'UTF8'), sha256(g::text::bytea),
        now() - interval '169 hours' + (g * interval '169 hours' / current_setting('fs.changes')::int)
 FROM generate_series(1, current_setting('fs.changes')::int) g,
      LATERAL (SELECT current_setting('fs.tickets')::int * 4 / 10 + 1
@@ -107,13 +109,15 @@ async def explain(conn: asyncpg.Connection, name: str, sql: str, *args: object) 
 
 
 async def run(dsn: str, args: argparse.Namespace) -> None:
-    """Migrate, populate, optionally drop 0012's indexes, and explain every prune statement."""
+    """Migrate, populate, optionally drop 0013's indexes, and explain every prune statement."""
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
+        if args.generic_plans:  # what the server's pool connections use (sync_server/app.py)
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
         await populate(conn, args.tickets, args.changes, args.audit, args.results, args.photos)
-        if args.without_0012:
-            for name in INDEXES_0012:
+        if args.without_0013:
+            for name in INDEXES_0013:
                 await conn.execute(f"DROP INDEX IF EXISTS {name}")
         now = datetime.now(timezone.utc)
         cutoff = now - timedelta(days=7)
@@ -150,7 +154,8 @@ def main() -> int:
     """Start a private cluster unless --dsn is given (the database must be empty)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dsn")
-    ap.add_argument("--without-0012", action="store_true")
+    ap.add_argument("--without-0013", action="store_true")
+    ap.add_argument("--generic-plans", action="store_true", help="plan_cache_mode=force_generic_plan, as in the server")
     ap.add_argument("--tickets", type=int, default=10_000)
     ap.add_argument("--changes", type=int, default=100_000)
     ap.add_argument("--results", type=int, default=100_000)

@@ -47,7 +47,7 @@ RETURNING id
 # were lost replays them and gets them byte for byte however long it stayed offline (SPEC section 5); an older seq
 # is answered `duplicate`/`already_exists` ("stored result has expired"), never applied twice (its seq is at or
 # below devices.last_seq). A revoked device never pushes again, so it keeps nothing past the cutoff.
-# Results are deleted oldest first with the table, so a BRIN index on created_at finds them (0012).
+# Results are deleted oldest first with the table, so a BRIN index on created_at finds them (0013).
 RESULTS_SQL = """
 DELETE FROM mutation_results WHERE (device_id, seq) IN (
     SELECT r.device_id, r.seq FROM mutation_results r JOIN devices d ON d.id = r.device_id
@@ -158,7 +158,7 @@ ORDER BY b.verified_at, b.sha256 LIMIT $4
 """
 
 # The same test again under the photos' advisory locks (push attach and verification take them first), deleting
-# the rows; photo_possession goes with them (ON DELETE CASCADE, 0012).
+# the rows; photo_possession goes with them (ON DELETE CASCADE, 0013).
 COLLECT_SQL = f"""
 DELETE FROM blobs b WHERE b.sha256 = ANY($1::text[]) AND b.verified_at < $2 AND {_UNPROTECTED}
 RETURNING b.sha256
