@@ -6,6 +6,7 @@ code: handlers never see another exception from here (STYLE rule 12).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+@functools.lru_cache(maxsize=64)  # clients send a handful of spellings; a refusal raises and is never cached
 def parse_media_type(value: str | None) -> str:
     """Normalise a Content-Type (case, parameters, aliases) to one of the two we speak."""
     if value is None:
@@ -353,6 +355,7 @@ def _quality(media: str, ranges: list[tuple[str, float, int]]) -> tuple[float, i
     return None if best is None else (best[1], best[2])
 
 
+@functools.lru_cache(maxsize=128)  # pure in its two headers (bounded: at most ~2 MiB of header text), asked thrice per request
 def negotiate(accept: str | None, content_type: str | None) -> str:
     """Pick the response encoding: Accept by q-value, ties mirror the request, else JSON."""
     try:

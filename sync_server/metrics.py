@@ -63,11 +63,6 @@ class Metrics:
                                     "(address or device).", ["scope"], registry=reg)
         self.auth_failures = Counter("fieldsync_auth_failures", "Requests refused for a missing, invalid or revoked "
                                      "token, by error code.", ["code"], registry=reg)
-        self.retention_removed = Counter("fieldsync_retention_removed", "Rows and photo-store objects removed by "
-                                         "retention and photo collection, by kind.", ["kind"], registry=reg)
-        self.retention_runs = Counter("fieldsync_retention_runs", "Retention (prune) and photo-collection (blob_gc) "
-                                      "runs this process performed, by job and outcome.", ["job", "outcome"],
-                                      registry=reg)
         self.pool_size = Gauge("fieldsync_db_pool_size", "Connections open in the asyncpg pools.",
                                multiprocess_mode="livesum", registry=reg)
         self.pool_in_use = Gauge("fieldsync_db_pool_in_use", "Pool connections checked out.",
@@ -80,17 +75,15 @@ class Metrics:
         # Series a dashboard plots exist from the first scrape (a rate over a missing series is no data, not 0).
         for status in ("applied", "merged", "duplicate", "replayed"):
             self.mutations.labels(status=status, reason="")
-        for kind in ("delta", "snapshot"):
-            self.pull_pages.labels(kind=kind)
+        # Children bound once: labels() costs a lock and a tuple build per call, on every request otherwise.
+        self._pull_pages = {kind: self.pull_pages.labels(kind=kind) for kind in ("delta", "snapshot")}
+        self._request_series: dict[tuple[str, str, str], Any] = {}
         for scope in ("address", "device"):
             self.rate_limited.labels(scope=scope)
         for code in ("unauthorized", "token_revoked"):
             self.auth_failures.labels(code=code)
         for role in ("device", "supervisor", "admin"):
             self.live_sockets.labels(role=role)
-        for job in ("prune", "blob_gc"):
-            for outcome in ("ok", "failed"):
-                self.retention_runs.labels(job=job, outcome=outcome)
         for code in ("1001", "1013", "4003", "4008"):
             self.live_closes.labels(code=code)
 
@@ -109,10 +102,18 @@ class Metrics:
             status = "replayed" if result.get("replayed") else str(result.get("status", "unknown"))
             self.mutations.labels(status=status, reason=str(result.get("reason") or "")).inc()
 
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One latency sample; the series are few (route templates, not paths), so their children are kept."""
+        key = (method, route, str(status))
+        child = self._request_series.get(key)
+        if child is None:
+            child = self._request_series[key] = self.requests.labels(method=method, route=route, status=key[2])
+        child.observe(seconds)
+
     def count_pull(self, page: dict[str, Any], body_bytes: int) -> None:
         """A served pull page."""
         reset = bool(page.get("reset"))
-        self.pull_pages.labels(kind="snapshot" if reset else "delta").inc()
+        self._pull_pages["snapshot" if reset else "delta"].inc()
         self.pull_bytes.inc(body_bytes)
         if reset and not page.get("has_more"):  # one per snapshot page set (every page of it says reset)
             self.pull_resets.inc()
@@ -175,19 +176,7 @@ async def database_families(pool: asyncpg.Pool, stale_hours: float) -> list[Metr
         _gauge("fieldsync_conflicts_open", "Conflicts and late field reports not yet resolved by a supervisor.",
                row.open_conflicts),
         _gauge("fieldsync_upload_sessions_open", "Unfinished tus upload sessions.", row.open_uploads),
-        _gauge("fieldsync_push_results_rows", "Stored push results (estimate above 100k rows).", row.result_rows),
-        *_job_ages(row.job_ages),
     ]
-
-
-def _job_ages(ages: dict[str, float]) -> list[Metric]:
-    """Seconds since each maintenance job last finished (alert when retention stops keeping up)."""
-    fam = GaugeMetricFamily("fieldsync_maintenance_last_finished_age_seconds", "Seconds since the retention (prune) "
-                            "and photo-collection (blob_gc) jobs last finished anywhere in the deployment.",
-                            labels=["job"])
-    for job, age in sorted(ages.items()):
-        fam.add_metric([job], age)
-    return [fam]
 
 
 async def scrape(request: web.Request) -> web.Response:

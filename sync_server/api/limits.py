@@ -3,6 +3,7 @@ server process and host shares one budget; over the limit answers 429 rate_limit
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Awaitable, Callable
@@ -30,15 +31,20 @@ def client_address(request: web.Request, settings: Settings) -> str | None:
     return request.remote
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest of this check, twice per request
+def _is_loopback(address: str) -> bool:
+    """Whether a peer address is a loopback one (an unparsable one is not)."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def _exempt(address: str | None, settings: Settings) -> bool:
     """Loopback callers are not limited unless configured (tests, local tools)."""
     if address is None:
         return True
-    try:
-        loopback = ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-    return loopback and not settings.rate_limit_loopback
+    return _is_loopback(address) and not settings.rate_limit_loopback
 
 
 async def _check(request: web.Request, scope: str, key: str, limit: int) -> None:

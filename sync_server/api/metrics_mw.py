@@ -36,5 +36,4 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         route = route_label(request)
         if route not in UNTIMED_ROUTES:
-            request.app[METRICS].requests.labels(method=request.method, route=route, status=str(status)).observe(
-                time.perf_counter() - started)
+            request.app[METRICS].observe_request(request.method, route, status, time.perf_counter() - started)
