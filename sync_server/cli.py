@@ -45,7 +45,7 @@ def _db_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands; flags override FIELDSYNC_* environment variables."""
-    from sync_server import __version__, cli_open311, cli_org  # they import this module's helpers
+    from sync_server import __version__, cli_maintenance, cli_open311, cli_org  # they import this module's helpers
 
     parser = argparse.ArgumentParser(prog="fieldsync", description="Offline-first sync backend for city 311 field crews.")
     parser.add_argument("--version", action="version", version=f"fieldsync {__version__}")
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_org.add_user_commands(usub)
     cli_org.add_org_commands(sub)
     cli_open311.add_open311_commands(sub)
+    cli_maintenance.add_maintenance_commands(sub)
     sp = usub.add_parser("set-password", help="set a user's console password, read from stdin (first line)")
     sp.add_argument("name")
     _db_options(sp)
@@ -431,7 +432,8 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         conn = await connect(db)
         try:
             await migrate(conn)  # like import-311: a fresh embedded data dir is usable straight away
-            return await prune(conn, timedelta(days=days))
+            return await prune(conn, timedelta(days=days), batch=settings.prune_batch_rows,
+                               keep_results=settings.results_keep_per_device)
         finally:
             await conn.close()
 

@@ -63,6 +63,11 @@ class Metrics:
                                     "(address or device).", ["scope"], registry=reg)
         self.auth_failures = Counter("fieldsync_auth_failures", "Requests refused for a missing, invalid or revoked "
                                      "token, by error code.", ["code"], registry=reg)
+        self.retention_removed = Counter("fieldsync_retention_removed", "Rows and photo-store objects removed by "
+                                         "retention and photo collection, by kind.", ["kind"], registry=reg)
+        self.retention_runs = Counter("fieldsync_retention_runs", "Retention (prune) and photo-collection (blob_gc) "
+                                      "runs this process performed, by job and outcome.", ["job", "outcome"],
+                                      registry=reg)
         self.pool_size = Gauge("fieldsync_db_pool_size", "Connections open in the asyncpg pools.",
                                multiprocess_mode="livesum", registry=reg)
         self.pool_in_use = Gauge("fieldsync_db_pool_in_use", "Pool connections checked out.",
@@ -84,6 +89,9 @@ class Metrics:
             self.auth_failures.labels(code=code)
         for role in ("device", "supervisor", "admin"):
             self.live_sockets.labels(role=role)
+        for job in ("prune", "blob_gc"):
+            for outcome in ("ok", "failed"):
+                self.retention_runs.labels(job=job, outcome=outcome)
         for code in ("1001", "1013", "4003", "4008"):
             self.live_closes.labels(code=code)
 
@@ -176,7 +184,19 @@ async def database_families(pool: asyncpg.Pool, stale_hours: float) -> list[Metr
         _gauge("fieldsync_conflicts_open", "Conflicts and late field reports not yet resolved by a supervisor.",
                row.open_conflicts),
         _gauge("fieldsync_upload_sessions_open", "Unfinished tus upload sessions.", row.open_uploads),
+        _gauge("fieldsync_push_results_rows", "Stored push results (estimate above 100k rows).", row.result_rows),
+        *_job_ages(row.job_ages),
     ]
+
+
+def _job_ages(ages: dict[str, float]) -> list[Metric]:
+    """Seconds since each maintenance job last finished (alert when retention stops keeping up)."""
+    fam = GaugeMetricFamily("fieldsync_maintenance_last_finished_age_seconds", "Seconds since the retention (prune) "
+                            "and photo-collection (blob_gc) jobs last finished anywhere in the deployment.",
+                            labels=["job"])
+    for job, age in sorted(ages.items()):
+        fam.add_metric([job], age)
+    return [fam]
 
 
 async def scrape(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -32,12 +33,13 @@ from sync_server.api.registry import route
 from sync_server.auth import Role
 from sync_server.blobs import Variant, open_store
 from sync_server.blobs.fs import FsBlobStore
+from sync_server.engine import blob_gc
 from sync_server.engine import photos as downloads
 from sync_server.engine import uploads as engine
 from sync_server.engine.upload_leases import LeaseHolder
 from sync_server.keys import DSN, POOL, PRINCIPAL, SETTINGS
 
-from sync_server.metrics import METRICS
+from sync_server.metrics import METRICS, Metrics
 log = structlog.get_logger(__name__)
 
 TUS_VERSION = "1.0.0"
@@ -359,7 +361,7 @@ async def _uploads_ctx(app: web.Application) -> AsyncIterator[None]:
     await loop.run_in_executor(None, lambda: up.partial_dir.mkdir(parents=True, exist_ok=True))
     if isinstance(store, FsBlobStore):
         await loop.run_in_executor(None, store.sweep_temp)
-    task = asyncio.create_task(_sweeper(up, min(60.0, settings.upload_expiry_seconds / 4)))
+    task = asyncio.create_task(_sweeper(up, min(60.0, settings.upload_expiry_seconds / 4), app[METRICS]))
     yield
     task.cancel()
     try:
@@ -371,13 +373,29 @@ async def _uploads_ctx(app: web.Application) -> AsyncIterator[None]:
     cpu.shutdown(wait=False)
 
 
-async def _sweeper(up: engine.Uploads, every: float) -> None:
-    """Outermost loop of a background task: log and keep going, a bad sweep must not stop later ones."""
+GC_START_DELAY_S = 600.0
+
+
+async def _sweeper(up: engine.Uploads, every: float, metrics: Metrics) -> None:
+    """Outermost loop of a background task: log and keep going, a bad sweep must not stop later ones. Photo
+    collection rides along: it runs when no process of the deployment ran it within blob_gc_interval_s."""
+    # Not at start-up: a restart (or a test server) must not begin with a full listing of the store.
+    gc_from = time.monotonic() + min(up.settings.blob_gc_interval_s, GC_START_DELAY_S)
     while True:
         try:
             await engine.sweep_expired(up)
         except Exception:  # noqa: BLE001 - outermost loop of a background task
             log.exception("upload.sweep_failed")
+        try:
+            report = (await blob_gc.collect_if_due(up.pool, up.store, up.settings)
+                      if time.monotonic() >= gc_from else None)
+            if report is not None:
+                metrics.retention_runs.labels(job=blob_gc.JOB, outcome="ok").inc()
+                for kind in ("unattached", "orphans", "partials", "temp_files"):
+                    metrics.retention_removed.labels(kind=f"photo_{kind}").inc(getattr(report, kind))
+        except Exception:  # noqa: BLE001 - outermost loop of a background task
+            metrics.retention_runs.labels(job=blob_gc.JOB, outcome="failed").inc()
+            log.exception("blobs.collect_failed")
         await asyncio.sleep(every)
 
 

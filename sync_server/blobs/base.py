@@ -40,9 +40,19 @@ class BlobStoreUnavailable(Exception):
 
 @dataclass(frozen=True)
 class BlobStat:
-    """What a download needs before streaming: the size for Content-Length and Range."""
+    """What a download needs before streaming: the size for Content-Length and Range (and the write time, which
+    blob collection re-reads before deleting an object without a row)."""
 
     size: int
+    modified: float | None = None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A listed object: its size, and when it was last written (the collector's grace period counts from here)."""
+
+    size: int
+    modified: float  # seconds since the epoch
 
 
 class BlobStore(abc.ABC):
@@ -75,6 +85,10 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     async def list_keys(self, prefix: str) -> dict[str, int]:
         """Keys under `prefix` with their sizes (shared partial uploads find their pieces this way); bounded callers only."""
+
+    @abc.abstractmethod
+    async def list_objects(self, prefix: str) -> dict[str, ObjectInfo]:
+        """Keys under `prefix` with size and write time (blob collection, one shard prefix at a time)."""
 
     def local_path(self, key: str) -> Path | None:
         """A local file holding the object, when the backend has one (lets aiohttp use sendfile)."""

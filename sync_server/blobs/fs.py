@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from sync_server.blobs.base import CHUNK, BlobStat, BlobStore
+from sync_server.blobs.base import CHUNK, BlobStat, BlobStore, ObjectInfo
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +49,8 @@ class FsBlobStore(BlobStore):
 
     def _stat_sync(self, key: str) -> BlobStat | None:
         try:
-            return BlobStat(os.stat(self.path(key)).st_size)
+            st = os.stat(self.path(key))
+            return BlobStat(st.st_size, st.st_mtime)
         except FileNotFoundError:
             return None
 
@@ -136,12 +137,17 @@ class FsBlobStore(BlobStore):
 
     async def list_keys(self, prefix: str) -> dict[str, int]:
         """Published files under a key prefix (temp files are never listed)."""
+        found = await self.list_objects(prefix)
+        return {k: v.size for k, v in found.items()}
+
+    async def list_objects(self, prefix: str) -> dict[str, ObjectInfo]:
+        """Published files under a key prefix with size and mtime (temp files are never listed)."""
         return await asyncio.get_running_loop().run_in_executor(None, self._list_sync, prefix)
 
-    def _list_sync(self, prefix: str) -> dict[str, int]:
+    def _list_sync(self, prefix: str) -> dict[str, ObjectInfo]:
         base = self.path(prefix)
         top = base if prefix.endswith("/") else base.parent
-        out: dict[str, int] = {}
+        out: dict[str, ObjectInfo] = {}
         if not top.is_dir():
             return out
         for dirpath, _dirs, files in os.walk(top):
@@ -151,9 +157,10 @@ class FsBlobStore(BlobStore):
                 if name.startswith(TEMP_PREFIX) or not key.startswith(prefix):
                     continue
                 try:
-                    out[key] = p.stat().st_size
+                    st = p.stat()
                 except FileNotFoundError:
                     continue
+                out[key] = ObjectInfo(st.st_size, st.st_mtime)
         return out
 
     def sweep_temp(self, older_than: float = 3600.0) -> int:

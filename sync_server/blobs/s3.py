@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from sync_server.blobs.base import CHUNK, BlobStat, BlobStore, BlobStoreUnavailable
+from sync_server.blobs.base import CHUNK, BlobStat, BlobStore, BlobStoreUnavailable, ObjectInfo
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +64,7 @@ class S3BlobStore(BlobStore):
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return BlobStat(int(head["ContentLength"]))
+        return BlobStat(int(head["ContentLength"]), head["LastModified"].timestamp())
 
     async def put_file(self, key: str, src: Path, media_type: str, *, consume: bool = False) -> None:
         """Upload a local file; large ones go multipart, which S3 makes visible only on completion."""
@@ -107,7 +107,11 @@ class S3BlobStore(BlobStore):
 
     async def list_keys(self, prefix: str) -> dict[str, int]:
         """ListObjectsV2 pages under the prefix (S3 lists only completed PUTs)."""
-        out: dict[str, int] = {}
+        return {k: v.size for k, v in (await self.list_objects(prefix)).items()}
+
+    async def list_objects(self, prefix: str) -> dict[str, ObjectInfo]:
+        """ListObjectsV2 pages under the prefix with size and LastModified (S3 lists only completed PUTs)."""
+        out: dict[str, ObjectInfo] = {}
         token: str | None = None
         with _unavailable():
             while True:
@@ -116,7 +120,7 @@ class S3BlobStore(BlobStore):
                     kwargs["ContinuationToken"] = token
                 page = await self._run(self._client.list_objects_v2, **kwargs)
                 for obj in page.get("Contents", []):
-                    out[obj["Key"][len(self.prefix):]] = int(obj["Size"])
+                    out[obj["Key"][len(self.prefix):]] = ObjectInfo(int(obj["Size"]), obj["LastModified"].timestamp())
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
                     return out

@@ -137,6 +137,9 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
         if not await sql.device_may_attach(conn, meta.ticket_id, crew_id, device_id):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
         await sql.lock_device_uploads(conn, device_id)
+        # The photo's lock: a blob collection (engine.blob_gc) deleting this hash either finished (no blob: upload
+        # the bytes) or waits until this session, which protects the hash, is committed.
+        await sql.lock_photo(conn, meta.sha256)
         blob = await sql.get_blob(conn, meta.sha256)
         known = blob is not None and blob["size"] == length and await sql.photo_possessed(conn, meta.sha256, crew_id)
         if not known:

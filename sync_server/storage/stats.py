@@ -3,6 +3,7 @@ the scraper or hold locks."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import asyncpg
@@ -11,7 +12,7 @@ import asyncpg
 STATS_SQL = """
 WITH est AS (
     SELECT relname, reltuples FROM pg_class
-    WHERE oid IN ('changes'::regclass, 'audit_log'::regclass)
+    WHERE oid IN ('changes'::regclass, 'audit_log'::regclass, 'mutation_results'::regclass)
 )
 SELECT
     coalesce((SELECT extract(epoch FROM max(clock_timestamp() - xact_start)) FROM pg_stat_activity
@@ -25,7 +26,12 @@ SELECT
     (SELECT count(*) FROM devices WHERE revoked_at IS NULL
         AND coalesce(last_seen_at, enrolled_at) < now() - make_interval(secs => $1::float8 * 3600)) AS stale_devices,
     (SELECT count(*) FROM conflicts WHERE resolved_at IS NULL) AS open_conflicts,
-    (SELECT count(*) FROM upload_sessions WHERE state = 'open') AS open_uploads
+    (SELECT count(*) FROM upload_sessions WHERE state = 'open') AS open_uploads,
+    CASE WHEN (SELECT reltuples FROM est WHERE relname = 'mutation_results') >= 100000
+         THEN (SELECT reltuples FROM est WHERE relname = 'mutation_results')::bigint
+         ELSE (SELECT count(*) FROM mutation_results) END AS result_rows,
+    (SELECT coalesce(jsonb_object_agg(job, extract(epoch FROM now() - finished_at)), '{}')::text
+     FROM maintenance_runs WHERE finished_at IS NOT NULL) AS job_ages
 """
 
 
@@ -39,6 +45,8 @@ class DeploymentStats:
     stale_devices: int
     open_conflicts: int
     open_uploads: int
+    result_rows: int
+    job_ages: dict[str, float]
 
 
 async def deployment_stats(conn: asyncpg.Connection, stale_hours: float) -> DeploymentStats:
@@ -48,4 +56,5 @@ async def deployment_stats(conn: asyncpg.Connection, stale_hours: float) -> Depl
         row = await conn.fetchrow(STATS_SQL, stale_hours)
     assert row is not None
     return DeploymentStats(float(row["oldest_xact_age_s"]), int(row["change_rows"]), int(row["audit_rows"]),
-                           int(row["stale_devices"]), int(row["open_conflicts"]), int(row["open_uploads"]))
+                           int(row["stale_devices"]), int(row["open_conflicts"]), int(row["open_uploads"]),
+                           int(row["result_rows"]), {k: float(v) for k, v in json.loads(row["job_ages"]).items()})

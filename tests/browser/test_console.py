@@ -70,6 +70,9 @@ async def test_sign_in_and_out(page: Page, context: BrowserContext, live_server:
     await context.add_cookies([cookie])  # a copied cookie is worthless after sign-out
     await page.goto(live_server.url + "/console/")
     await expect(page).to_have_url(live_server.url + "/console/login")
+    rows = await pool.fetch("SELECT actor_kind, actor, action, after->>'address' AS addr FROM audit_log"
+                            " WHERE action IN ('sign_in', 'sign_out') ORDER BY id")
+    assert [tuple(r) for r in rows] == [("supervisor", SAN, "sign_in", "127.0.0.1"), ("supervisor", SAN, "sign_out", None)]
 
 
 async def test_wrong_password_is_refused_then_slowed(page: Page, live_server: Server, staff: World,
@@ -83,6 +86,12 @@ async def test_wrong_password_is_refused_then_slowed(page: Page, live_server: Se
     await expect(page.get_by_role("alert")).to_contain_text("Too many failed sign-ins. Wait")
     assert await pool.fetchval("SELECT count(*) FROM console_sessions") == 0
     assert await pool.fetchval("SELECT failures FROM login_throttle WHERE key = 'addr:127.0.0.1'") == 3
+    # Every attempt is audited for city IT, with where it came from and why it failed (never the password).
+    rows = await pool.fetch("SELECT actor, action, reason, after->>'address' AS addr, after::text AS a FROM audit_log"
+                            " WHERE action LIKE 'sign_in%' ORDER BY id")
+    assert [(r["actor"], r["action"], r["reason"], r["addr"]) for r in rows] == [
+        (SAN, "sign_in_failed", "wrong_password", "127.0.0.1")] * 3 + [(SAN, "sign_in_refused", "throttled", "127.0.0.1")]
+    assert all("wrong password" not in r["a"] for r in rows)
 
 
 async def test_csrf_refusal_changes_nothing(page: Page, live_server: Server, staff: World, pool: asyncpg.Pool) -> None:

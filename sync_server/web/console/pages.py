@@ -13,7 +13,7 @@ from aiohttp import web
 
 from protocol import ErrorCode, ProtocolError
 from sync_server.api import uploads
-from sync_server.api.conflicts import _COLS, _resolve, _view
+from sync_server.engine import conflicts as engine_conflicts
 from sync_server.engine import supervise
 from sync_server.engine.tx import run_in_tx
 from sync_server.keys import AUTH_CACHE, POOL, PRINCIPAL, SETTINGS
@@ -86,25 +86,21 @@ async def ticket(request: web.Request) -> web.Response:
     tid = _ticket_id(request)
     rec, history, truncated = await supervise.get_ticket(request.app[POOL], who, tid)
     async with request.app[POOL].acquire() as conn:
-        conflicts = [_view(r) for r in await conn.fetch(_COLS + " WHERE c.ticket_id = $1 ORDER BY c.id DESC", tid)]
+        found = await engine_conflicts.list_conflicts(conn, supervise.scope(who), state="all", ticket_id=tid, limit=500)
         photos = await conn.fetch("SELECT sha256, kind, taken_at, added_by FROM ticket_photos WHERE ticket_id = $1"
                                   " ORDER BY taken_at, sha256", tid)
     return render(request, "ticket.html", t=rec.ticket, duplicate_of=rec.duplicate_of, history=history,
-                  truncated=truncated, conflicts=conflicts, photos=photos, flash=None, error=None)
+                  truncated=truncated, conflicts=found, photos=photos, flash=None, error=None)
 
 
 async def _conflicts(request: web.Request, state: str, kind: str | None, crew: str | None) -> list[Any]:
     """The inbox rows for these filters, newest first (the caller's department only)."""
     who = request[SESSION].principal
     async with request.app[POOL].acquire() as conn:
-        rows = await conn.fetch(
-            _COLS + " WHERE ($1::smallint IS NULL OR c.department_id = $1)"
-            " AND ($2 = 'all' OR ($2 = 'open') = (c.resolved_at IS NULL))"
-            " AND ($3::text IS NULL OR c.kind = $3) AND ($4::text IS NULL OR cr.name = $4)"
-            " ORDER BY c.id DESC LIMIT 200", supervise.scope(who), state, kind, crew)
+        rows = await engine_conflicts.list_conflicts(conn, supervise.scope(who), state=state, kind=kind, crew=crew, limit=200)
         crews = await conn.fetch("SELECT name FROM crews WHERE ($1::smallint IS NULL OR department_id = $1) ORDER BY name",
                                  supervise.scope(who))
-    return [[_view(r) for r in rows], [c["name"] for c in crews]]
+    return [rows, [c["name"] for c in crews]]
 
 
 async def _conflicts_page(request: web.Request, status: int = 200, flash: str | None = None,
@@ -139,7 +135,7 @@ async def resolve(request: web.Request) -> web.Response:
         return await _conflicts_page(request, 422, error=ProtocolError(
             ErrorCode.VALIDATION_FAILED, "Write a comment (up to 2,000 characters) saying how it was resolved."))
     try:
-        await run_in_tx(request.app[POOL], lambda conn: _resolve(conn, who, cid, comment))
+        await run_in_tx(request.app[POOL], lambda conn: engine_conflicts.resolve(conn, who, cid, comment))
     except ProtocolError as err:
         return await _conflicts_page(request, err.http_status, error=err)
     return await _conflicts_page(request, flash=f"Conflict {cid} resolved.")

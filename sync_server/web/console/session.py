@@ -17,6 +17,7 @@ from sync_server.auth import Principal, Role, hash_token
 from sync_server.passwords import verify_password
 from sync_server.settings import Settings
 from sync_server.storage import staff
+from sync_server.storage.tickets import audit
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,7 @@ async def sign_in(pool: asyncpg.Pool, settings: Settings, name: str, password: s
                                 settings.login_backoff_s)
             if wait > 0:
                 log.warning("console.sign_in_throttled", key=row["key"].split(":")[0], wait=wait)
+                await _audit_sign_in(conn, name, None, "sign_in_refused", address, "throttled")
                 raise ProtocolError(ErrorCode.RATE_LIMITED,
                                     f"Too many failed sign-ins. Wait {wait} seconds, then try again.", {"retry_after": wait})
         user = await staff.account(conn, name)
@@ -77,9 +79,12 @@ async def sign_in(pool: asyncpg.Pool, settings: Settings, name: str, password: s
     async with pool.acquire() as conn:
         if not ok or user is None or user["revoked_at"] is not None or user["role"] not in (Role.SUPERVISOR, Role.ADMIN):
             await staff.record_failure(conn, keys)
+            why = "unknown_account" if user is None else "disabled" if user["revoked_at"] is not None else "wrong_password"
+            await _audit_sign_in(conn, name, user, "sign_in_failed", address, why)
             log.info("console.sign_in_failed")
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "Wrong username or password.")
         if user["role"] != Role.SUPERVISOR:
+            await _audit_sign_in(conn, name, user, "sign_in_refused", address, "not_a_supervisor")
             raise ProtocolError(ErrorCode.FORBIDDEN,
                                 "The console is for department supervisors; admins use the admin API and CLI.")
         await staff.clear_failures(conn, keys[0])
@@ -89,6 +94,7 @@ async def sign_in(pool: asyncpg.Pool, settings: Settings, name: str, password: s
         id_hash = hash_token(cookie)
         await staff.create_session(conn, id_hash, user["id"], csrf, timedelta(hours=settings.session_max_hours), address)
         dept = await conn.fetchval("SELECT name FROM departments WHERE id = $1", user["department_id"])
+        await _audit_sign_in(conn, name, user, "sign_in", address, None)
     log.info("console.signed_in", user=user["name"])
     who = Principal(Role(user["role"]), user["name"], department_id=user["department_id"], user_id=user["id"])
     return cookie, ConsoleSession(id_hash, who, csrf, dept)
@@ -111,8 +117,19 @@ async def load(pool: asyncpg.Pool, settings: Settings, cookie: str | None) -> Co
 
 async def sign_out(pool: asyncpg.Pool, sess: ConsoleSession) -> None:
     """End the session server-side."""
-    async with pool.acquire() as conn:
+    who = sess.principal
+    async with pool.acquire() as conn, conn.transaction():
         await staff.end_session(conn, sess.id_hash)
+        await audit(conn, [(who.actor_kind, who.name, "sign_out", None, who.department_id, None, None, None)])
+
+
+async def _audit_sign_in(conn: asyncpg.Connection, name: str, user: asyncpg.Record | None, action: str, address: str,
+                         why: str | None) -> None:
+    """Sign-ins, refusals and failures go to the audit log (I9) so city IT can see who tried what from where; the
+    attempted name is kept as typed (at most 200 characters), never the password."""
+    role = str(user["role"]) if user is not None else Role.SUPERVISOR.value
+    dept = user["department_id"] if user is not None else None
+    await audit(conn, [(role, name[:200], action, None, dept, None, {"address": address}, why)])
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:
