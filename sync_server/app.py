@@ -15,6 +15,7 @@ from sync_server import metrics
 from sync_server.api import catalog, conflicts, devices, limits, live, metrics_mw, middleware, ops, org, supervisor, sync, uploads
 from sync_server.engine import maintenance
 from sync_server.auth import AuthCache, TouchMemo
+from sync_server.dbpool import MeteredPool, pool_kwargs
 from sync_server.keys import AUTH_CACHE, CURSORS, DSN, POOL, SETTINGS, TOUCHED
 from sync_server.settings import Settings
 from sync_server.storage.errors import DatabaseUnreachable
@@ -36,8 +37,9 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     else:
         server_settings["jit"] = "off"
         server_settings["plan_cache_mode"] = "force_generic_plan"
-    return await asyncpg.create_pool(
+    return await MeteredPool(  # asyncpg.create_pool, with per-route wait and hold timings (dbpool)
         dsn,
+        **pool_kwargs(),
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         server_settings=server_settings,
@@ -85,6 +87,8 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings)
+        if isinstance(pool, MeteredPool):
+            pool.set_observer(app[metrics.METRICS].observe_db)
         async with pool.acquire() as conn:
             await check_schema(conn)
         app[POOL] = pool

@@ -23,6 +23,8 @@ log = structlog.get_logger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HOLD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LAG_SAMPLE_S = 0.1
 POOL_REFRESH_S = 5.0  # every worker publishes its pool gauges this often; a scrape reaches only one worker
 
 
@@ -76,6 +78,17 @@ class Metrics:
                                   multiprocess_mode="livesum", registry=reg)
         self.pool_max = Gauge("fieldsync_db_pool_max", "Configured maximum pool connections.",
                               multiprocess_mode="livesum", registry=reg)
+        self.pool_wait = Histogram("fieldsync_db_pool_wait_seconds", "Time a task waited for a pool connection, by "
+                                   "route ('background' for the server's own loops).", ["route"],
+                                   buckets=HOLD_BUCKETS, registry=reg)
+        self.pool_hold = Histogram("fieldsync_db_connection_hold_seconds", "Time a pool connection stayed checked out, "
+                                   "per acquisition, by route: held across awaits that are not database work, it is "
+                                   "what starves the pool.", ["route"], buckets=HOLD_BUCKETS, registry=reg)
+        self.loop_lag = Histogram("fieldsync_event_loop_lag_seconds", "How late the event loop ran a timer (sampled "
+                                  "every 100 ms): time every request and transaction on this process waits too.",
+                                  buckets=HOLD_BUCKETS, registry=reg)
+        self.loop_lag_max = Gauge("fieldsync_event_loop_lag_max_seconds", "Largest event-loop lag in the last second.",
+                                  multiprocess_mode="max", registry=reg)
 
         # Series a dashboard plots exist from the first scrape (a rate over a missing series is no data, not 0).
         for status in ("applied", "merged", "duplicate", "replayed"):
@@ -103,6 +116,10 @@ class Metrics:
         self.pool_max.set(pool.get_max_size())
         queue = getattr(pool, "_queue", None)
         self.pool_waiting.set(len(getattr(queue, "_getters", ()) or ()))
+
+    def observe_db(self, what: str, route: str, seconds: float) -> None:
+        """dbpool.MeteredPool's observer: one wait sample per acquisition, one hold sample per release."""
+        (self.pool_wait if what == "wait" else self.pool_hold).labels(route=route).observe(seconds)
 
     def count_push(self, response: dict[str, Any]) -> None:
         """One increment per result of a push response."""
@@ -217,6 +234,22 @@ METRICS = web.AppKey("metrics", Metrics)
 SOURCE = web.AppKey("metrics_source", web.Application)
 
 
+async def sample_loop_lag(metrics: Metrics) -> None:
+    """Sleep 100 ms at a time and record how late each wake-up came: a busy or CPU-starved loop shows here first."""
+    loop = asyncio.get_running_loop()
+    worst, window_end = 0.0, loop.time() + 1.0
+    while True:
+        due = loop.time() + LAG_SAMPLE_S
+        await asyncio.sleep(LAG_SAMPLE_S)
+        now = loop.time()
+        late = max(0.0, now - due)
+        metrics.loop_lag.observe(late)
+        worst = max(worst, late)
+        if now >= window_end:
+            metrics.loop_lag_max.set(worst)
+            worst, window_end = 0.0, now + 1.0
+
+
 async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
     """Serve /metrics on metrics_host:metrics_port (off when the port is unset/0) and refresh pool gauges."""
     settings = app[SETTINGS]
@@ -245,9 +278,11 @@ async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(POOL_REFRESH_S)
 
     task = asyncio.create_task(refresh()) if metrics.multiprocess else None
+    lag = asyncio.create_task(sample_loop_lag(metrics))
     try:
         yield
     finally:
+        lag.cancel()
         if task is not None:
             task.cancel()
         if runner is not None:

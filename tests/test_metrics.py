@@ -57,6 +57,7 @@ FAMILIES = {
     "fieldsync_db_pool_size", "fieldsync_db_pool_in_use", "fieldsync_db_pool_waiting", "fieldsync_db_pool_max",
     "fieldsync_db_up", "fieldsync_db_oldest_xact_age_seconds", "fieldsync_change_log_rows", "fieldsync_audit_rows",
     "fieldsync_devices_stale", "fieldsync_conflicts_open", "fieldsync_upload_sessions_open",
+    "fieldsync_event_loop_lag_seconds_bucket", "fieldsync_event_loop_lag_max_seconds",
 }
 
 
@@ -97,6 +98,10 @@ async def test_scrape_has_families_and_push_moves_the_counter(
         assert value(after, "fieldsync_change_log_rows") == value(before, "fieldsync_change_log_rows") + 1
         assert value(after, "fieldsync_audit_rows") > value(before, "fieldsync_audit_rows")
         assert value(after, "fieldsync_db_pool_max") == 10
+        # every push acquired a pool connection at least once: its waits and holds are labelled with the route
+        for family in ("fieldsync_db_pool_wait_seconds_count", "fieldsync_db_connection_hold_seconds_count"):
+            assert value(after, family, route="/v1/sync/push") - value(before, family, route="/v1/sync/push") >= 2
+        assert value(after, "fieldsync_db_connection_hold_seconds_sum", route="/v1/sync/push") > 0
         # the shipped dashboard and alert rules only use series the server exports
         exported = {name for name, _ in after}
         for f in ("ops/monitoring/alerts.yml", "ops/monitoring/grafana-dashboard.json"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -244,9 +245,15 @@ class Device:
     async def _post_push(self, batch: list[dict[str, Any]], fault: str | None) -> PushResponse:
         body = msgpack.packb({"mutations": batch}, use_bin_type=True)
         self.sent_max = max(self.sent_max, batch[-1]["seq"])
+        sent = time.monotonic()
         _, _, data = await self.fleet.transport.request("POST", "/v1/sync/push", token=self.creds.token, kind="push",
                                                         body=body, fault=fault)
-        return decode(data, self.fleet.transport.media, PushResponse)
+        resp = decode(data, self.fleet.transport.media, PushResponse)
+        answered = time.monotonic()
+        for r in resp.results:
+            if r.ticket is not None and not r.replayed:
+                self.fleet.livewatch.push_answered(str(r.ticket.id), r.ticket.version, sent, answered)
+        return resp
 
     async def push_all(self) -> None:
         """Drain the outbox in batches; each batch is retried with the same seqs and bodies until it has results."""

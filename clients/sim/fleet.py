@@ -23,6 +23,7 @@ from . import crews as fleet_crews
 from .config import SimConfig
 from .crews import CrewSlot
 from .device import Credentials, Device, DeviceBroken, Entry
+from .livewatch import LiveWatch
 from .metrics import Metrics
 from .probe import Probe
 from .progress import Progress
@@ -91,6 +92,7 @@ class Fleet:
         self.start_gate: Callable[[], Awaitable[None]] | None = None  # other processes' setup (--processes)
         self.probe: Probe | None = None  # server CPU and pool gauges over the shift (the process that owns it)
         self.quiesce_seconds = 0.0
+        self.livewatch = LiveWatch()  # push -> supervisor event latency (supervisor sockets, when the server has live)
         admin = (credentials.get("admin") or {}).get("token")
         if not admin:
             raise SetupError("the credentials need an admin token (to enrol simulated devices and verify)")
@@ -204,6 +206,10 @@ class Fleet:
         sync = [asyncio.create_task(d.sync_loop()) for d in self.devices]
         live = [asyncio.create_task(d.live_loop()) for d in self.devices] if self.live else []
         sups = [asyncio.create_task(s.run()) for s in self.supervisors]
+        if self.live:
+            tokens = {s["department"]: s["token"] for s in self.credentials.get("supervisors", [])
+                      if s["department"] in {d.creds.department for d in self.devices}}
+            self.livewatch.start(self.transport.base, tokens, self.metrics)
         for d in self.devices:
             d.wake.set()  # morning pull
         cpu0, t0 = time.process_time(), time.monotonic()
@@ -236,6 +242,7 @@ class Fleet:
             except asyncio.TimeoutError:
                 self.violations.append(f"quiesce did not finish within {cfg.quiesce_timeout_s:.0f} s")
             self.quiesce_seconds = time.monotonic() - q0
+            await self.livewatch.stop(self.metrics)
             self.metrics.counters["run_cpu_ms"] = int((time.process_time() - cpu0) * 1000)
             progress.stop()
             await progress_task

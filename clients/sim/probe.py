@@ -29,7 +29,12 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type 
   AND state IN ('active', 'idle in transaction')
 """
 GAUGES = ("fieldsync_db_pool_waiting", "fieldsync_db_pool_in_use", "fieldsync_db_pool_size", "fieldsync_db_pool_max",
-          "fieldsync_db_oldest_xact_age_seconds")
+          "fieldsync_db_oldest_xact_age_seconds", "fieldsync_event_loop_lag_max_seconds")
+# Per-route sums read at the first and last scrape: what each route costs in pool connection time.
+ROUTE_SERIES = {"fieldsync_http_request_duration_seconds_count": "requests",
+                "fieldsync_db_connection_hold_seconds_count": "acquires",
+                "fieldsync_db_connection_hold_seconds_sum": "hold_s",
+                "fieldsync_db_pool_wait_seconds_sum": "wait_s"}
 
 
 def _stat(pid: int) -> tuple[int, float] | None:
@@ -95,6 +100,43 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+def parse_routes(text: str) -> dict[str, dict[str, float]]:
+    """route → {requests, acquires, hold_s, wait_s} summed over the other labels (method, status)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name, _, labels = name_labels.partition("{")
+        key = ROUTE_SERIES.get(name)
+        if key is None or 'route="' not in labels:
+            continue
+        route = labels.split('route="', 1)[1].split('"', 1)[0]
+        try:
+            row = out.setdefault(route, {})
+            row[key] = row.get(key, 0.0) + float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def route_costs(first: dict[str, dict[str, float]], last: dict[str, dict[str, float]], top: int = 8) -> dict[str, Any]:
+    """Pool connection time per request by route over the shift, the costliest routes first."""
+    rows = []
+    for route, end in last.items():
+        start = first.get(route, {})
+        d = {k: end.get(k, 0.0) - start.get(k, 0.0) for k in ("requests", "acquires", "hold_s", "wait_s")}
+        if d["acquires"] <= 0:
+            continue
+        per = d["requests"] or 1.0  # background loops have no requests: per acquisition then
+        rows.append((d["hold_s"], route, {
+            "requests": int(d["requests"]), "acquires": int(d["acquires"]),
+            "hold_ms_per_request": round(1000 * d["hold_s"] / per, 1),
+            "wait_ms_per_acquire": round(1000 * d["wait_s"] / d["acquires"], 1),
+            "hold_s": round(d["hold_s"], 1)}))
+    return {route: row for _, route, row in sorted(rows, reverse=True)[:top]}
+
+
 @dataclass
 class Probe:
     """Samples during the shift; `report()` is the `server_side` section of the report."""
@@ -111,6 +153,8 @@ class Probe:
     scrape_errors: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    routes_first: dict[str, dict[str, float]] = field(default_factory=dict)
+    routes_last: dict[str, dict[str, float]] = field(default_factory=dict)
 
     async def run(self, seconds: float, session: aiohttp.ClientSession) -> None:
         """Measure for the length of the shift (cancelled early = measured up to then)."""
@@ -164,7 +208,11 @@ class Probe:
     async def _scrape(self, session: aiohttp.ClientSession) -> None:
         try:
             async with session.get(self.metrics_url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                self.samples.append(parse_metrics(await r.text()))
+                text = await r.text()
+            self.samples.append(parse_metrics(text))
+            self.routes_last = parse_routes(text)
+            if not self.routes_first:
+                self.routes_first = self.routes_last
         except (aiohttp.ClientError, asyncio.TimeoutError):
             self.scrape_errors += 1
 
@@ -183,9 +231,11 @@ class Probe:
             for name in GAUGES:
                 xs = [s[name] for s in self.samples if name in s]
                 if xs:
-                    short = name.removeprefix("fieldsync_db_")
+                    short = name.removeprefix("fieldsync_db_").removeprefix("fieldsync_")
                     out[f"{short}_max"] = max(xs)
                     out[f"{short}_mean"] = round(sum(xs) / len(xs), 2)
+        if self.routes_last:
+            out["db_by_route"] = route_costs(self.routes_first, self.routes_last)
         if self.wait_samples:
             # mean number of backends in each state per sample: "cpu" is running or runnable, Lock:* waits on a lock
             out["pg_backends_mean"] = {k: round(n / self.wait_samples, 2) for k, n in self.waits.most_common(8)}

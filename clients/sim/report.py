@@ -66,6 +66,10 @@ def build(fleet: Fleet, verdict: Verdict, cpu_s: float, wall_s: float) -> dict[s
         "pull_latency_ms": m.latency_summary("pull"),
         "upload_latency_ms": m.latency_summary("upload"),
         "supervisor_latency_ms": m.latency_summary("supervisor"),
+        # push commit -> supervisor's live event, lower bound (event - push answered) and upper (event - push sent)
+        "live_event_latency_ms": m.latency_summary("live_event"),
+        "live_event_sent_latency_ms": m.latency_summary("live_event_sent"),
+        "live_events_unmatched": c["live_events_unmatched"],
         # results received during the shift itself (the quiesce only drains what offline devices still hold)
         "throughput_mutations_per_s": round(sum(n for s, n in m.acked_per_s.items() if s < fleet.run_seconds)
                                             / fleet.run_seconds, 1) if fleet.run_seconds else None,
@@ -116,6 +120,8 @@ def table(rep: dict[str, Any]) -> str:
                    f"{rep['photos_refused']}, stuck {rep['photos_stuck']}, failures {rep['photo_failures']}"),
         ("push latency ms", _fmt(rep["push_latency_ms"])),
         ("pull latency ms", _fmt(rep["pull_latency_ms"])),
+        ("push -> supervisor ms", f"after answer {_fmt(rep['live_event_latency_ms'])}; after send "
+                                  f"{_fmt(rep['live_event_sent_latency_ms'])}; unmatched {rep['live_events_unmatched']}"),
         ("throughput", f"{rep['throughput_mutations_per_s']} mutations/s (offered {rep['offered_mutations_per_s']}/s)"),
         ("traffic", f"up {rep['bytes_up'] / 1e6:.2f} MB, down {rep['bytes_down'] / 1e6:.2f} MB"),
         ("faults injected", _fmt(rep["faults_injected"])),

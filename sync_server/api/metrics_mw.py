@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from sync_server.dbpool import ROUTE
 from sync_server.metrics import METRICS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,6 +27,7 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
     """Observe one latency sample per request, labelled by method, route template and final status."""
     started = time.perf_counter()
     status = 500
+    token = ROUTE.set(route_label(request))  # pool timings are labelled with the route that held the connection
     try:
         resp = await handler(request)
         status = resp.status
@@ -34,6 +36,7 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         raise
     finally:
+        ROUTE.reset(token)
         route = route_label(request)
         if route not in UNTIMED_ROUTES:
             request.app[METRICS].observe_request(request.method, route, status, time.perf_counter() - started)

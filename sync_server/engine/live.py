@@ -72,6 +72,11 @@ class LiveHub:
         self.fell_behind = 0  # supervisors moved from the fan-out to a catch-up (bursts bigger than the queue)
         self._closers: set[asyncio.Task[Any]] = set()
         self._retention = timedelta(days=settings.retention_days * 0.95)
+        # The log reader's own connection: at the pool's knee every pooled connection is taken and a read queued
+        # behind pushes would add the pool wait to every supervisor event. Only _feed_loop uses it (one at a time).
+        self._reader: asyncpg.Connection | None = None
+        self.reads = 0  # log reads that found something to fan out (stats(): reads per wake-up shows coalescing)
+        self.wakes = 0
 
     # ------------------------------------------------------------------ lifetime
 
@@ -98,6 +103,9 @@ class LiveHub:
                 pass
             except Exception:  # noqa: BLE001 - a loop that died of a bug must not turn shutdown into a crash
                 log.exception("live.loop_failed", loop=t.get_name())
+        if self._reader is not None:
+            self._reader.terminate()
+            self._reader = None
         if self._closers:
             await asyncio.wait(self._closers, timeout=2)
 
@@ -348,11 +356,15 @@ class LiveHub:
             # watermark briskly until it passes (a 20 ms statement while pending, nothing while idle).
             pending = self._notified >= self.head and bool(self.supervisors)
             await wait_event(self._wake, PENDING_POLL if pending else self.settings.live_poll_s)
-            self._wake.clear()
+            self._wake.clear()  # every NOTIFY that arrived until now is covered by the one read below (coalesced)
+            self.wakes += 1
             try:
                 moved = await self._advance()
             except _DB_ERRORS as exc:
                 log.warning("live.read_failed", error=str(exc))
+                if self._reader is not None:
+                    self._reader.terminate()
+                    self._reader = None
                 await asyncio.sleep(min(retry * 4, 2.0))
                 moved = False
             except Exception:  # noqa: BLE001 - outermost loop: a bug must not silence the feed for good
@@ -367,11 +379,12 @@ class LiveHub:
         self._reading = departments
         self._read_done.clear()
         try:
-            async with self.pool.acquire() as conn:
-                hi = await feed.watermark(conn)
-                if hi <= self.head:
-                    return False
-                rows = await feed.events(conn, sorted(departments), self.head, hi)
+            conn = await self._reader_conn()
+            hi = await feed.watermark(conn)
+            if hi <= self.head:
+                return False
+            rows = await feed.events(conn, sorted(departments), self.head, hi)
+            self.reads += 1
             self.head = hi  # no await from here to the end of the fan-out: joiners see a consistent head
             for row in rows:
                 group = self.supervisors.get(row["department_id"])
@@ -388,6 +401,13 @@ class LiveHub:
         finally:
             self._reading = None
             self._read_done.set()
+
+    async def _reader_conn(self) -> asyncpg.Connection:
+        """The reader's dedicated connection, (re)opened on demand; errors reach _feed_loop, which backs off."""
+        if self._reader is None or self._reader.is_closed():
+            self._reader = await asyncpg.connect(self.dsn, timeout=10,
+                                                 server_settings={"application_name": "fieldsync-live-reader"})
+        return self._reader
 
     # ------------------------------------------------------------------ revocation
 
@@ -417,7 +437,7 @@ class LiveHub:
         """Counts for /readyz-style diagnostics and the benchmark."""
         return {"sockets": len(self.all), "devices": sum(map(len, self.devices.values())),
                 "supervisors": sum(map(len, self.supervisors.values())), "head": self.head, "listening": self.listening,
-                "fell_behind": self.fell_behind}
+                "fell_behind": self.fell_behind, "wakes": self.wakes, "reads": self.reads}
 
 
 __all__ = ["LiveHub", "Subscriber", "decode_position", "encode_position", "parse_notice",
