@@ -16,8 +16,9 @@ from sync_server.api import catalog, conflicts, devices, limits, live, metrics_m
 from sync_server.engine import maintenance
 from sync_server.auth import AuthCache, TouchMemo
 from sync_server.dbpool import MeteredPool, pool_kwargs
-from sync_server.keys import AUTH_CACHE, CURSORS, DSN, POOL, SETTINGS, TOUCHED
+from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, POOL, SETTINGS, TOUCHED
 from sync_server.settings import Settings
+from sync_server.storage.org import CodeCache
 from sync_server.storage.errors import DatabaseUnreachable
 from sync_server.storage.migrate import check_schema
 from sync_server import open311
@@ -84,6 +85,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[metrics.METRICS] = metrics.Metrics()
     app[TOUCHED] = TouchMemo()
     app[AUTH_CACHE] = AuthCache()
+    app[CODES] = CodeCache()
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, settings)

@@ -12,11 +12,13 @@ from sync_server.settings import Settings
 if TYPE_CHECKING:
     from protocol.cursor import CursorSigner
     from sync_server.auth import AuthCache, Principal, TouchMemo
+    from sync_server.storage.org import CodeCache
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 DSN = web.AppKey("dsn", str)  # the live feed's LISTEN connection cannot come from the pool
 CURSORS: web.AppKey["CursorSigner"] = web.AppKey("cursors")
 AUTH_CACHE: web.AppKey["AuthCache"] = web.AppKey("auth_cache")  # device principals of /v1/sync/, at most 1 s old
+CODES: web.AppKey["CodeCache"] = web.AppKey("codes")  # service types' allowed codes, for the push's checks
 TOUCHED: web.AppKey["TouchMemo"] = web.AppKey("touched")  # device contact already recorded by this process
 PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("fieldsync.principal")  # set by the auth middleware

@@ -14,6 +14,7 @@ import pytest
 
 import protocol as p
 from sync_server.domain.document import render
+from sync_server.storage.org import CodeCache
 from sync_server.storage.tickets import backfill_docs, load_tickets
 from tests.conftest import Server
 from tests.factories import World, make_tickets
@@ -111,3 +112,62 @@ async def test_push_renders_a_ticket_without_a_stored_document(server: Server, p
     assert resp.results[0].status == "applied" and resp.results[0].ticket.status == "acknowledged"
     async with pool.acquire() as conn:
         assert await _assert_stored_equals_fresh(conn) == 1
+
+
+async def test_one_statement_push_stores_what_a_fresh_render_gives(server: Server, pool: asyncpg.Pool, world: World,
+                                                                   http) -> None:
+    """No photo, no new ticket: the push renders documents from the fold (no reload) and writes in one statement."""
+    a, b, c = (r.ticket.id for r in await make_tickets(pool, world, 3))
+    dev = DeviceClient(http, server.url, world.device("san-1").token)
+    other = DeviceClient(http, server.url, world.device("san-1", 1).token)
+    await dev.pull()
+    await other.pull()
+    # queued offline before the decline below (its seq is given when it is finally sent)
+    late = dev.mutation("complete", c, {"resolution_code": "collected"}, seq=0)
+    resp = await dev.push([
+        dev.mutation("set_items", a, {"items": [{"item_type": "sofa", "count": 1}, {"item_type": "chair", "count": 0}]}),
+        dev.mutation("add_note", a, {"note_id": str(uuid.uuid4()), "text": "Ünïcödé 🚧 \"quoted\"\n2nd line"}),
+        dev.mutation("set_resolution", a, {"resolution_code": "partial"}),
+        dev.mutation("complete", b, {"resolution_code": "collected", "note": "gate code 1234"}),
+        dev.mutation("decline", c, {"reason_code": "wrong_area", "note": "not ours"}),
+    ])
+    assert [r.status for r in resp.results] == ["applied"] * 5
+    assert resp.results[-1].removed == "declined" and resp.results[-1].ticket is None
+    async with pool.acquire() as conn:
+        assert await _assert_stored_equals_fresh(conn) == 3
+        stored = {r["id"]: json.loads(r["doc_json"]) for r in await conn.fetch("SELECT id, doc_json FROM tickets")}
+        assert await conn.fetchval("SELECT count(*) FROM changes") == 6  # 3 created + 3 pushed (one per ticket)
+        assert await conn.fetchval("SELECT last_seq FROM devices WHERE id = $1", world.device("san-1").device_id) == 5
+    # the response carries the same documents the rows store
+    assert resp.results[2].ticket.model_dump(mode="json") == stored[a]
+    assert stored[a]["items"] == [{"count": 0, "item_type": "chair"}, {"count": 1, "item_type": "sofa"}]
+    assert stored[a]["version"] == 2 and stored[a]["resolution_code"] == "partial"
+    assert stored[b]["status"] == "completed" and [n["text"] for n in stored[b]["notes"]] == ["gate code 1234"]
+    assert stored[c]["crew"] is None and stored[c]["status"] == "unassigned"
+    # a stale edit from the crew's other phone: a field conflict for supervisors, in the same one statement
+    r2 = await other.push([other.mutation("set_resolution", a, {"resolution_code": "collected"}, base_version=1)])
+    assert r2.results[0].status == "merged" and r2.results[0].ticket.resolution_code == "collected"  # newer edit wins
+    # the late completion of the declined ticket puts the crew back on it (crew name rendered in Python)
+    dev.seq += 1
+    (lr,) = (await dev.push([{**late, "seq": dev.seq}])).results
+    assert lr.status == "merged" and lr.ticket is not None
+    assert lr.ticket.crew == "san-1" and lr.ticket.status == "completed"
+    async with pool.acquire() as conn:
+        assert await _assert_stored_equals_fresh(conn) == 3
+        assert await conn.fetchval("SELECT count(*) FROM conflicts WHERE kind = 'late_field_report'") == 1
+        assert await conn.fetchval("SELECT count(*) FROM conflicts WHERE kind = 'field_conflict'") == 1
+    for d in (dev, other):
+        await d.pull()
+        assert d.replica.converged()
+
+
+async def test_code_cache_answers_from_memory_until_cleared(pool: asyncpg.Pool, world: World) -> None:
+    cache = CodeCache()
+    async with pool.acquire() as conn:
+        first = await cache.get(conn, ["Bulky Items", "bulky_items", "No Such Type"])
+        assert set(first) == {"Bulky Items", "bulky_items"} and "collected" in first["Bulky Items"][0]
+        # changed behind its back (no code path does this: codes are fixed at creation), so a hit is visibly cached
+        await conn.execute("UPDATE service_types SET resolution_codes = '{swept}' WHERE code = 'bulky_items'")
+        assert (await cache.get(conn, ["Bulky Items"]))["Bulky Items"][0] == first["Bulky Items"][0]
+        cache.clear()
+        assert (await cache.get(conn, ["Bulky Items"]))["Bulky Items"][0] == ["swept"]

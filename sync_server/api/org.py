@@ -28,7 +28,7 @@ from sync_server.api.schemas import CrewInfo, read_query
 from protocol import ErrorCode, ProtocolError
 from sync_server.auth import Principal, Role
 from sync_server.engine import org, supervise
-from sync_server.keys import POOL, PRINCIPAL
+from sync_server.keys import CODES, POOL, PRINCIPAL
 
 STAFF = (Role.SUPERVISOR, Role.ADMIN)
 TAGS = ("organisation",)
@@ -116,6 +116,7 @@ async def create_service_type(request: web.Request) -> web.Response:
     row = await org.create_service_type(request.app[POOL], who, org.NewServiceType(
         code=body.code, name=body.name, department=body.department, default_priority=body.default_priority,
         resolution_codes=body.resolution_codes, reason_codes=body.reason_codes))
+    request.app[CODES].clear()  # never stale (codes are fixed at creation), but a new type must not wait for a miss
     return respond(request, service_type_info(row), 201)
 
 

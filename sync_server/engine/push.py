@@ -22,17 +22,19 @@ from protocol import (
     TicketStatus,
 )
 from protocol.canonical import mutation_digest, op_note_id
-from protocol.fields import DEVICE_CLOCK_SKEW
+from protocol.fields import DEVICE_CLOCK_SKEW, format_datetime
 from protocol.push import Mutation
 from sync_server.auth import Principal
 from sync_server.domain.catalog import CODE_FIELDS, code_refusal
 from sync_server.domain.conflicts import Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, rejected, removed_reason
-from sync_server.engine.changes import commit_changes
+from sync_server.domain.document import NewNote, next_doc
+from sync_server.domain.states import holder
+from sync_server.engine.changes import change_entries, commit_changes
 from sync_server.engine.intake import HELD, NewTicket, insert_ticket_rows
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
-from sync_server.storage.org import service_type_codes
-from sync_server.storage.tickets import TicketRecord, load_tickets, lock_tickets_held, notify_after_commit
+from sync_server.storage.org import CodeCache
+from sync_server.storage.tickets import ChangeColumns, TicketRecord, load_tickets, lock_tickets_held, notify_after_commit
 
 _MUTATION = TypeAdapter(Mutation)
 # Fields only a supervisor may set; a crew op naming one is refused as such, not as a generic typo (mass assignment).
@@ -128,7 +130,7 @@ class _Batch:
     outcomes: list[tuple[Parsed, Outcome]] = field(default_factory=list)
 
 
-async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]]) -> dict[str, Any]:
+async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], codes: CodeCache | None = None) -> dict[str, Any]:
     """Apply a device's batch exactly once; a replayed seq gets its stored result, a gap is refused whole.
 
     Returns the PushResponse as a JSON-mode dict: ticket documents come pre-rendered from storage, and building
@@ -142,7 +144,7 @@ async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]]) ->
 
     async def body(conn: asyncpg.Connection) -> dict[str, Any]:
         wake.clear()  # a retried body starts over
-        return await _push_tx(conn, dev, parsed, wake)
+        return await _push_tx(conn, dev, parsed, wake, codes)
 
     async def after_commit(conn: asyncpg.Connection, _result: dict[str, Any]) -> None:
         for w in wake:  # outside the transaction: pushes do not queue behind NOTIFY's commit lock
@@ -161,7 +163,7 @@ class _Wake:
 
 
 async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed],
-                   wake: list[_Wake] | None = None) -> dict[str, Any]:
+                   wake: list[_Wake] | None = None, codes: CodeCache | None = None) -> dict[str, Any]:
     """The push transaction's body; who to wake after commit is appended to `wake` (None: nobody is woken)."""
     wake = [] if wake is None else wake
     row = await store.lock_device(conn, dev.device_id)
@@ -180,8 +182,15 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
         if kept is not None and kept.digest is not None and kept.digest != p.digest:
             raise ProtocolError(ErrorCode.SEQ_REUSED, f"seq {p.seq} was already applied with a different body",
                                 {"seq": p.seq, "stored_digest": kept.digest.hex()})
-    batch = await _fold(conn, dev, fresh)
-    after = await _flush(conn, dev, batch, version) if fresh else {}
+    batch = await _fold(conn, dev, fresh, codes or CodeCache())
+    # The common push (crew state, notes, items: no new ticket, no photo) renders its documents in Python from the
+    # fold and writes everything, results and last_seq included, in one statement below; the rest takes the general
+    # path, which re-reads what SQL decided (a photo's possession, a new ticket's office fields).
+    one_statement = bool(fresh) and not batch.created and not batch.photos
+    if one_statement:
+        after = _next_records(batch, dev, row["now"], row["crew_name"])
+    else:
+        after = await _flush(conn, dev, batch, version) if fresh else {}
     depts = {r.department_id for r in after.values()} | {dev.department_id for _ in batch.conflicts}
     if depts:
         crews = {c for r in (*after.values(), *(b for b in batch.before.values() if b is not None))
@@ -206,10 +215,12 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     results.extend(fresh_results)
     if fresh:
         last_seq = fresh[-1].seq
-        await store.finish_push(conn, dev.device_id, last_seq, [
-            store.StoredResult(p.seq, p.op, p.ticket_id, r["status"], r["reason"], r, version, p.digest)
-            for r, (p, _) in zip(fresh_results, batch.outcomes)
-        ], batch.audits)
+        kept_results = [store.StoredResult(p.seq, p.op, p.ticket_id, r["status"], r["reason"], r, version, p.digest)
+                        for r, (p, _) in zip(fresh_results, batch.outcomes)]
+        if one_statement:
+            await _apply(conn, dev, batch, after, last_seq, kept_results)
+        else:
+            await store.finish_push(conn, dev.device_id, last_seq, kept_results, batch.audits)
     return {
         "results": results,
         "server_version": version or max((int(r["server_version"]) for r in results), default=0),
@@ -222,7 +233,7 @@ def _wire(result: MutationResult, doc: dict[str, Any] | None) -> dict[str, Any]:
     return {**result.model_dump(mode="json"), "ticket": doc}
 
 
-async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -> _Batch:
+async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], cache: CodeCache) -> _Batch:
     """Lock the batch's photos, then every ticket of the batch (id order), then fold mutations in seq order in memory."""
     batch = _Batch()
     # Lock order, everywhere: device row, then photo advisory locks (sorted hashes), then ticket rows (id order).
@@ -240,7 +251,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
         types = await store.department_service_types(conn, dev.department_id)
     # Note ids are client-made and global: one already used on another ticket must be refused, not dropped by the
     # insert's ON CONFLICT (an "applied" with no effect would break I5).
-    codes = await _codes(conn, fresh, records)
+    codes = await _codes(conn, fresh, records, cache)
     note_owner = await store.note_owners(conn, [p.model.args.note_id for p in fresh
                                                 if p.model is not None and p.model.op == "add_note"])
     for p in fresh:
@@ -279,13 +290,15 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed]) -
     return batch
 
 
-async def _codes(conn: asyncpg.Connection, fresh: list[Parsed], records: dict[UUID, TicketRecord]) -> dict[str, Any]:
-    """Allowed codes of the service types this batch's code-carrying ops touch (one query, none without such ops)."""
+async def _codes(conn: asyncpg.Connection, fresh: list[Parsed], records: dict[UUID, TicketRecord],
+                 cache: CodeCache) -> dict[str, Any]:
+    """Allowed codes of the service types this batch's code-carrying ops touch (from the app's cache; none without
+    such ops)."""
     if not any(p.model is not None and p.model.op in CODE_FIELDS for p in fresh):
         return {}
     names = {r.doc["service_type"] for r in records.values()}
     names |= {p.model.args.service_type for p in fresh if p.model is not None and p.model.op == "self_report"}
-    return await service_type_codes(conn, sorted(names))
+    return await cache.get(conn, sorted(names))
 
 
 def _service_type(batch: _Batch, ticket_id: UUID) -> str | None:
@@ -369,6 +382,49 @@ async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, versio
         for seq, tid, c in batch.conflicts
     ], notify=False)
     return after
+
+
+def _next_records(batch: _Batch, dev: DeviceCtx, now: datetime, crew_name: str) -> dict[UUID, TicketRecord]:
+    """Each touched ticket as the fold left it, its document built from the locked one (no re-read, no SQL render)."""
+    stamp = format_datetime(now)
+    notes: dict[UUID, list[NewNote]] = {}
+    for nid, tid, text, author, device_time in batch.notes:
+        notes.setdefault(tid, []).append(NewNote(str(nid), text, author, format_datetime(device_time) if device_time
+                                                 else None, stamp))
+    out: dict[UUID, TicketRecord] = {}
+    for tid, t in batch.work.items():
+        rec = batch.records.get(tid)
+        if not t.touched or rec is None or tid not in batch.before:
+            continue
+        crew = rec.doc["crew"] if t.crew_id == rec.crew_id else (None if t.crew_id is None else crew_name)
+        doc = next_doc(rec.doc, status=t.status.value, crew=crew, resolution_code=t.resolution_code,
+                       reason_code=t.reason_code, items=t.items, notes=notes.get(tid, []), version=t.version + 1,
+                       updated_at=stamp)
+        out[tid] = TicketRecord(doc=doc, department_id=rec.department_id, crew_id=t.crew_id,
+                                holder_crew_id=holder(t.status, t.crew_id), field_meta=t.field_meta,
+                                duplicate_of=rec.duplicate_of)
+    return out
+
+
+async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after: dict[UUID, TicketRecord],
+                 last_seq: int, results: list[store.StoredResult]) -> None:
+    """The one-statement push: ticket state with its stored document, notes, items, change rows, audit, conflicts,
+    results and last_seq (I1, I2, I5, I9)."""
+    before = {tid: batch.before[tid] for tid in after}
+    entries, _ = change_entries(before, after, actor_kind="device", actor=dev.device_id, action="push", audit_rows=False)
+    items: list[store.ItemRow] = []
+    for tid, rec in after.items():
+        old = {i["item_type"]: i["count"] for i in batch.before[tid].doc["items"]}  # type: ignore[union-attr]
+        items.extend(store.ItemRow(tid, k, v) for k, v in batch.work[tid].items.items() if old.get(k) != v)
+    await store.apply_push(
+        conn, dev.device_id, last_seq,
+        [store.TicketWrite(tid, r.doc["status"], r.crew_id, r.doc["resolution_code"], r.doc["reason_code"],
+                           json.dumps(r.field_meta), r.doc["version"], r.holder_crew_id) for tid, r in after.items()],
+        ChangeColumns.of(entries), [store.NoteRow(*n) for n in batch.notes], items, batch.audits, results,
+        [store.ConflictRow(tid, after[tid].department_id if tid in after else dev.department_id, dev.crew_id, seq,
+                           c.kind, c.field, json.dumps(c.kept), json.dumps(c.discarded), c.detail)
+         for seq, tid, c in batch.conflicts],
+    )
 
 
 def _result(p: Parsed, o: Outcome, current: dict[UUID, TicketRecord], batch: _Batch, dev: DeviceCtx,

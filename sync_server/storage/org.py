@@ -135,6 +135,30 @@ async def service_type_codes(conn: asyncpg.Connection, names: Sequence[str]) -> 
     return out
 
 
+class CodeCache:
+    """Allowed codes by service type name or code, per app, so a push with code-carrying ops (most field pushes) needs
+    no query for them. Never stale: a service type's codes are fixed when it is created (there is no update path), a
+    type created since is a miss that queries; the admin API clears it on create anyway."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._codes: dict[str, tuple[list[str], list[str]]] = {}
+
+    async def get(self, conn: asyncpg.Connection, names: Sequence[str]) -> dict[str, tuple[list[str], list[str]]]:
+        """`service_type_codes` for these names, from memory when known (unknown names are looked up every time)."""
+        missing = [n for n in names if n not in self._codes]
+        if missing:
+            found = await service_type_codes(conn, missing)
+            if len(self._codes) + len(found) > self.max_entries:
+                self._codes.clear()
+            self._codes.update(found)
+        return {n: self._codes[n] for n in names if n in self._codes}
+
+    def clear(self) -> None:
+        """Forget everything (a service type was created through this process)."""
+        self._codes.clear()
+
+
 async def list_users(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every supervisor and admin (never token hashes), by name."""
     return await conn.fetch(_USER_SQL + " ORDER BY u.name")

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from sync_server.storage.tickets import NOTIFY_SQL, live_payload
+from sync_server.storage.tickets import NOTIFY_SQL, ChangeColumns, live_payload
 from sync_server.storage.uploads import PHOTO_LOCK_CLASS
 
 # Latest change row per ticket among the rows that concern `crew` and committed inside (base, head].
@@ -105,9 +105,11 @@ async def change_page(
 
 
 async def lock_device(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
-    """Serialise pushes of one device (its seqs are a single line, I1); also returns this transaction's id (I7)."""
+    """Serialise pushes of one device (its seqs are a single line, I1); also returns this transaction's id (I7), its
+    time (now(): what updated_at and new notes' created_at will say) and the crew's name (for documents it renders)."""
     return await conn.fetchrow(
-        "SELECT last_seq, revoked_at, pg_current_xact_id()::text::bigint AS xid FROM devices WHERE id = $1 FOR UPDATE",
+        "SELECT d.last_seq, d.revoked_at, pg_current_xact_id()::text::bigint AS xid, now() AS now, c.name AS crew_name"
+        " FROM devices d JOIN crews c ON c.id = d.crew_id WHERE d.id = $1 FOR UPDATE OF d",
         device_id,
     )
 
@@ -247,6 +249,117 @@ async def finish_push(conn: asyncpg.Connection, device_id: str, last_seq: int, r
         [r.seq for r in results], [r.op for r in results], [r.ticket_id for r in results], [r.status for r in results],
         [r.reason for r in results], [json.dumps(r.result, separators=(",", ":")) for r in results],
         [r.server_version for r in results], [r.digest for r in results],
+    )
+
+
+@dataclass(frozen=True)
+class TicketWrite:
+    """One ticket's whole new state as a push writes it: crew-owned columns, version, holder and the stored document."""
+
+    id: UUID
+    status: str
+    crew_id: int | None
+    resolution_code: str | None
+    reason_code: str | None
+    field_meta: str  # JSON text
+    version: int
+    holder_crew_id: int | None
+
+
+# A whole push in ONE statement (data-modifying CTEs over unnest; every part sees the same snapshot and they touch
+# different rows, so none needs another's effects): each ticket's new state, version, holder, stored document and hash
+# in a single UPDATE (one tuple version per ticket), new notes, changed item lines, holding history (I5), the change
+# rows (I2), audit rows (I9), conflicts for supervisors, the stored results and the device's last_seq (I1: they commit
+# with the effects or not at all). The documents were rendered in Python (domain.document) from the fold's state.
+_APPLY = """
+WITH w AS (
+  UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,
+    field_meta = v.meta::jsonb, version = v.ver, updated_at = now(), holder_crew_id = v.holder,
+    doc_hash = v.h, doc_json = v.doc, doc_mp = v.mp
+  FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::integer[], $8::integer[],
+              $9::bytea[], $10::text[], $11::bytea[]) AS v(id, st, crew, res, why, meta, ver, holder, h, doc, mp)
+  WHERE t.id = v.id),
+n AS (
+  INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)
+  SELECT * FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::timestamptz[])),
+i AS (
+  INSERT INTO ticket_items (ticket_id, item_type, count)
+  SELECT * FROM unnest($17::uuid[], $18::text[], $19::integer[])
+  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count),
+th AS (
+  INSERT INTO ticket_holders (ticket_id, crew_id)
+  SELECT DISTINCT v.id, v.c FROM unnest($1::uuid[], $8::integer[]) AS v(id, c) WHERE v.c IS NOT NULL
+  ON CONFLICT DO NOTHING),
+c AS (
+  INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc, doc_hash,
+                       changed, actor, doc_json, doc_mp)
+  SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.ver, v.doc::jsonb, v.h,
+    CASE WHEN v.changed = '' THEN '{}'::text[] ELSE string_to_array(v.changed, ',') END, $24, v.doc, v.mp
+  FROM unnest($1::uuid[], $20::smallint[], $8::integer[], $21::integer[], $22::text[], $7::integer[], $10::text[],
+              $9::bytea[], $23::text[], $11::bytea[]) WITH ORDINALITY
+    AS v(id, dept, holder, prev, reason, ver, doc, h, changed, mp, ord)
+  ORDER BY v.ord),
+a AS (
+  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)
+  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest($25::text[], $26::text[], $27::text[],
+    $28::uuid[], $29::smallint[], $30::text[], $31::text[], $32::text[]) WITH ORDINALITY
+    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord),
+r AS (
+  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)
+  SELECT $24, seq, op, tid, st, why, res, ver, dig FROM unnest($33::bigint[], $34::text[], $35::uuid[],
+    $36::text[], $37::text[], $38::text[], $39::bigint[], $40::bytea[]) AS v(seq, op, tid, st, why, res, ver, dig)),
+f AS (
+  INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)
+  SELECT tid, dep, crew, $24, seq, kind, fld, kept::jsonb, disc::jsonb, detail FROM unnest($41::uuid[], $42::smallint[],
+    $43::integer[], $44::bigint[], $45::text[], $46::text[], $47::text[], $48::text[], $49::text[]) WITH ORDINALITY
+    AS v(tid, dep, crew, seq, kind, fld, kept, disc, detail, ord) ORDER BY ord)
+UPDATE devices SET last_seq = $50 WHERE id = $24
+"""
+
+
+@dataclass(frozen=True)
+class ConflictRow:
+    """A conflict or late report for supervisors (I5), from one mutation of this device."""
+
+    ticket_id: UUID
+    department_id: int
+    crew_id: int
+    seq: int
+    kind: str
+    field: str | None
+    kept: str  # JSON text
+    discarded: str  # JSON text
+    detail: str | None
+
+
+async def apply_push(conn: asyncpg.Connection, device_id: str, last_seq: int, tickets: Sequence[TicketWrite],
+                     changes: ChangeColumns, notes: Sequence[NoteRow], items: Sequence[ItemRow],
+                     audits: Sequence[tuple[Any, ...]], results: Sequence[StoredResult],
+                     conflicts: Sequence[ConflictRow]) -> None:
+    """Every write of a push in one round trip; `tickets` and `changes` list the same tickets in the same order, and
+    the caller holds the device row and the tickets' row locks."""
+    acols: list[list[Any]] = [[], [], [], [], [], [], [], []]
+    for k, a, act, tid, dep, b, af, why in audits:
+        for col, v in zip(acols, (k, a, act, tid, dep, _jtext(b), _jtext(af), why)):
+            col.append(v)
+    assert [t.id for t in tickets] == changes.ids
+    await conn.execute(
+        _APPLY,
+        [t.id for t in tickets], [t.status for t in tickets], [t.crew_id for t in tickets],
+        [t.resolution_code for t in tickets], [t.reason_code for t in tickets], [t.field_meta for t in tickets],
+        [t.version for t in tickets], [t.holder_crew_id for t in tickets], changes.hashes, changes.docs, changes.mps,
+        [n.id for n in notes], [n.ticket_id for n in notes], [n.text for n in notes], [n.author for n in notes],
+        [n.device_time for n in notes],
+        [i.ticket_id for i in items], [i.item_type for i in items], [i.count for i in items],
+        changes.depts, changes.prevs, changes.reasons, changes.changed, device_id,
+        *acols,
+        [r.seq for r in results], [r.op for r in results], [r.ticket_id for r in results], [r.status for r in results],
+        [r.reason for r in results], [json.dumps(r.result, separators=(",", ":")) for r in results],
+        [r.server_version for r in results], [r.digest for r in results],
+        [c.ticket_id for c in conflicts], [c.department_id for c in conflicts], [c.crew_id for c in conflicts],
+        [c.seq for c in conflicts], [c.kind for c in conflicts], [c.field for c in conflicts], [c.kept for c in conflicts],
+        [c.discarded for c in conflicts], [c.detail for c in conflicts],
+        last_seq,
     )
 
 
