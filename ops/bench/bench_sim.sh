@@ -2,8 +2,10 @@
 # Simulator benchmark: a spawned server (embedded PostgreSQL, demo city) and a faulty fleet of N devices
 # (crews of 2-4 devices created for the run). DEVICES may be a comma list: one run per fleet size (the curve).
 # Usage: ops/bench/bench_sim.sh [DEVICES[,DEVICES...]] [SECONDS] [extra fieldsync-sim options, e.g. --processes 2]
-# Writes sim-report-<devices>.json in the current directory, prints one summary row per run, and exits non-zero
-# if any verdict failed.
+# Writes sim-report-<devices>.json in the current directory, prints one summary row per run (offered vs achieved
+# mutations/s, push p50/p99, 30-s timeouts, CPU % of one core of server / PostgreSQL / simulator, push -> supervisor
+# event p99, pool waiters, event-loop lag, connection time held per push), and exits non-zero if any verdict failed.
+# The final curve, on a quiet machine: ops/bench/bench_sim.sh 100,300,1000,2000 120 --processes 2
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 sizes="${1:-200}"
@@ -23,14 +25,23 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 s = r.get("server_side", {})
 timeouts = sum(n for k, n in r["transient_errors"].items() if "Timeout" in k)
-print(f"{r['devices']:>6} {r['processes']:>3} {r['offered_mutations_per_s']:>8.1f} "
-      f"{r['throughput_mutations_per_s']:>8.1f} {r['push_latency_ms']['p50']:>8} {r['push_latency_ms']['p99']:>8} "
-      f"{timeouts:>5} {s.get('server_cpu_percent_of_one_core', '-'):>6} {s.get('postgres_cpu_percent_of_one_core', '-'):>6} "
-      f"{r['sim_shift_cpu_percent_of_one_core']:>6} {s.get('pool_waiting_max', '-'):>6} {'PASS' if r['ok'] else 'FAIL'} "
-      f"load {r['load_average'][0] if r.get('load_average') else '-'}")
+live = r.get("live_event_latency_ms") or {}
+live_sent = r.get("live_event_sent_latency_ms") or {}
+push_route = (s.get("db_by_route") or {}).get("/v1/sync/push", {})
+lag = s.get("event_loop_lag_max_seconds_max")
+def f(v, spec=""):
+    return "-" if v is None else format(v, spec)
+print(f"{r['devices']:>7} {r['crews']:>5} {r['processes']:>5} {f(r['offered_mutations_per_s'], '.1f'):>8} "
+      f"{f(r['throughput_mutations_per_s'], '.1f'):>8} {f(r['push_latency_ms']['p50']):>8} {f(r['push_latency_ms']['p99']):>8} "
+      f"{timeouts:>5} {f(s.get('server_cpu_percent_of_one_core')):>6} {f(s.get('postgres_cpu_percent_of_one_core')):>6} "
+      f"{f(r['sim_shift_cpu_percent_of_one_core']):>6} {f(live.get('p99')):>8} {f(live_sent.get('p99')):>8} "
+      f"{f(s.get('pool_waiting_max')):>6} {f(lag if lag is None else round(1000 * lag)):>6} "
+      f"{f(push_route.get('hold_ms_per_request')):>7} {'PASS' if r['ok'] else 'FAIL':>7} "
+      f"{f(r['load_average'][0] if r.get('load_average') else None):>5}")
 PY
 )")
 done
-echo "devices procs offered/s achieved/s push_p50 push_p99 t/out srv%cpu pg%cpu sim%cpu poolwait verdict"
+echo "                        -- mut/s --------  --- push ms ------       -- CPU % of a core  push->sup p99 ms  pool   loop conn ms"
+echo "devices crews procs  offered achieved      p50      p99 t/out server     pg    sim    answer     sent  wait^ lag^ms per push verdict  load"
 printf '%s\n' "${rows[@]}"
 exit "$status"
