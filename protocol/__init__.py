@@ -19,6 +19,11 @@ from .codec import (
 )
 from .cursor import CursorSigner, CursorState
 from .enums import (
+    FIELD_DONE_STATUSES,
+    HELD_STATUSES,
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    WORKABLE_STATUSES,
     MutationStatus,
     PhotoKind,
     PhotoState,
@@ -92,8 +97,8 @@ from .version import (
 )
 
 __all__ = [
-    "DEFAULT_LIMITS", "JSON", "MAX_MUTATIONS", "MIN_SUPPORTED_VERSION", "MSGPACK", "OPS",
-    "PROTOCOL_VERSION", "VERSION_HEADER",
+    "DEFAULT_LIMITS", "FIELD_DONE_STATUSES", "HELD_STATUSES", "JSON", "MAX_MUTATIONS", "MIN_SUPPORTED_VERSION", "MSGPACK", "OPEN_STATUSES", "OPS",
+    "PROTOCOL_VERSION", "TERMINAL_STATUSES", "VERSION_HEADER", "WORKABLE_STATUSES",
     "AcknowledgeArgs", "AcknowledgeMutation", "AddNoteArgs", "AddNoteMutation",
     "AttachPhotoArgs", "AttachPhotoMutation", "Catalog", "CatalogLimits", "CatalogServiceType", "Change", "CompleteArgs", "CompleteMutation",
     "ConflictInfo", "CursorSigner", "CursorState", "DeclineArgs", "DeclineMutation",

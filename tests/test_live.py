@@ -20,7 +20,6 @@ from protocol.live import LiveEvent, LiveHello, LivePoke, LiveRefetch
 from sync_server.api.live import LIVE
 from sync_server.embedded_pg import EmbeddedPostgres
 from sync_server.engine.changes import commit_changes
-from sync_server.engine.intake import HELD
 from sync_server.engine.live import CLOSE_BAD_REQUEST, CLOSE_REVOKED, CLOSE_SLOW, CLOSE_UNAUTHORIZED, decode_position
 from sync_server.settings import Settings
 from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
@@ -159,7 +158,7 @@ async def _held_writer(pool: asyncpg.Pool, ticket_id: uuid.UUID) -> tuple[asyncp
     await tx.start()
     await lock_tickets(conn, [ticket_id])
     before = await load_tickets(conn, [ticket_id])
-    await update_tickets(conn, [ticket_id], {"priority": "high"}, held=HELD)
+    await update_tickets(conn, [ticket_id], {"priority": "high"})
     await commit_changes(conn, before, actor_kind="system", actor="test", action="slow")
     return conn, tx
 

@@ -7,7 +7,6 @@ import asyncpg
 import pytest
 
 from sync_server.engine.changes import commit_changes
-from sync_server.engine.intake import HELD
 from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 from tests.conftest import Server
 from tests.factories import World, make_tickets
@@ -23,7 +22,7 @@ async def http():
 async def _change(conn: asyncpg.Connection, ticket_id, priority: str) -> None:
     before = await load_tickets(conn, [ticket_id])
     await lock_tickets(conn, [ticket_id])
-    await update_tickets(conn, [ticket_id], {"priority": priority}, HELD)
+    await update_tickets(conn, [ticket_id], {"priority": priority})
     await commit_changes(conn, before, actor_kind="system", actor="test", action="update")
 
 

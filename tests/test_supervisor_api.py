@@ -14,7 +14,6 @@ import msgpack
 import pytest
 
 from sync_server.engine.changes import commit_changes
-from sync_server.engine.intake import HELD
 from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 from tests.conftest import Server
 from tests.factories import World, make_tickets
@@ -65,7 +64,7 @@ async def force_status(pool: asyncpg.Pool, ids: list[UUID], status: str) -> None
     async with pool.acquire() as conn, conn.transaction():
         await lock_tickets(conn, ids)
         before = await load_tickets(conn, ids)
-        await update_tickets(conn, sorted(ids), {"status": status}, held=HELD)
+        await update_tickets(conn, sorted(ids), {"status": status})
         await commit_changes(conn, {t: before[t] for t in sorted(ids)}, actor_kind="device", actor="test", action=status)
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from protocol import JSON, MSGPACK, PullRequest, encode, scope_checksum
 from sync_server.engine.changes import commit_changes
-from sync_server.engine.intake import HELD
 from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 from tests.conftest import Server, start_server
 from tests.factories import World, make_tickets
@@ -58,13 +57,13 @@ async def test_I2_slow_committer_is_not_skipped(server: Server, pool: asyncpg.Po
         # the slow writer takes its xid and change-log id first...
         before = await load_tickets(held, [slow.ticket.id])
         await lock_tickets(held, [slow.ticket.id])
-        await update_tickets(held, [slow.ticket.id], {"priority": "urgent"}, HELD)
+        await update_tickets(held, [slow.ticket.id], {"priority": "urgent"})
         await commit_changes(held, before, actor_kind="system", actor="slow", action="update")
         # ...a later writer commits, and the device pulls while the slow one is still open
         async with pool.acquire() as conn, conn.transaction():
             b2 = await load_tickets(conn, [fast.ticket.id])
             await lock_tickets(conn, [fast.ticket.id])
-            await update_tickets(conn, [fast.ticket.id], {"priority": "high"}, HELD)
+            await update_tickets(conn, [fast.ticket.id], {"priority": "high"})
             await commit_changes(conn, b2, actor_kind="system", actor="fast", action="update")
         pages = await dev.pull()
         assert [c.ticket.id for c in pages[0].changes] == [fast.ticket.id]

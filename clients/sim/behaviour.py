@@ -17,11 +17,6 @@ from typing import Any, Final
 
 from protocol import Ticket
 
-# Statuses in which a crew may still work a ticket (SPEC §2 state machine).
-WORKABLE: Final = frozenset({"assigned", "acknowledged", "in_progress", "paused", "reopened"})
-# Statuses in which a crew's devices hold a ticket (SPEC: scope = tickets the crew holds; finished work is
-# kept until a supervisor closes it).
-HELD: Final = WORKABLE | {"completed", "unable_to_complete"}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import msgpack
 
 from protocol import (
     JSON,
+    WORKABLE_STATUSES,
     DecodeError,
     ErrorCode,
     LivePoke,
@@ -33,7 +34,6 @@ from protocol import (
 )
 
 from .behaviour import (
-    WORKABLE,
     IdleIntent,
     OfflineIntent,
     Planner,
@@ -184,7 +184,7 @@ class Device:
 
     async def _work(self, intent: WorkIntent) -> None:
         fleet = self.fleet
-        ticket = pick([t for t in self.replica.tickets.values() if t.status.value in WORKABLE], intent.slot)
+        ticket = pick([t for t in self.replica.tickets.values() if t.status in WORKABLE_STATUSES], intent.slot)
         if ticket is None:
             await fleet.sleep(fleet.config.step_s)
             return

@@ -16,9 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from protocol import JSON, MSGPACK
+from protocol import JSON, MSGPACK, WORKABLE_STATUSES
 
-from .behaviour import WORKABLE
 from . import crews as fleet_crews
 from .config import SimConfig
 from .crews import CrewSlot
@@ -177,7 +176,7 @@ class Fleet:
             await sup.refresh()
             per_crew: dict[str, int] = {}
             for t in sup.open:
-                if t.status.value in WORKABLE and t.crew:
+                if t.status in WORKABLE_STATUSES and t.crew:
                     per_crew[t.crew] = per_crew.get(t.crew, 0) + 1
 
             async def fill(crew: str, sup: SupervisorActor = sup) -> None:

@@ -13,16 +13,13 @@ import random
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from protocol import ErrorCode, Ticket
+from protocol import FIELD_DONE_STATUSES, HELD_STATUSES, WORKABLE_STATUSES, ErrorCode, Ticket
 
-from .behaviour import HELD, PROFILES, WORKABLE, SupervisorIntent, SupervisorPlanner, pick
+from .behaviour import PROFILES, SupervisorIntent, SupervisorPlanner, pick
 from .transport import RETRYABLE_TRANSPORT, SimHttpError, Transport, with_retries
 
 if TYPE_CHECKING:
     from .fleet import Fleet
-
-FIELD_DONE = ("completed", "unable_to_complete")
-
 
 class StaffApi:
     """The supervisor/admin JSON API with the protocol's retry policy; one instance per token."""
@@ -99,10 +96,10 @@ class SupervisorActor:
 
     async def refresh(self) -> None:
         """Re-read the department's open and finished work (a supervisor's list view)."""
-        tickets = await self.api.tickets(status=",".join(sorted(HELD)))
+        tickets = await self.api.tickets(status=",".join(sorted(HELD_STATUSES)))
         crews = set(self.crews)
-        self.open = [t for t in tickets if t.status.value in WORKABLE and t.crew in crews]
-        self.done = [t for t in tickets if t.status.value in FIELD_DONE and t.crew in crews]
+        self.open = [t for t in tickets if t.status in WORKABLE_STATUSES and t.crew in crews]
+        self.done = [t for t in tickets if t.status in FIELD_DONE_STATUSES and t.crew in crews]
 
     async def run(self) -> None:
         """Act until the shift ends; races with crews (409s) are expected and counted, not errors."""

@@ -13,10 +13,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from protocol import Ticket, canonical_bytes, scope_checksum
+from protocol import HELD_STATUSES, Ticket, canonical_bytes, scope_checksum
 from protocol.canonical import op_note_id
 
-from .behaviour import HELD
 from .supervisor import gather_bounded
 from .transport import SimHttpError
 
@@ -174,7 +173,7 @@ def _check_replicas(fleet: Fleet, v: Verdict, tickets: Any) -> None:
     """Each replica equals the server's view of its crew's scope: checksum and ticket by ticket (I4)."""
     scopes: dict[str, dict[Any, Ticket]] = defaultdict(dict)
     for t in tickets:
-        if t.crew is not None and _status(t) in HELD:
+        if t.crew is not None and _status(t) in HELD_STATUSES:
             scopes[t.crew][t.id] = t
     for d in fleet.devices:
         if d.broken is not None:

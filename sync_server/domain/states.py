@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from protocol import RemovalReason, TicketStatus
+from protocol import (
+    FIELD_DONE_STATUSES,
+    HELD_STATUSES,
+    OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    WORKABLE_STATUSES,
+    RemovalReason,
+    TicketStatus,
+)
 
 S = TicketStatus
 
@@ -34,12 +42,14 @@ class Action(StrEnum):
     MARK_DUPLICATE = "mark_duplicate"
 
 
-OPEN: frozenset[TicketStatus] = frozenset({S.UNASSIGNED, S.ASSIGNED, S.ACKNOWLEDGED, S.IN_PROGRESS, S.PAUSED, S.REOPENED})
-CREW_WORKABLE: frozenset[TicketStatus] = frozenset({S.ASSIGNED, S.ACKNOWLEDGED, S.IN_PROGRESS, S.PAUSED, S.REOPENED})
-FIELD_DONE: frozenset[TicketStatus] = frozenset({S.COMPLETED, S.UNABLE_TO_COMPLETE})
-TERMINAL: frozenset[TicketStatus] = frozenset({S.CLOSED, S.CANCELLED, S.DUPLICATE})
+# The status sets are protocol's (SPEC §2), shared with clients; the SQL holder rule (the generated column
+# tickets.holder_crew_id, migration 0014) is pinned to HELD_BY_CREW by tests/test_holder_rule.py.
+OPEN: frozenset[TicketStatus] = OPEN_STATUSES
+CREW_WORKABLE: frozenset[TicketStatus] = WORKABLE_STATUSES
+FIELD_DONE: frozenset[TicketStatus] = FIELD_DONE_STATUSES
+TERMINAL: frozenset[TicketStatus] = TERMINAL_STATUSES
 # A crew's devices hold a ticket in these states (I3); they keep a finished one until a supervisor closes it.
-HELD_BY_CREW: frozenset[TicketStatus] = CREW_WORKABLE | FIELD_DONE
+HELD_BY_CREW: frozenset[TicketStatus] = HELD_STATUSES
 
 # (action) -> (actor, allowed source states, target state). ASSIGNED -> IN_PROGRESS and completing straight from
 # ASSIGNED are allowed because crews routinely skip the acknowledge tap while offline; refusing that work would

@@ -10,7 +10,6 @@ from uuid import UUID
 import asyncpg
 
 from protocol import ErrorCode, Priority, ProtocolError, TicketStatus
-from sync_server.domain.states import HELD_BY_CREW, holder
 from sync_server.engine.changes import commit_changes
 from sync_server.storage.tickets import TicketRecord
 
@@ -57,12 +56,12 @@ async def insert_ticket_rows(conn: asyncpg.Connection, new: list[NewTicket]) -> 
         rows.append((
             n.id, n.sr_number, st_id, dept_id, status.value, n.priority.value, n.address, n.zip, n.lat, n.lon,
             n.council_district, n.description, n.source, n.requested_at, n.service_date, n.due_at, n.crew_id,
-            holder(status, n.crew_id), n.created_by_device,
+            n.created_by_device,
         ))
     await conn.executemany(
         "INSERT INTO tickets (id, sr_number, service_type_id, department_id, status, priority, address, zip, lat, lon,"
-        " council_district, description, source, requested_at, service_date, due_at, crew_id, holder_crew_id,"
-        " created_by_device) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)",
+        " council_district, description, source, requested_at, service_date, due_at, crew_id,"
+        " created_by_device) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
         rows,
     )
 
@@ -76,5 +75,3 @@ async def insert_tickets(
     await insert_ticket_rows(conn, new)
     return await commit_changes(conn, {n.id: None for n in new}, actor_kind=actor_kind, actor=actor, action=action)
 
-
-HELD = tuple(s.value for s in HELD_BY_CREW)

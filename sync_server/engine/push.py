@@ -30,7 +30,7 @@ from sync_server.domain.conflicts import Conflict, DeviceCtx, Outcome, Where, Wo
 from sync_server.domain.document import NewNote, next_doc
 from sync_server.domain.states import holder
 from sync_server.engine.changes import change_entries, commit_changes
-from sync_server.engine.intake import HELD, NewTicket, insert_ticket_rows
+from sync_server.engine.intake import NewTicket, insert_ticket_rows
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
 from sync_server.storage.org import CodeCache
@@ -370,7 +370,7 @@ async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, versio
     await store.write_plan(conn, [
         store.WorkRow(t.id, t.status.value, t.crew_id, t.resolution_code, t.reason_code, json.dumps(t.field_meta))
         for t in touched
-    ], [store.NoteRow(*n) for n in batch.notes], items, HELD)
+    ], [store.NoteRow(*n) for n in batch.notes], items)
     await store.insert_photos(conn, batch.photos)  # under the photo locks _fold took first
     before = {t.id: batch.before[t.id] for t in touched}
     # audit rows go with the results in finish_push (same transaction, one round trip fewer)

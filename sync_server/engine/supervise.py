@@ -17,7 +17,7 @@ from protocol import ErrorCode, Priority, ProtocolError, TicketStatus
 from sync_server.auth import Principal, Role, create_user, enroll_device
 from sync_server.domain.states import TERMINAL, Action, Actor, TransitionError, transition
 from sync_server.engine.changes import commit_changes
-from sync_server.engine.intake import HELD, NewTicket, insert_tickets
+from sync_server.engine.intake import NewTicket, insert_tickets
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import queries
 from sync_server.storage.queries import TicketFilter
@@ -201,7 +201,7 @@ async def _apply(
     for tid in changed:
         groups.setdefault(tuple(sorted(plans[tid].items())), []).append(tid)
     for key, group in groups.items():
-        await update_tickets(conn, group, dict(key), held=HELD)
+        await update_tickets(conn, group, dict(key))
     after = await commit_changes(conn, {t: before[t] for t in changed}, actor_kind=who.actor_kind, actor=who.name,
                                  action=action, reason=reason) if changed else {}
     return [after.get(t, before[t]) for t in ids], changed

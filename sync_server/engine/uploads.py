@@ -25,7 +25,6 @@ from sync_server import images
 from sync_server.auth import Principal
 from sync_server.blobs import BlobStore, BlobStoreUnavailable, Variant, blob_key
 from sync_server.engine.changes import commit_changes
-from sync_server.engine.intake import HELD
 from sync_server.engine.tx import run_in_tx
 from sync_server.engine import upload_parts as parts
 from sync_server.engine.upload_leases import LeaseHolder
@@ -112,7 +111,7 @@ async def mark_blob_verified(
         await sql.verify_photos(conn, sha256, ids)
         # An empty update only bumps version/updated_at: the photo's state is rendered from ticket_photos.verified,
         # and the bump puts the flip into the change log that devices pull.
-        await update_tickets(conn, ids, {}, held=HELD)
+        await update_tickets(conn, ids, {})
         await commit_changes(conn, {t: before[t] for t in ids}, actor_kind="system", actor="uploads",
                              action="photo_available")
     return inserted

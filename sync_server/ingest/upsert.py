@@ -13,7 +13,7 @@ import asyncpg
 from protocol import TicketStatus
 from sync_server.domain.states import RANK
 from sync_server.engine.changes import commit_changes
-from sync_server.engine.intake import HELD, NewTicket, insert_tickets
+from sync_server.engine.intake import NewTicket, insert_tickets
 from sync_server.domain import dispatch
 from sync_server.ingest.mapping import DEPARTMENTS, SERVICE_TYPE_BY_NAME, SERVICE_TYPES, crew_name, resolve_status
 from sync_server.open311 import store as open311_store
@@ -127,7 +127,7 @@ async def _insert(conn: asyncpg.Connection, rows: Sequence[ParsedRow], crews: Cr
         ids = sorted(tid for group in by_reason.values() for tid in group)
         await lock_tickets(conn, ids)
         for reason, group in by_reason.items():
-            await update_tickets(conn, group, {"reason_code": reason}, held=HELD)
+            await update_tickets(conn, group, {"reason_code": reason})
         await commit_changes(conn, {tid: inserted[tid] for tid in ids}, actor_kind="import", actor=actor,
                              action="import", reason="MyLA311 status carries a reason")
 
@@ -168,7 +168,7 @@ async def _update(
     if changed:
         before = await load_tickets(conn, changed)
         for key, ids in groups.items():
-            await update_tickets(conn, ids, dict(key), held=HELD)
+            await update_tickets(conn, ids, dict(key))
         await commit_changes(
             conn, {tid: before[tid] for tid in changed}, actor_kind="import", actor=actor, action="import_update",
             reason="newer MyLA311 UpdatedDate",

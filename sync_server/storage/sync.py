@@ -179,37 +179,36 @@ class ItemRow:
     count: int
 
 
-# A push's ticket writes in one statement (one round trip): the folded crew state with version and holder recomputed
-# (I3), the new notes and the changed item lines. Each part is a set over arrays; parts touch different tables, so
-# the CTEs do not need to see each other's effects.
+# A push's ticket writes in one statement (one round trip): the folded crew state with version bumped (the holder,
+# I3, is the generated column tickets.holder_crew_id, recomputed by PostgreSQL), the new notes and the changed item
+# lines. Each part is a set over arrays; parts touch different tables, so the CTEs do not need to see each other's
+# effects.
 _WRITE_PLAN = """
 WITH w AS (
   UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,
-    field_meta = v.meta::jsonb, version = t.version + 1, updated_at = now(),
-    holder_crew_id = CASE WHEN v.st = ANY($7::text[]) THEN v.crew END
+    field_meta = v.meta::jsonb, version = t.version + 1, updated_at = now()
   FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[]) AS v(id, st, crew, res, why, meta)
   WHERE t.id = v.id RETURNING t.id),
 n AS (
   INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)
-  SELECT * FROM unnest($8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::timestamptz[])
+  SELECT * FROM unnest($7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::timestamptz[])
   ON CONFLICT (id) DO NOTHING RETURNING id),
 i AS (
   INSERT INTO ticket_items (ticket_id, item_type, count)
-  SELECT * FROM unnest($13::uuid[], $14::text[], $15::integer[])
+  SELECT * FROM unnest($12::uuid[], $13::text[], $14::integer[])
   ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count RETURNING ticket_id)
 SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM n) + (SELECT count(*) FROM i)
 """
 
 
-async def write_plan(conn: asyncpg.Connection, work: Sequence[WorkRow], notes: Sequence[NoteRow], items: Sequence[ItemRow],
-                     held: Sequence[str]) -> None:
+async def write_plan(conn: asyncpg.Connection, work: Sequence[WorkRow], notes: Sequence[NoteRow], items: Sequence[ItemRow]) -> None:
     """Persist a push's folded state, notes and items in one statement; callers hold the tickets' row locks."""
     if not (work or notes or items):
         return
     await conn.fetchval(
         _WRITE_PLAN,
         [w.id for w in work], [w.status for w in work], [w.crew_id for w in work], [w.resolution_code for w in work],
-        [w.reason_code for w in work], [w.field_meta for w in work], list(held),
+        [w.reason_code for w in work], [w.field_meta for w in work],
         [n.id for n in notes], [n.ticket_id for n in notes], [n.text for n in notes], [n.author for n in notes],
         [n.device_time for n in notes],
         [i.ticket_id for i in items], [i.item_type for i in items], [i.count for i in items],
@@ -254,7 +253,8 @@ async def finish_push(conn: asyncpg.Connection, device_id: str, last_seq: int, r
 
 @dataclass(frozen=True)
 class TicketWrite:
-    """One ticket's whole new state as a push writes it: crew-owned columns, version, holder and the stored document."""
+    """One ticket's whole new state as a push writes it: crew-owned columns, version, stored document, and the holder
+    for the change log (tickets.holder_crew_id is generated, never written)."""
 
     id: UUID
     status: str
@@ -267,17 +267,17 @@ class TicketWrite:
 
 
 # A whole push in ONE statement (data-modifying CTEs over unnest; every part sees the same snapshot and they touch
-# different rows, so none needs another's effects): each ticket's new state, version, holder, stored document and hash
-# in a single UPDATE (one tuple version per ticket), new notes, changed item lines, holding history (I5), the change
-# rows (I2), audit rows (I9), conflicts for supervisors, the stored results and the device's last_seq (I1: they commit
-# with the effects or not at all). The documents were rendered in Python (domain.document) from the fold's state.
+# different rows, so none needs another's effects): each ticket's new state, version, stored document and hash in a
+# single UPDATE (one tuple version per ticket; PostgreSQL derives tickets.holder_crew_id, a generated column, while $8
+# is domain.states.holder of the same state for the log: tests/test_holder_rule.py pins the two to one table), new
+# notes, changed item lines, holding history (I5), the change rows (I2), audit rows (I9), conflicts for supervisors,
+# the stored results and the device's last_seq (I1: they commit with the effects or not at all). The documents were rendered in Python (domain.document) from the fold's state.
 _APPLY = """
 WITH w AS (
   UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,
-    field_meta = v.meta::jsonb, version = v.ver, updated_at = now(), holder_crew_id = v.holder,
-    doc_hash = v.h, doc_json = v.doc, doc_mp = v.mp
-  FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::integer[], $8::integer[],
-              $9::bytea[], $10::text[], $11::bytea[]) AS v(id, st, crew, res, why, meta, ver, holder, h, doc, mp)
+    field_meta = v.meta::jsonb, version = v.ver, updated_at = now(), doc_hash = v.h, doc_json = v.doc, doc_mp = v.mp
+  FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::integer[],
+              $9::bytea[], $10::text[], $11::bytea[]) AS v(id, st, crew, res, why, meta, ver, h, doc, mp)
   WHERE t.id = v.id),
 n AS (
   INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)

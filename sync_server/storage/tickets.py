@@ -267,25 +267,16 @@ UPDATABLE = frozenset({
 })
 
 
-async def update_tickets(conn: asyncpg.Connection, ids: Sequence[UUID], values: dict[str, Any], held: Iterable[str]) -> None:
-    """Set the same values on locked tickets, bump version and recompute the holding crew (I3) in the same statement."""
+async def update_tickets(conn: asyncpg.Connection, ids: Sequence[UUID], values: dict[str, Any]) -> None:
+    """Set the same values on locked tickets and bump version; PostgreSQL recomputes the holding crew (I3, a generated column)."""
     unknown = set(values) - UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
     cols = sorted(values)
-    sets = [f"{c} = ${i + 3}" + ("::jsonb" if c == "field_meta" else "") for i, c in enumerate(cols)]
-    sql = (
-        "UPDATE tickets SET " + ", ".join([*sets, "version = version + 1", "updated_at = now()"])
-        + ", holder_crew_id = CASE WHEN " + _after("status", cols) + " = ANY($2::text[]) THEN " + _after("crew_id", cols)
-        + " END WHERE id = ANY($1::uuid[])"
-    )
+    sets = [f"{c} = ${i + 2}" + ("::jsonb" if c == "field_meta" else "") for i, c in enumerate(cols)]
+    sql = "UPDATE tickets SET " + ", ".join([*sets, "version = version + 1", "updated_at = now()"]) + " WHERE id = ANY($1::uuid[])"
     params = [_json(values[c]) if c == "field_meta" else values[c] for c in cols]
-    await conn.execute(sql, list(ids), list(held), *params)
-
-
-def _after(col: str, cols: list[str]) -> str:
-    """In an UPDATE every right-hand side sees the old row, so the new holder must read the new value's parameter."""
-    return f"${cols.index(col) + 3}" + ("::text" if col == "status" else "::integer") if col in cols else col
+    await conn.execute(sql, list(ids), *params)
 
 
 async def backfill_docs(conn: asyncpg.Connection, page: int = 500) -> tuple[int, int]:
