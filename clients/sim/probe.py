@@ -128,7 +128,7 @@ def route_costs(first: dict[str, dict[str, float]], last: dict[str, dict[str, fl
         d = {k: end.get(k, 0.0) - start.get(k, 0.0) for k in ("requests", "acquires", "hold_s", "wait_s")}
         if d["acquires"] <= 0:
             continue
-        per = d["requests"] or 1.0  # background loops have no requests: per acquisition then
+        per = d["requests"] or d["acquires"]  # background loops have no requests: per acquisition then
         rows.append((d["hold_s"], route, {
             "requests": int(d["requests"]), "acquires": int(d["acquires"]),
             "hold_ms_per_request": round(1000 * d["hold_s"] / per, 1),
