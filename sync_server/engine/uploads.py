@@ -164,24 +164,27 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
 async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionView:
     """The caller's session, expiring it on access when overdue, completing it when its crew came to possess the hash
     meanwhile (another device of the crew delivered it)."""
+    # The partial bytes are dropped after the connection is back in the pool: file and store I/O never hold one.
+    forget = expired = False
     async with up.pool.acquire() as conn:
         row = await sql.get_session(conn, upload_id)
         if row is None or row["device_id"] != who.device_id:
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
         if row["due"]:
             await sql.expire_session(conn, upload_id)
-            await forget_partial(up, upload_id)
-            raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
-        if row["state"] == "expired":
-            raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
-        if row["state"] == "open" and row["lease_token"] is None:
-            blob = await sql.get_blob(conn, row["sha256"])
-            if (blob is not None and blob["size"] == row["length"] and who.crew_id is not None
-                    and await sql.photo_possessed(conn, row["sha256"], who.crew_id)
-                    and await sql.complete_session(conn, upload_id, None)):
-                await forget_partial(up, upload_id)
-                row = await sql.get_session(conn, upload_id)
-                assert row is not None
+            forget = expired = True
+        elif row["state"] == "expired":
+            expired = True
+        elif (row["state"] == "open" and row["lease_token"] is None and row["blob_size"] == row["length"]
+              and who.crew_id is not None and await sql.photo_possessed(conn, row["sha256"], who.crew_id)
+              and await sql.complete_session(conn, upload_id, None)):
+            forget = True
+            row = await sql.get_session(conn, upload_id)
+            assert row is not None
+    if forget:
+        await forget_partial(up, upload_id)
+    if expired:
+        raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
     return _view(row)
 
 
@@ -254,7 +257,8 @@ async def _patch_leased(
                 written = kept
                 log.info("upload.interrupted_after_last_byte", upload=upload_id, why=str(exc))
             else:
-                kept = (await _acknowledge(up, f, upload_id, token, offset, offset + kept) or offset) - offset
+                acked = await _acknowledge(up, f, upload_id, token, offset, offset + kept)
+                kept = (acked["upload_offset"] if acked is not None else offset) - offset
                 released = True
                 log.info("upload.interrupted", upload=upload_id, kept=kept, why=str(exc))
                 raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "request body interrupted; HEAD the upload and "
@@ -269,12 +273,11 @@ async def _patch_leased(
             released = True
             if acked is None:
                 raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
-            if acked < offset + written:
+            if acked["upload_offset"] < offset + written:
                 raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "photo store unavailable; HEAD the upload and "
                                     "resume", {"retry_after": 2, "offset": offset})
             await loop.run_in_executor(None, f.close)
-            row = await _reload(up, upload_id)
-            return _view(row)
+            return _view(acked)  # the acknowledging UPDATE returned the session: no second read
         await loop.run_in_executor(None, _settle, f, offset + written)
         await loop.run_in_executor(None, f.close)
         released = True  # from here the session either completes or is deleted
@@ -349,10 +352,11 @@ async def _open_partial(up: Uploads, upload_id: str, token: str, offset: int) ->
                         "Upload-Offset", {"offset": have})
 
 
-async def _acknowledge(up: Uploads, f: BinaryIO, upload_id: str, token: str, offset: int, new: int) -> int | None:
+async def _acknowledge(up: Uploads, f: BinaryIO, upload_id: str, token: str, offset: int,
+                       new: int) -> asyncpg.Record | None:
     """Make bytes up to `new` durable (fsync; with shared partials, stored as a piece) and record the offset, releasing
-    the lease; returns the offset recorded (`offset` when the store refused the piece: nothing unshared is
-    acknowledged), None when the session was terminated meanwhile."""
+    the lease; returns the session as recorded (its offset stays `offset` when the store refused the piece: nothing
+    unshared is acknowledged), None when the session was terminated meanwhile."""
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, _settle, f, new)
     if new > offset and parts.shared(up.settings):
@@ -362,7 +366,7 @@ async def _acknowledge(up: Uploads, f: BinaryIO, upload_id: str, token: str, off
             log.warning("upload.piece_failed", upload=upload_id, error=str(exc))
             await loop.run_in_executor(None, _settle, f, offset)
             new = offset
-    return new if await _release(up, upload_id, token, new) else None
+    return await _release(up, upload_id, token, new)
 
 
 def written_so_far(f: BinaryIO, offset: int) -> int:
@@ -407,7 +411,7 @@ async def _discard(up: Uploads, upload_id: str) -> None:
     await forget_partial(up, upload_id)
 
 
-async def _release(up: Uploads, upload_id: str, token: str, offset: int) -> bool:
+async def _release(up: Uploads, upload_id: str, token: str, offset: int) -> asyncpg.Record | None:
     async with up.pool.acquire() as conn:
         return await sql.release_session(conn, upload_id, token, offset, up.settings.upload_expiry_seconds)
 

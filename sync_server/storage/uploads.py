@@ -75,10 +75,12 @@ async def insert_session(
 
 
 async def get_session(conn: asyncpg.Connection, upload_id: str) -> asyncpg.Record | None:
-    """A session with a flag telling whether it has expired (the database clock decides, for every process alike)."""
+    """A session with a flag telling whether it has expired (the database clock decides, for every process alike),
+    and the size of the stored blob of its hash, if any (NULL while no device delivered it): one round trip."""
     return await conn.fetchrow(
-        "SELECT *, (state = 'open' AND expires_at <= now() AND (lease_until IS NULL OR lease_until < now())) AS due"
-        " FROM upload_sessions WHERE id = $1", upload_id
+        "SELECT s.*, (s.state = 'open' AND s.expires_at <= now() AND (s.lease_until IS NULL OR s.lease_until < now()))"
+        " AS due, b.size AS blob_size FROM upload_sessions s LEFT JOIN blobs b ON b.sha256 = s.sha256 WHERE s.id = $1",
+        upload_id,
     )
 
 
@@ -110,14 +112,14 @@ async def renew_lease(conn: asyncpg.Connection, upload_id: str, token: str, leas
 
 async def release_session(
     conn: asyncpg.Connection, upload_id: str, token: str, offset: int, expiry_seconds: int
-) -> bool:
-    """Acknowledge bytes (already fsynced) and drop the lease; the idle-expiry clock restarts."""
-    row = await conn.fetchval(
+) -> asyncpg.Record | None:
+    """Acknowledge bytes (already fsynced) and drop the lease; the idle-expiry clock restarts. Returns the session as
+    it now stands (what the PATCH answers), None when the lease was lost (terminated or taken over)."""
+    return await conn.fetchrow(
         "UPDATE upload_sessions SET upload_offset = $3, lease_token = NULL, lease_until = NULL, updated_at = now(),"
-        " expires_at = now() + make_interval(secs => $4) WHERE id = $1 AND lease_token = $2 RETURNING 1",
+        " expires_at = now() + make_interval(secs => $4) WHERE id = $1 AND lease_token = $2 RETURNING *",
         upload_id, token, offset, float(expiry_seconds),
     )
-    return row is not None
 
 
 async def complete_session(conn: asyncpg.Connection, upload_id: str, token: str | None) -> bool:
