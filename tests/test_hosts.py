@@ -38,7 +38,8 @@ class Host:
         self.log_path = root / "serve.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDSYNC_")}
         env.update(FIELDSYNC_LOG_FORMAT="json", FIELDSYNC_CURSOR_SECRET=secret, FIELDSYNC_METRICS_PORT="0",
-                   FIELDSYNC_POOL_MIN_SIZE="1", FIELDSYNC_POOL_MAX_SIZE="4", FIELDSYNC_LIVE_POLL_S="1")
+                   FIELDSYNC_POOL_MIN_SIZE="1", FIELDSYNC_POOL_MAX_SIZE="4", FIELDSYNC_LIVE_POLL_S="1",
+                   FIELDSYNC_ACCESS_LOG_SAMPLE="1")  # the test counts each host's push access lines
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--data-dir", str(root),
