@@ -21,6 +21,9 @@ log = structlog.get_logger(__name__)
 
 SUPERUSER = "fieldsync"
 DATABASE = "fieldsync"
+# sun_path holds 108 bytes with its terminating NUL; PostgreSQL refuses to start when no socket fits, so a data dir
+# nested deeper than this serves TCP only.
+_SUN_PATH_MAX = 107
 _FALLBACK_ROOT = Path("/var/lib/fieldsync/clusters")
 
 
@@ -126,7 +129,7 @@ class EmbeddedPostgres:
     data_dir: Path
     bin_dir: Path | None = None
     port: int | None = None
-    extra_options: tuple[str, ...] = ()
+    extra_options: tuple[str, ...] = ()  # more `-c name=value` settings (the benchmark loads pg_stat_statements)
     _run_as: _RunAs = field(init=False)
     _started_here: bool = field(default=False, init=False)
 
@@ -252,7 +255,10 @@ class EmbeddedPostgres:
         last_err = ""
         for attempt in range(3):
             port = self.port if (self.port and attempt == 0) else _free_port()
-            opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {real} -c unix_socket_permissions=0700 -c max_connections=300 -c shared_buffers=128MB -c fsync=on"
+            # The Unix socket (mode 0700: only the owner and root) is what the server uses; loopback TCP stays for psql
+            # and pgbouncer. A directory too deep for a socket path gets no socket rather than no start.
+            sock = f"-k {real}" if _socket_fits(real, port) else "-c unix_socket_directories=''"
+            opts = f"-p {port} -c listen_addresses=127.0.0.1 {sock} -c unix_socket_permissions=0700 -c max_connections=300 -c shared_buffers=128MB -c fsync=on"
             opts += "".join(f" -c {o}" for o in self.extra_options)
             res = self._run([self._bin("pg_ctl"), "start", "-D", str(real), "-w", "-t", "60", "-l", str(real / "server.log"), "-o", opts])
             if res.returncode == 0:
@@ -276,9 +282,28 @@ class EmbeddedPostgres:
         return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
 
     def dsn(self, database: str = DATABASE) -> str:
-        """DSN with the generated password: the cluster listens on loopback only and still requires it."""
+        """DSN over the cluster's Unix socket when this process may use it (a push is a dozen small round trips, and a
+        socket skips the TCP stack on each), else loopback TCP; both still require the generated password."""
+        sock = self.socket_path()
+        if sock is None:
+            return self.tcp_dsn(database)
+        password = quote(self._password_file.read_text().strip(), safe="")
+        return f"postgresql://{SUPERUSER}:{password}@/{database}?host={quote(str(sock.parent), safe='/')}&port={self.port}"
+
+    def tcp_dsn(self, database: str = DATABASE) -> str:
+        """DSN over loopback TCP, for tools that cannot use the socket (or to compare the two)."""
         password = quote(self._password_file.read_text().strip(), safe="")
         return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def socket_path(self) -> Path | None:
+        """The running cluster's socket if it exists and this process may connect to it: its directory is the owner's
+        (0700), so that is the owner itself or root; anyone else gets None and uses TCP."""
+        sock = self.pg_dir.resolve() / f".s.PGSQL.{self.port}"
+        try:
+            exists = sock.is_socket()
+        except OSError:  # a 0700 cluster dir of another user: cannot even look
+            return None
+        return sock if exists and os.access(sock, os.R_OK | os.W_OK) else None
 
     def stop(self, force: bool = False) -> None:
         """Stop the postmaster if this process started it (a second `serve` that joined leaves it running)."""
@@ -301,6 +326,11 @@ class EmbeddedPostgres:
         while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
             time.sleep(0.05)
         self._started_here = False
+
+
+def _socket_fits(directory: Path, port: int) -> bool:
+    """Whether `<directory>/.s.PGSQL.<port>` fits in a Unix socket address."""
+    return len(os.fsencode(directory / f".s.PGSQL.{port}")) <= _SUN_PATH_MAX
 
 
 def _tail(path: Path, lines: int = 1) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import structlog
@@ -69,13 +69,14 @@ class DatabaseUnreachable(RuntimeError):
 
 
 def _host_port(dsn: str) -> str:
-    """HOST:PORT of a postgresql:// URL (defaults as libpq applies them), for messages."""
+    """HOST:PORT of a postgresql:// URL (defaults as libpq applies them; a socket directory given as ?host=), for messages."""
     parsed = urlsplit(dsn)
+    query = dict(parse_qsl(parsed.query))
     try:
-        port = parsed.port or 5432
+        port = parsed.port or int(query.get("port", 5432))
     except ValueError:
         port = 5432
-    return f"{parsed.hostname or 'localhost'}:{port}"
+    return f"{parsed.hostname or query.get('host') or 'localhost'}:{port}"
 
 
 async def connect(db: Database) -> asyncpg.Connection:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -81,10 +81,13 @@ def run_owner(args: list[str], timeout: float = 60, **kw: object) -> subprocess.
 
 
 def dsn_parts(dsn: str) -> dict[str, str]:
-    """user, password, host, port, database of a postgresql:// URL."""
+    """user, password, host, port, database of a postgresql:// URL (host and port may be query parameters, as in the
+    embedded cluster's Unix-socket DSN: host is then the socket directory)."""
     u = urlsplit(dsn)
-    return {"user": unquote(u.username or ""), "password": unquote(u.password or ""), "host": u.hostname or "",
-            "port": str(u.port or 5432), "database": u.path.lstrip("/")}
+    query = dict(parse_qsl(u.query))
+    return {"user": unquote(u.username or ""), "password": unquote(u.password or ""),
+            "host": u.hostname or query.get("host", ""), "port": str(u.port or query.get("port", 5432)),
+            "database": u.path.lstrip("/")}
 
 
 class PgBouncer:

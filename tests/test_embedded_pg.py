@@ -123,6 +123,39 @@ def test_as_root_the_cluster_belongs_to_postgres_even_under_a_0700_dir() -> None
             shutil.rmtree(real, ignore_errors=True)
 
 
+def test_the_default_dsn_uses_the_unix_socket_and_tcp_stays_for_tools(reachable_dir: Path) -> None:
+    pg = EmbeddedPostgres(reachable_dir / "data")
+    dsn = pg.start()
+    try:
+        real = pg.pg_dir.resolve()
+        assert dsn.split("@", 1)[1].startswith("/fieldsync?host=") and f"host={real}&port={pg.port}" in dsn
+        assert (real / f".s.PGSQL.{pg.port}").is_socket()
+        assert (real.stat().st_mode & 0o777) == 0o700  # only the owner (and root) reach the socket
+        # inet_server_addr() is NULL on a Unix-socket connection and the address on a TCP one
+        assert _sql(dsn, "SELECT inet_server_addr()::text") is None
+        assert _sql(pg.tcp_dsn(), "SELECT host(inet_server_addr())") == "127.0.0.1"
+        joined = EmbeddedPostgres(reachable_dir / "data")  # a second process joining the cluster gets the socket too
+        assert _sql(joined.start(), "SELECT inet_server_addr()::text") is None
+        joined.stop()
+    finally:
+        pg.stop()
+
+
+def test_a_data_dir_too_deep_for_a_socket_path_still_starts_on_tcp(reachable_dir: Path) -> None:
+    deep = reachable_dir / ("d" * 60) / ("e" * 40)
+    deep.mkdir(parents=True)
+    for d in (deep.parent, deep):
+        d.chmod(0o755)
+    pg = EmbeddedPostgres(deep / "data")
+    dsn = pg.start()
+    try:
+        assert len(str(pg.pg_dir.resolve() / f".s.PGSQL.{pg.port}")) > 107
+        assert pg.socket_path() is None and dsn == pg.tcp_dsn()
+        assert _sql(dsn, "SELECT host(inet_server_addr())") == "127.0.0.1"
+    finally:
+        pg.stop()
+
+
 def test_an_explicit_bin_dir_without_binaries_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(EmbeddedPostgresError) as err:
         EmbeddedPostgres(tmp_path / "data", bin_dir=tmp_path / "nothing-here")

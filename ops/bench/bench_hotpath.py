@@ -32,6 +32,7 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
 from common import emit, mutation, stop_server, wait_ready  # noqa: E402
+from pg_limits import Counters, delta  # noqa: E402
 
 from protocol import PROTOCOL_VERSION, VERSION_HEADER  # noqa: E402
 from sync_server.auth import Role, create_user, enroll_device  # noqa: E402
@@ -165,22 +166,31 @@ def summary(lat: list[float], seconds: float, mutations: int | None = None) -> d
     return out
 
 
-def pgbench(pg: EmbeddedPostgres, seconds: int, clients: list[int]) -> dict[int, float]:
-    """PostgreSQL's durable one-row UPDATE (synchronous_commit on) at each client count, on this cluster."""
+async def pgbench(pg: EmbeddedPostgres, seconds: int, clients: list[int], tcp: bool) -> tuple[dict[int, float], dict[str, Any]]:
+    """PostgreSQL's durable one-row UPDATE (synchronous_commit on) at each client count, on this cluster, over the same
+    transport as the server (Unix socket unless --pg-tcp); also its commits per WAL flush, the yardstick for ours."""
     env = dict(os.environ, PGPASSWORD=(pg.data_dir / "pg-password").read_text().strip())
-    base = [str(pg.bin_dir / "pgbench"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "fieldsync"]
-    subprocess.run([str(pg.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "fieldsync", "-d", "postgres",
+    host = "127.0.0.1" if tcp else str(pg.pg_dir.resolve())
+    base = [str(pg.bin_dir / "pgbench"), "-h", host, "-p", str(pg.port), "-U", "fieldsync"]
+    subprocess.run([str(pg.bin_dir / "psql"), "-h", host, "-p", str(pg.port), "-U", "fieldsync", "-d", "postgres",
                     "-qc", "CREATE DATABASE pgb"], env=env, check=True, capture_output=True)
     subprocess.run(base + ["-i", "-q", "-s", "10", "pgb"], env=env, check=True, capture_output=True)
     script = Path(tempfile.mkstemp(suffix=".sql")[1])
     script.write_text("\\set aid random(1, 1000000)\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n")
-    out = {}
-    for c in clients:
-        text = subprocess.run(base + ["-n", "-c", str(c), "-j", "2", "-T", str(seconds), "-f", str(script), "pgb"],
-                              env=env, check=True, capture_output=True, text=True).stdout
-        out[c] = float(next(ln for ln in text.splitlines() if ln.startswith("tps")).split("=")[1].split()[0])
+    out, wal = {}, {}
+    counters = await Counters.open(pg.tcp_dsn("pgb") if tcp else pg.dsn("pgb"), "pgb")
+    try:
+        for c in clients:
+            c0 = await counters.snapshot()
+            text = (await asyncio.to_thread(subprocess.run, base + ["-n", "-c", str(c), "-j", "2", "-T", str(seconds), "-f",
+                                                                   str(script), "pgb"],
+                                            env=env, check=True, capture_output=True, text=True)).stdout
+            out[c] = float(next(ln for ln in text.splitlines() if ln.startswith("tps")).split("=")[1].split()[0])
+            wal[str(c)] = delta(c0, await counters.snapshot(settle=True))
+    finally:
+        await counters.close()
     script.unlink()
-    return out
+    return out, wal
 
 
 _TOP = """
@@ -206,7 +216,8 @@ async def pg_top(dsn: str | None, reset: bool) -> list[dict[str, Any]]:
         await conn.close()
 
 
-async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, stats_dsn: str | None = None) -> dict[str, Any]:
+async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, counters: Counters,
+                 stats_dsn: str | None = None) -> dict[str, Any]:
     devs = [dict(d, seq=0, cursor=None) for d in seed_["devices"]]
     out: dict[str, Any] = {}
     rnd = random.Random(7)
@@ -216,10 +227,12 @@ async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, st
         async def phase(name: str, coro_fn: Any, mutations: int | None = None) -> None:
             lat: list[float] = []
             await pg_top(stats_dsn, reset=True)
+            w0 = await counters.snapshot()
             c0, t0 = meter.now(), time.perf_counter()
             await coro_fn(lat)
             secs = time.perf_counter() - t0
             out[name] = {**summary(lat, secs, mutations), **Meter.delta(c0, meter.now())}
+            out[name]["pg"] = delta(w0, await counters.snapshot(settle=True), len(lat))
             if stats_dsn:
                 out[name]["pg_statements"] = await pg_top(stats_dsn, reset=False)
             if mutations is not None:
@@ -276,21 +289,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     extra = ("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all", "pg_stat_statements.track_planning=on") if args.pg_stats else ()
     pg = EmbeddedPostgres(root / "data", extra_options=extra)
     dsn = pg.start()
-    server = None
+    if args.pg_tcp:
+        dsn = pg.tcp_dsn()
+    server, counters = None, None
     try:
         seeded = await seed(dsn)
-        tps = pgbench(pg, args.pgbench_seconds, [8, 32])
+        tps, pgbench_wal = await pgbench(pg, args.pgbench_seconds, [8, 32], args.pg_tcp)
         pg_pid = int((pg.pg_dir / "postmaster.pid").read_text().split()[0])
         port = 18000 + random.randint(0, 999)
         env = dict(os.environ, FIELDSYNC_DATA_DIR=str(root / "srv"), FIELDSYNC_LOG_LEVEL="warning")
         server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port", str(port),
                                    "--no-demo", *(["--workers", str(args.workers)] if args.workers > 1 else [])],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        out: dict[str, Any] = {"workers": args.workers, "pgbench_tps": {"8": tps[8], "32": tps[32]}}
-        out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32],
+        out: dict[str, Any] = {"workers": args.workers, "pg_transport": "tcp" if args.pg_tcp else "unix",
+                               "pgbench_tps": {"8": tps[8], "32": tps[32]}, "pgbench_pg": pgbench_wal}
+        counters = await Counters.open(dsn, "fieldsync")
+        out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32], counters,
                                      dsn if args.pg_stats else None)
         return out
     finally:
+        if counters is not None:
+            await counters.close()
         stop_server(server)
         pg.stop(force=True)
         shutil.rmtree(root, ignore_errors=True)
@@ -302,6 +321,8 @@ def main() -> int:
     ap.add_argument("--pgbench-seconds", type=int, default=10)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--pg-stats", action="store_true", help="per phase, PostgreSQL time by statement (pg_stat_statements)")
+    ap.add_argument("--pg-tcp", action="store_true", help="server and pgbench reach PostgreSQL over loopback TCP "
+                    "instead of the cluster's Unix socket (the embedded default), to compare the two")
     args = ap.parse_args()
     return emit(asyncio.run(run(args)), args.json)
 
