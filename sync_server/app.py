@@ -38,9 +38,13 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     else:
         server_settings["jit"] = "off"
         server_settings["plan_cache_mode"] = "force_generic_plan"
+        extra["init"] = _warm_codecs  # a named statement behind a transaction pooler would land on another backend
     return await MeteredPool(  # asyncpg.create_pool, with per-route wait and hold timings (dbpool)
         dsn,
-        **pool_kwargs(),
+        # asyncpg replaces a connection after 50,000 queries by default: at a few thousand statements a second that is
+        # every minute per connection, each time a new backend, a SCRAM exchange, cold catalogue caches and the type
+        # introspection again. Our statement set is small and fixed, so a backend does not bloat.
+        **(pool_kwargs() | {"max_queries": 5_000_000}),
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         server_settings=server_settings,
@@ -49,6 +53,20 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         reset=_no_reset,
         connect=_connect,
     )
+
+
+# Every array type our SQL binds or returns. asyncpg has built-in codecs for scalars (and text[]/oid[]) only, so a new
+# connection runs its catalogue introspection (a recursive query, ~16 ms of planning on a cold backend) the first time
+# each statement brings a new array type: about four times per connection on the push path, under load.
+_ARRAY_TYPES = ("uuid", "integer", "smallint", "bigint", "bytea", "timestamptz", "jsonb", "boolean", "double precision",
+                "numeric", "date", "character varying")
+_WARM_SQL = "SELECT " + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_ARRAY_TYPES, 1))
+
+
+async def _warm_codecs(conn: asyncpg.Connection) -> None:
+    """Learn every array codec in one introspection when the pool opens a connection, not one per first statement of a
+    type inside a request."""
+    await conn.prepare(_WARM_SQL)
 
 
 async def _connect(dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:

@@ -15,6 +15,9 @@ from protocol import ErrorCode, ProtocolError
 log = structlog.get_logger(__name__)
 DEVICE_PREFIX = "fsd_"
 USER_PREFIX = "fsu_"
+# Triggers on devices and crews (migration 0012) NOTIFY here with a device id ("*": every device) whenever a cached
+# device principal may have changed: revoked, rotated, deleted, moved to another crew or department.
+AUTH_CHANNEL = "fieldsync_auth"
 
 
 class Role(StrEnum):
@@ -35,6 +38,7 @@ class Principal:
     crew_id: int | None = None
     device_id: str | None = None
     user_id: int | None = None
+    superseded: bool = False  # authenticated by a rotated-away token, valid only until its grace window ends
 
     @property
     def actor_kind(self) -> str:
@@ -67,7 +71,8 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
     digest = hash_token(token)
     if token.startswith(DEVICE_PREFIX):
         row = await conn.fetchrow(
-            "SELECT d.id, d.revoked_at, d.crew_id, c.department_id FROM devices d JOIN crews c ON c.id = d.crew_id"
+            "SELECT d.id, d.revoked_at, d.crew_id, c.department_id, d.token_hash <> $1 AS superseded"
+            " FROM devices d JOIN crews c ON c.id = d.crew_id"
             # the previous token stays valid for the grace window after a rotation (a lost answer never locks out)
             " WHERE d.token_hash = $1 OR (d.prev_token_hash = $1 AND d.prev_token_expires_at > now())",
             digest,
@@ -77,7 +82,8 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
         if row["revoked_at"] is not None:  # logged, not audited: a stale phone retrying must not grow the audit log
             log.warning("auth.token_revoked", device_id=row["id"])
             raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked; re-enroll it")
-        return Principal(Role.DEVICE, row["id"], department_id=row["department_id"], crew_id=row["crew_id"], device_id=row["id"])
+        return Principal(Role.DEVICE, row["id"], department_id=row["department_id"], crew_id=row["crew_id"], device_id=row["id"],
+                         superseded=row["superseded"])
     if token.startswith(USER_PREFIX):
         row = await conn.fetchrow(
             "SELECT id, name, role, department_id, revoked_at FROM users WHERE token_hash = $1", digest
@@ -91,15 +97,33 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
     raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
 
 
-class AuthCache:
-    """Device principals of the sync hot path, kept for at most `ttl_s` (default 1 s) so a push or poll does not pay a
-    query for its token. Staleness is bounded by the TTL: a device revoked by another process (or the CLI) is refused
-    by this one within `ttl_s`; a revoke through this process clears the cache at once; and a push re-checks
-    revocation under its device-row lock anyway (engine/push), so a revoked device never gets a write in."""
+@dataclass(frozen=True)
+class _Cached:
+    principal: Principal
+    at: float
+    epoch: int | None  # the LISTEN session that vouches for it; None: only the short TTL applies
 
-    def __init__(self, ttl_s: float = 1.0, max_entries: int = 50_000) -> None:
-        self.ttl_s, self.max_entries = ttl_s, max_entries
-        self._by_digest: dict[bytes, tuple[Principal, float]] = {}
+
+class AuthCache:
+    """Device principals of the sync hot path, so a push or poll does not pay a query for its token.
+
+    While this process LISTENs on AUTH_CHANNEL (the live hub's connection reports it), a change to a device's
+    credentials removes its entry within milliseconds, so entries live `notified_ttl_s`. Without that connection
+    (not yet up, lost, or no hub) every entry is judged by `ttl_s` (1 s): a revoke elsewhere is then refused within
+    it, and an entry cached while listening is not served a moment past 1 s once the connection is gone. A revoke
+    through this process clears the cache at once; and a push re-checks revocation under its device-row lock
+    (engine/push), so a revoked device never gets a write in."""
+
+    def __init__(self, ttl_s: float = 1.0, notified_ttl_s: float = 60.0, max_entries: int = 50_000) -> None:
+        self.ttl_s, self.notified_ttl_s, self.max_entries = ttl_s, notified_ttl_s, max_entries
+        self._by_digest: dict[bytes, _Cached] = {}
+        self.listening = False
+        self._epoch = 0  # one per LISTEN session (and per loss of one)
+        self._gen = 0  # moves on every invalidation and every epoch change
+
+    def mark(self) -> int:
+        """Taken before the database read: a `put` with an older mark than the current one raced an invalidation."""
+        return self._gen
 
     def get(self, header: str | None, now: float) -> Principal | None:
         """The cached principal of a device bearer token, or None (not cached, expired, or not a device token)."""
@@ -107,21 +131,45 @@ class AuthCache:
         if token is None:
             return None
         hit = self._by_digest.get(hash_token(token))
-        if hit is None or now >= hit[1]:
+        if hit is None:
             return None
-        return hit[0]
+        vouched = self.listening and hit.epoch == self._epoch
+        if now >= hit.at + (self.notified_ttl_s if vouched else self.ttl_s):
+            return None
+        return hit.principal
 
-    def put(self, header: str | None, who: Principal, now: float) -> None:
-        """Remember a device principal that authenticated just now."""
+    def put(self, header: str | None, who: Principal, now: float, mark: int | None = None) -> None:
+        """Remember a device principal read from the database just now (`mark` from before that read)."""
         token = _device_token(header)
         if token is None or who.role is not Role.DEVICE:
             return
         if len(self._by_digest) >= self.max_entries:
             self._by_digest.clear()
-        self._by_digest[hash_token(token)] = (who, now + self.ttl_s)
+        # Long-lived only if no notification can have been missed between the read and now, and the token is not
+        # a superseded one whose grace window ends without any notification.
+        vouched = self.listening and mark == self._gen and not who.superseded
+        self._by_digest[hash_token(token)] = _Cached(who, now, self._epoch if vouched else None)
+
+    def invalidate(self, device_id: str) -> None:
+        """A NOTIFY said this device's credentials changed ("*": any device's)."""
+        self._gen += 1
+        if device_id == "*":
+            self._by_digest.clear()
+            return
+        for digest in [d for d, c in self._by_digest.items() if c.principal.device_id == device_id]:
+            del self._by_digest[digest]
+
+    def set_listening(self, on: bool) -> None:
+        """The LISTEN connection came up (notifications flow from now on) or went away (they may be missed)."""
+        self.listening = on
+        self._epoch += 1
+        self._gen += 1
+        if on:  # whatever was cached while deaf may have missed a notification
+            self._by_digest.clear()
 
     def clear(self) -> None:
         """Forget everything (a device was revoked through this process)."""
+        self._gen += 1
         self._by_digest.clear()
 
 

@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
     _db_options(e)
     e.set_defaults(func=cmd_device_enroll)
-    r = dsub.add_parser("revoke", help="revoke a device; its pushes fail at once, its other sync requests within 1 s")
+    r = dsub.add_parser("revoke", help="revoke a device; its pushes fail at once, its other sync requests once servers get the NOTIFY (within 1 s without it)")
     r.add_argument("device_id")
     _db_options(r)
     r.set_defaults(func=cmd_device_revoke)

@@ -54,7 +54,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     """POST /v1/devices/{id}/revoke."""
     who = principal(request, *STAFF)
     row = await supervise.revoke(request.app[POOL], who, request.match_info["id"])
-    request.app[AUTH_CACHE].clear()  # refused at once here; other processes within the cache's 1 s
+    request.app[AUTH_CACHE].clear()  # refused at once here; other processes on its NOTIFY (within 1 s if they miss it)
     return respond(request, DeviceInfo(**{k: row[k] for k in _DEVICE_FIELDS}))
 
 
@@ -75,7 +75,7 @@ def setup(app: web.Application) -> None:
           roles=staff, query=DeviceListQuery, response=DeviceList, tags=TAGS)
     route(app, "POST", "/v1/devices", enroll_device, summary="Enrol a device to a crew; the token is shown once",
           roles=staff, request=EnrollDeviceRequest, response=EnrolledDevice, status=201, tags=TAGS)
-    route(app, "POST", "/v1/devices/{id}/revoke", revoke_device, summary="Revoke a device; its token fails at once (on other server processes, sync reads within 1 s)",
+    route(app, "POST", "/v1/devices/{id}/revoke", revoke_device, summary="Revoke a device; its token fails at once (other server processes drop it on the NOTIFY, within 1 s without it)",
           roles=staff, response=DeviceInfo, tags=TAGS)
     route(app, "POST", "/v1/users", create_user, summary="Create a supervisor or admin (admin only)",
           roles=(Role.ADMIN.value,), request=CreateUserRequest, response=CreatedUser, status=201, tags=TAGS)

@@ -37,7 +37,7 @@ async def rotate(request: web.Request) -> web.Response:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
         await audit(conn, [("device", who.name, "device_token_rotated", None, who.department_id, None,
                             {"previous_valid_until": until.isoformat()}, None)])
-    request.app[AUTH_CACHE].clear()  # a superseded token is refused at once here; other processes within 1 s
+    request.app[AUTH_CACHE].clear()  # a superseded token is refused at once here; other processes on its NOTIFY (within 1 s if they miss it)
     return respond(request, DeviceTokenRotated(device_id=who.device_id, token=token, previous_valid_until=until))
 
 

@@ -31,7 +31,7 @@ from sync_server.engine.live import (
     LiveHub,
     Subscriber,
 )
-from sync_server.keys import DSN, POOL, SETTINGS
+from sync_server.keys import AUTH_CACHE, DSN, POOL, SETTINGS
 from sync_server.storage import feed
 from sync_server.metrics import METRICS
 
@@ -161,7 +161,7 @@ async def _subscriber(request: web.Request, ws: web.WebSocketResponse, who: Prin
 
 async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
     """One hub per process, after the pool exists; on shutdown sockets get 1001 and reconnect elsewhere."""
-    hub = LiveHub(app[POOL], app[DSN], app[SETTINGS])
+    hub = LiveHub(app[POOL], app[DSN], app[SETTINGS], app[AUTH_CACHE])
     await hub.start()
     app[LIVE] = hub
     yield

@@ -130,14 +130,16 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     header = request.headers.get("Authorization")
     sync = request.path.startswith(VERSIONED_PREFIXES)
-    who = request.app[AUTH_CACHE].get(header, time.monotonic()) if sync else None  # sync hot path: no query per request
+    cache = request.app[AUTH_CACHE]
+    who = cache.get(header, time.monotonic()) if sync else None  # sync hot path: no query per request
     if who is None:
+        mark = cache.mark()
         async with request.app[POOL].acquire() as conn:
             who = await authenticate(conn, header)
             if who.role is Role.DEVICE and who.device_id is not None and request.app[TOUCHED].due(who.device_id, time.monotonic()):
                 await touch_device(conn, who.device_id)
         if sync:
-            request.app[AUTH_CACHE].put(header, who, time.monotonic())
+            cache.put(header, who, time.monotonic(), mark)
     # credentials first: a request without a token is a 401 whatever else is wrong with it
     if sync:
         check_version(request.headers.get(VERSION_HEADER))

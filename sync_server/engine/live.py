@@ -22,6 +22,7 @@ from aiohttp import WSMsgType
 
 from protocol import MSGPACK
 from protocol.live import LivePoke, LiveRefetch
+from sync_server.auth import AUTH_CHANNEL, AuthCache
 from sync_server.settings import Settings
 from sync_server.storage import feed
 
@@ -54,8 +55,9 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.In
 class LiveHub:
     """Subscribers of this process, the LISTEN connection, the log reader, the writer and the revocation sweep."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, settings: Settings, auth: AuthCache | None = None) -> None:
         self.pool, self.dsn, self.settings = pool, dsn, settings
+        self.auth = auth  # its invalidations ride on our LISTEN connection rather than a connection of their own
         self.devices: dict[int, set[Subscriber]] = {}
         self.supervisors: dict[int, set[Subscriber]] = {}
         self.all: set[Subscriber] = set()
@@ -313,6 +315,10 @@ class LiveHub:
         if any(d in self.supervisors for d in notice.departments):
             self._wake.set()
 
+    def _on_auth(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        assert self.auth is not None
+        self.auth.invalidate(payload)
+
     async def _listen_loop(self) -> None:
         """One dedicated connection (LISTEN does not survive a pool's reset); reconnect with backoff forever."""
         delay = 0.1
@@ -323,6 +329,9 @@ class LiveHub:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
+                if self.auth is not None:
+                    await conn.add_listener(AUTH_CHANNEL, self._on_auth)
+                    self.auth.set_listening(True)
                 self.listening = True
                 log.info("live.listening")
                 self._resync()
@@ -335,6 +344,8 @@ class LiveHub:
                 log.warning("live.listen_lost", error=str(exc), retry_in=delay)
             finally:
                 self.listening = False
+                if self.auth is not None and self.auth.listening:
+                    self.auth.set_listening(False)  # invalidations may be missed from here on: short TTL again
                 if conn is not None:
                     conn.terminate()
             await asyncio.sleep(delay)

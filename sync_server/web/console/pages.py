@@ -193,7 +193,7 @@ async def revoke(request: web.Request) -> web.Response:
         await supervise.revoke(request.app[POOL], who, device_id)
     except ProtocolError as err:
         return await _crews_page(request, err.http_status, error=err)
-    request.app[AUTH_CACHE].clear()  # refused at once here; other processes within the cache's 1 s
+    request.app[AUTH_CACHE].clear()  # refused at once here; other processes on its NOTIFY (within 1 s if they miss it)
     return await _crews_page(request, flash=f"Device {device_id} revoked.")
 
 
