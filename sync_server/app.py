@@ -27,17 +27,24 @@ from sync_server.web import console, crewapp
 log = structlog.get_logger(__name__)
 
 
+def session_settings(settings: Settings) -> dict[str, str]:
+    """Startup parameters of every pool connection; JIT off because our queries are short and latency-bound (the
+    benchmark's pgbench replay of a push sets the same, to measure what the server's sessions would)."""
+    if settings.database_pgbouncer:  # pgbouncer refuses startup parameters it does not track (set them per database)
+        return {"application_name": "fieldsync"}
+    # generic plans: the push and ticket-render statements were re-planned on every call, costing more than they ran
+    return {"application_name": "fieldsync", "jit": "off", "plan_cache_mode": "force_generic_plan"}
+
+
 async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
-    """One pool per process, sized by settings; JIT off because our queries are short and latency-bound."""
-    server_settings = {"application_name": "fieldsync"}
+    """One pool per process, sized by settings."""
+    server_settings = session_settings(settings)
     extra: dict[str, Any] = {}
     if settings.database_pgbouncer:
         # Transaction pooling hands each transaction any server connection: named prepared statements would be
-        # missing on the next one, and pgbouncer refuses startup parameters it does not track (set jit per database).
+        # missing on the next one.
         extra["statement_cache_size"] = 0
     else:
-        server_settings["jit"] = "off"
-        server_settings["plan_cache_mode"] = "force_generic_plan"
         extra["init"] = _warm_codecs  # a named statement behind a transaction pooler would land on another backend
     return await MeteredPool(  # asyncpg.create_pool, with per-route wait and hold timings (dbpool)
         dsn,

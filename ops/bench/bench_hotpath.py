@@ -32,7 +32,8 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
 from common import emit, mutation, stop_server, wait_ready  # noqa: E402
-from pg_limits import Counters, delta  # noqa: E402
+import push_replay  # noqa: E402
+from pg_limits import Counters, delta as pg_delta  # noqa: E402
 
 from protocol import PROTOCOL_VERSION, VERSION_HEADER  # noqa: E402
 from sync_server.auth import Role, create_user, enroll_device  # noqa: E402
@@ -186,7 +187,7 @@ async def pgbench(pg: EmbeddedPostgres, seconds: int, clients: list[int], tcp: b
                                                                    str(script), "pgb"],
                                             env=env, check=True, capture_output=True, text=True)).stdout
             out[c] = float(next(ln for ln in text.splitlines() if ln.startswith("tps")).split("=")[1].split()[0])
-            wal[str(c)] = delta(c0, await counters.snapshot(settle=True))
+            wal[str(c)] = pg_delta(c0, await counters.snapshot(settle=True))
     finally:
         await counters.close()
     script.unlink()
@@ -232,7 +233,7 @@ async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, co
             await coro_fn(lat)
             secs = time.perf_counter() - t0
             out[name] = {**summary(lat, secs, mutations), **Meter.delta(c0, meter.now())}
-            out[name]["pg"] = delta(w0, await counters.snapshot(settle=True), len(lat))
+            out[name]["pg"] = pg_delta(w0, await counters.snapshot(settle=True), len(lat))
             if stats_dsn:
                 out[name]["pg_statements"] = await pg_top(stats_dsn, reset=False)
             if mutations is not None:
@@ -283,6 +284,26 @@ async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, co
     return out
 
 
+async def replay(pg: EmbeddedPostgres, dsn: str, url: str, args: argparse.Namespace, tps: dict[int, float],
+                 phases_out: dict[str, Any]) -> dict[str, Any]:
+    """A push's own SQL replayed by pgbench (ops/bench/push_replay.py), beside the one-row UPDATE and the HTTP phases:
+    how close a push over HTTP gets to what PostgreSQL can do with exactly its statements."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        department = await conn.fetchval("SELECT id FROM departments WHERE code = 'sanitation'")
+    finally:
+        await conn.close()
+    out = await push_replay.run(pg, dsn, url, headers, department, args.pgbench_seconds, args.pg_tcp)
+    http_phase = {1: "push_50x100x1", push_replay.PER_PUSH: "push_50x4x25"}
+    for size, name in http_phase.items():
+        row = out[f"push_{size}"]
+        for clients in ("8", "32"):
+            row[clients]["ratio_to_pgbench_update"] = round(row[clients]["pushes_per_s"] / tps[int(clients)], 3)
+        best = max(row["8"]["mutations_per_s"], row["32"]["mutations_per_s"])
+        row["http_phase_share_of_replay"] = round(phases_out[name]["mutations_per_s"] / best, 3)
+    return out
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="fs-hotpath-"))
     root.chmod(0o755)
@@ -306,6 +327,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         counters = await Counters.open(dsn, "fieldsync")
         out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32], counters,
                                      dsn if args.pg_stats else None)
+        if args.replay:
+            out["push_replay"] = await replay(pg, dsn, f"http://127.0.0.1:{port}", args, tps, out["phases"])
         return out
     finally:
         if counters is not None:
@@ -321,6 +344,8 @@ def main() -> int:
     ap.add_argument("--pgbench-seconds", type=int, default=10)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--pg-stats", action="store_true", help="per phase, PostgreSQL time by statement (pg_stat_statements)")
+    ap.add_argument("--no-replay", dest="replay", action="store_false",
+                    help="skip the pgbench replay of one push's captured SQL (ops/bench/push_replay.py)")
     ap.add_argument("--pg-tcp", action="store_true", help="server and pgbench reach PostgreSQL over loopback TCP "
                     "instead of the cluster's Unix socket (the embedded default), to compare the two")
     args = ap.parse_args()
