@@ -15,7 +15,7 @@ from protocol import ErrorCode, ProtocolError
 log = structlog.get_logger(__name__)
 DEVICE_PREFIX = "fsd_"
 USER_PREFIX = "fsu_"
-# Triggers on devices and crews (migration 0012) NOTIFY here with a device id ("*": every device) whenever a cached
+# Triggers on devices and crews (migration 0015) NOTIFY here with a device id ("*": every device) whenever a cached
 # device principal may have changed: revoked, rotated, deleted, moved to another crew or department.
 AUTH_CHANNEL = "fieldsync_auth"
 
