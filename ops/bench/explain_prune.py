@@ -92,6 +92,8 @@ async def populate(conn: asyncpg.Connection, tickets: int, changes: int, audit: 
                         ("photos", photos)):
         await conn.execute("SELECT set_config('fs.' || $1, $2, false)", name, str(value))
     await conn.execute(POPULATE)
+    # Push results as the last hourly prune left them: nothing older than 28 days and an hour.
+    await conn.execute("DELETE FROM mutation_results WHERE created_at < now() - interval '28 days 1 hour'")
     await conn.execute("VACUUM ANALYZE")
 
 
@@ -141,6 +143,8 @@ async def run(dsn: str, args: argparse.Namespace) -> None:
         await explain(conn, "audit archive delete (5000 ids)", retention.AUDIT_DELETE_SQL, ids)
         await explain(conn, "unreferenced photos (page 1000)", retention.UNREFERENCED_SQL, "", now - timedelta(days=30),
                       datetime(1970, 1, 1, tzinfo=timezone.utc), 1000)
+        await explain(conn, "unreferenced photos, steady state (verified since the last run, less a day)",
+                      retention.UNREFERENCED_SQL, "", now - timedelta(days=30), now - timedelta(days=32), 1000)
         shas = [r["sha256"] for r in await conn.fetch("SELECT sha256 FROM blobs ORDER BY sha256 LIMIT 1000")]
         await explain(conn, "objects without a row (1000 listed hashes)", retention.KNOWN_SQL, shas,
                       now - timedelta(days=1))
