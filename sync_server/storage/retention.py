@@ -21,12 +21,14 @@ SELECT coalesce((SELECT id FROM changes WHERE created_at >= $1 ORDER BY id LIMIT
 """
 
 # A row superseded by a later row of the same ticket that is itself older than the cutoff: every snapshot a valid
-# cursor can name already sees the later row, so page sets and deltas are unchanged.
+# cursor can name already sees the later row, so page sets and deltas are unchanged. Every id below the bound ($4)
+# is older than the cutoff (the bound is the first id that is not), so the later row is tested by id alone: an
+# index-only probe of (ticket_id, id) instead of a heap fetch per candidate.
 SUPERSEDED_SQL = """
 DELETE FROM changes WHERE id IN (
     SELECT c.id FROM changes c
     WHERE c.id > $3 AND c.id < $4 AND c.created_at < $1
-      AND EXISTS (SELECT 1 FROM changes n WHERE n.ticket_id = c.ticket_id AND n.id > c.id AND n.created_at < $1)
+      AND EXISTS (SELECT 1 FROM changes n WHERE n.ticket_id = c.ticket_id AND n.id > c.id AND n.id < $4)
     ORDER BY c.id LIMIT $2)
 RETURNING id
 """
