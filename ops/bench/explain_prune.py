@@ -45,9 +45,9 @@ INSERT INTO crews (department_id, name) SELECT 1, 'crew-' || g FROM generate_ser
 INSERT INTO devices (id, crew_id, token_hash, last_seq, revoked_at)
 SELECT 'dev-' || g, 1 + g % 50, sha256(('t' || g)::bytea), current_setting('fs.results')::int / 100, CASE WHEN g % 10 = 0 THEN now() END
 FROM generate_series(1, 100) g;
-INSERT INTO tickets (id, service_type_id, department_id, status, address, requested_at, holder_crew_id, crew_id)
-SELECT md5('t' || g)::uuid, 1, 1, 'assigned', g || ' Main St', now() - interval '90 days',
-       CASE WHEN g % 5 = 0 THEN NULL ELSE 1 + g % 50 END, 1 + g % 50
+INSERT INTO tickets (id, service_type_id, department_id, status, address, requested_at, crew_id)
+SELECT md5('t' || g)::uuid, 1, 1, CASE WHEN g % 5 = 0 THEN 'closed' ELSE 'assigned' END, g || ' Main St',
+       now() - interval '90 days', 1 + g % 50
 FROM generate_series(1, current_setting('fs.tickets')::int) g;
 -- The change log as an hourly pruner leaves it: 40 % of tickets untouched for 8-60 days keep only their latest row
 -- (low ids), then a week and an hour of history in insert order over the other tickets (the last hour's oldest
