@@ -67,6 +67,8 @@ async def judge(fleet: Fleet) -> Verdict:
     ids = {d.id for d in fleet.devices}
     for msg in fleet.violations:
         v.fail("duplicated", msg)
+    if fleet.quiesce_timed_out:
+        v.fail("unresolved", f"quiesce did not finish within {fleet.config.quiesce_timeout_s:.0f} s")
     for d in fleet.devices:
         if d.broken is not None:
             v.fail("broken_devices", f"{d.id}: {d.broken}")
