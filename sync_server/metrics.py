@@ -135,12 +135,11 @@ class Metrics:
             child = self._request_series[key] = self.requests.labels(method=method, route=route, status=key[2])
         child.observe(seconds)
 
-    def count_pull(self, page: dict[str, Any], body_bytes: int) -> None:
+    def count_pull(self, reset: bool, has_more: bool, body_bytes: int) -> None:
         """A served pull page."""
-        reset = bool(page.get("reset"))
         self._pull_pages["snapshot" if reset else "delta"].inc()
         self.pull_bytes.inc(body_bytes)
-        if reset and not page.get("has_more"):  # one per snapshot page set (every page of it says reset)
+        if reset and not has_more:  # one per snapshot page set (every page of it says reset)
             self.pull_resets.inc()
 
 

@@ -13,11 +13,15 @@ import asyncpg
 from sync_server.storage.tickets import NOTIFY_SQL, ChangeColumns, live_payload
 from sync_server.storage.uploads import PHOTO_LOCK_CLASS
 
+# Every read below selects the stored document in the form the answer is written in ({doc}: doc_mp for msgpack,
+# doc_json for JSON), so pull splices bytes and never decodes a document (api/splice.py). Column names only are
+# substituted (_forms), never values.
+
 # Latest change row per ticket among the rows that concern `crew` and committed inside (base, head].
 # `xid >= pg_snapshot_xmin(base)` narrows the index range: everything older is visible in `base` by definition.
 # Visibility against both snapshots (not id or time ranges) is what makes a late committer impossible to skip.
 _DELTA = """
-SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc::text AS doc
+SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, {doc} AS doc
 FROM changes
 WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
   AND xid >= pg_snapshot_xmin($2::text::pg_snapshot)
@@ -27,28 +31,55 @@ WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
 ORDER BY ticket_id, id DESC
 LIMIT $5
 """
-# Full snapshot as of `head`: the same latest-row rule with no lower bound (the log keeps every ticket's latest row).
+
+# The first page of a snapshot in ONE statement, so at one snapshot (in READ COMMITTED a statement reads one snapshot
+# and pg_current_snapshot() returns exactly that one): the head, then every ticket the crew holds (its hash, for the
+# scope checksum) with the stored document of the first $2. Current ticket rows, not the change log's history: a
+# ticket row and its latest change row are written together (storage/tickets.record_changes), so at one snapshot
+# they agree, and an index scan of the crew's tickets replaces a DISTINCT ON over every change the crew ever saw.
+_FIRST_SNAPSHOT = """
+SELECT 0 AS k, pg_current_snapshot()::text AS head, NULL::uuid AS ticket_id, NULL::bytea AS doc_hash, NULL::{type} AS doc
+UNION ALL
+SELECT 1, NULL, id, doc_hash, CASE WHEN n <= $2 THEN doc END
+FROM (SELECT id, doc_hash, {doc} AS doc, row_number() OVER (ORDER BY id) AS n FROM tickets WHERE holder_crew_id = $1) AS t
+ORDER BY k, ticket_id
+"""
+
+# A later page of a snapshot cut at `head` ($2), read after other writers may have committed: the crew's tickets from
+# their current rows, except those with a change the snapshot does not see (committed since, or in flight at head),
+# which are read from the log as of head instead (their latest row visible in head, kept when the crew held them).
+# Any change to a ticket the crew held at head, or that brought it to the crew, names the crew as holder or previous
+# holder, so the (crew, xid) indexes find them all (the same rows a delta from head would scan, I2, I7).
 _SNAPSHOT = """
-SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc::text AS doc
-FROM changes
-WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
-  AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot)
-  AND ticket_id > $3
-ORDER BY ticket_id, id DESC
+WITH moved AS MATERIALIZED (
+  SELECT DISTINCT ticket_id FROM changes
+  WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
+    AND xid >= pg_snapshot_xmin($2::text::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)
+    AND ticket_id > $3)
+SELECT * FROM (
+  SELECT id AS ticket_id, holder_crew_id, NULL::integer AS prev_crew_id, NULL::text AS removal_reason, {doc} AS doc
+  FROM tickets WHERE holder_crew_id = $1 AND id > $3 AND id NOT IN (SELECT ticket_id FROM moved)
+  UNION ALL
+  SELECT * FROM (
+    SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, {doc} AS doc
+    FROM changes WHERE ticket_id IN (SELECT ticket_id FROM moved) AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot)
+    ORDER BY ticket_id, id DESC) AS at_head
+  WHERE holder_crew_id = $1) AS page
+ORDER BY ticket_id
 LIMIT $4
 """
 MIN_UUID = UUID(int=0)
 
-# The first page of a pull in ONE statement, so one snapshot (in READ COMMITTED a statement reads one snapshot, and
-# pg_current_snapshot() returns exactly that one): the head the cursor is cut at, the crew's ticket hashes for the
-# scope checksum, and the page, with no transaction round trips. Row 0 is the header (head, hashes); the rest are
-# the page. The hashes are read only when asked to ($3: the cursor does not carry a checksum) or when the page is not
-# empty: "nothing of the crew committed in (base, head]" means the scope, and so its checksum, is what it was at base,
-# which makes an empty poll a range scan of the (crew, xid) indexes from base's xmin and nothing else (I2, I4).
+# The first page of a delta in ONE statement, at one snapshot (as _FIRST_SNAPSHOT): the head the cursor is cut at,
+# the crew's ticket hashes for the scope checksum, and the page, with no transaction round trips. Row 0 is the header
+# (head, hashes); the rest are the page. The hashes are read only when asked to ($3: the cursor does not carry a
+# checksum) or when the page is not empty: "nothing of the crew committed in (base, head]" means the scope, and so its
+# checksum, is what it was at base, which makes an empty poll a range scan of the (crew, xid) indexes from base's xmin
+# and nothing else (I2, I4).
 _FIRST_DELTA = """
 WITH h AS MATERIALIZED (SELECT pg_current_snapshot() AS head),
 p AS MATERIALIZED (
-  SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc::text AS doc
+  SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, {doc} AS doc
   FROM changes
   WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
     AND xid >= pg_snapshot_xmin($4::text::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $4::text::pg_snapshot)
@@ -60,48 +91,70 @@ SELECT 0 AS k, (SELECT head::text FROM h) AS head,
   CASE WHEN $3::bool OR EXISTS (SELECT 1 FROM p)
        THEN ARRAY(SELECT doc_hash FROM tickets WHERE holder_crew_id = $1) END AS hashes,
   NULL::uuid AS ticket_id, NULL::integer AS holder_crew_id, NULL::integer AS prev_crew_id, NULL::text AS removal_reason,
-  NULL::text AS doc
+  NULL::{type} AS doc
 UNION ALL
 SELECT 1, NULL, NULL, ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc FROM p
 ORDER BY k, ticket_id
 """
 
 
+def _forms(sql: str) -> dict[bool, str]:
+    """The statement reading msgpack documents (True) and JSON text ones (False)."""
+    return {True: sql.replace("{doc}", "doc_mp").replace("{type}", "bytea"),
+            False: sql.replace("{doc}", "doc_json").replace("{type}", "text")}
+
+
+_DELTA_SQL, _SNAPSHOT_SQL, _FIRST_DELTA_SQL, _FIRST_SNAPSHOT_SQL = map(_forms, (_DELTA, _SNAPSHOT, _FIRST_DELTA, _FIRST_SNAPSHOT))
+
+
 @dataclass(frozen=True)
 class FirstPage:
-    """The first page of a pull: its head snapshot, the crew's ticket hashes (None: unchanged since base), the rows."""
+    """The first page of a pull: its head snapshot, the crew's ticket hashes (None: unchanged since base), the rows
+    (ticket_id, holder_crew_id, prev_crew_id, removal_reason and `doc`, the stored document bytes or text)."""
 
     head: str
     hashes: list[bytes] | None
-    rows: list[asyncpg.Record]
+    rows: list[Any]
 
 
-async def first_page(conn: asyncpg.Connection, crew_id: int, base: str, limit: int, need_hashes: bool) -> FirstPage:
+async def first_page(conn: asyncpg.Connection, crew_id: int, base: str, limit: int, need_hashes: bool,
+                     packed: bool) -> FirstPage:
     """Head, checksum input and first page of the crew's changes since `base`, at one snapshot, in one statement."""
-    rows = await conn.fetch(_FIRST_DELTA, crew_id, limit, need_hashes, base)
+    rows = await conn.fetch(_FIRST_DELTA_SQL[packed], crew_id, limit, need_hashes, base)
     head = rows[0]
     return FirstPage(head["head"], None if head["hashes"] is None else list(head["hashes"]), rows[1:])
 
 
-async def current_snapshot(conn: asyncpg.Connection) -> str:
-    """The snapshot text a pull is cut at (its xmin is the watermark below which everything is in it)."""
-    return str(await conn.fetchval("SELECT pg_current_snapshot()::text"))
+@dataclass(frozen=True, slots=True)
+class HeldTicket:
+    """A row of a snapshot page: the crew holds this ticket at the snapshot."""
+
+    ticket_id: UUID
+    doc: bytes | str
+    holder_crew_id: int
+    prev_crew_id: None = None
+    removal_reason: None = None
+
+    def __getitem__(self, key: str) -> Any:
+        """Read like a change row, so pull handles both kinds alike."""
+        return getattr(self, key)
 
 
-async def scope_hashes(conn: asyncpg.Connection, crew_id: int) -> list[bytes]:
-    """Checksums of every ticket the crew holds, read in the caller's snapshot (I4)."""
-    rows = await conn.fetch("SELECT doc_hash FROM tickets WHERE holder_crew_id = $1", crew_id)
-    return [r["doc_hash"] for r in rows]
+async def first_snapshot(conn: asyncpg.Connection, crew_id: int, limit: int, packed: bool) -> FirstPage:
+    """Head, every held ticket's hash and the first `limit` held tickets, at one snapshot, in one statement."""
+    rows = await conn.fetch(_FIRST_SNAPSHOT_SQL[packed], crew_id, limit)
+    hashes = [r["doc_hash"] for r in rows[1:]]
+    page = [HeldTicket(r["ticket_id"], r["doc"], crew_id) for r in rows[1 : limit + 1]]
+    return FirstPage(rows[0]["head"], hashes, page)
 
 
-async def change_page(
-    conn: asyncpg.Connection, crew_id: int, base: str | None, head: str, after: UUID | None, limit: int
-) -> list[asyncpg.Record]:
-    """One page of the crew's changes between two snapshots (or of the whole scope at `head` when base is None)."""
+async def change_page(conn: asyncpg.Connection, crew_id: int, base: str | None, head: str, after: UUID | None,
+                      limit: int, packed: bool) -> list[Any]:
+    """A later page of the crew's changes between two snapshots (or of the whole scope at `head` when base is None)."""
     after = after or MIN_UUID
     if base is None:
-        return await conn.fetch(_SNAPSHOT, crew_id, head, after, limit)
-    return await conn.fetch(_DELTA, crew_id, base, head, after, limit)
+        return await conn.fetch(_SNAPSHOT_SQL[packed], crew_id, head, after, limit)
+    return await conn.fetch(_DELTA_SQL[packed], crew_id, base, head, after, limit)
 
 
 async def lock_device(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:

@@ -1,0 +1,148 @@
+"""Snapshots read current ticket rows and pull answers splice stored document bytes; both must keep I3, I4 and I7."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import asyncpg
+import msgpack
+import pytest
+
+from protocol import JSON, MSGPACK, PullResponse, decode
+from sync_server.api.splice import pull_body
+from sync_server.engine.changes import commit_changes
+from sync_server.engine.pull import PullPage, Removal, Upsert
+from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
+from tests.conftest import Server
+from tests.factories import World, make_tickets
+from tests.syncclient import DeviceClient, SupervisorClient
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def _set_priority(conn: asyncpg.Connection, ticket_id, priority: str) -> None:
+    before = await load_tickets(conn, [ticket_id])
+    await lock_tickets(conn, [ticket_id])
+    await update_tickets(conn, [ticket_id], {"priority": priority})
+    await commit_changes(conn, before, actor_kind="system", actor="test", action="update")
+
+
+async def test_snapshot_pages_describe_the_first_pages_snapshot_whatever_commits_between_them(
+    server: Server, pool: asyncpg.Pool, world: World, http
+) -> None:
+    """Later snapshot pages read current rows, except tickets changed since the head: a writer in flight at the head,
+    an update, a reassignment away and one into the crew all wait for the next pull (I7), which delivers them (I2)."""
+    mine = sorted(await make_tickets(pool, world, 6, crew="san-1"), key=lambda r: r.ticket.id)
+    ids = [r.ticket.id for r in mine]
+    (theirs,) = await make_tickets(pool, world, 1, crew="san-2")
+    dev = DeviceClient(http, server.url, world.device("san-1").token)
+    sup = SupervisorClient(http, server.url, world.supervisors["sanitation"])
+    held = await pool.acquire()
+    tx = held.transaction()
+    await tx.start()
+    try:
+        await _set_priority(held, ids[5], "urgent")  # in flight when the snapshot is cut
+        first = await dev.pull_once(None, limit=2)
+        await tx.commit()
+    except BaseException:
+        await tx.rollback()
+        raise
+    finally:
+        await pool.release(held)
+    assert first.reset and first.has_more and [c.ticket.id for c in first.changes] == ids[:2]
+    await sup.call("PATCH", f"/v1/tickets/{ids[3]}", {"priority": "high"})
+    await sup.assign(ids[4], "san-2")
+    await sup.assign(theirs.ticket.id, "san-1")
+    pages = [first]
+    while pages[-1].has_more:
+        pages.append(await dev.pull_once(pages[-1].cursor, limit=2))
+    assert len(pages) == 3 and all(p.reset and p.scope_checksum == first.scope_checksum for p in pages)
+    got = [(c.kind, c.ticket.id, c.ticket.priority) for p in pages for c in p.changes]
+    assert got == [("upsert", i, "normal") for i in ids]  # exactly the scope at the head
+    dev.replica.apply_pages(pages)
+    assert dev.replica.converged()  # the six tickets hash to the checksum the first page reported
+    delta = await dev.pull()
+    changes = {(c.kind, c.ticket.id if c.kind == "upsert" else c.ticket_id): c for p in delta for c in p.changes}
+    assert set(changes) == {("upsert", ids[3]), ("remove", ids[4]), ("upsert", ids[5]), ("upsert", theirs.ticket.id)}
+    assert changes[("upsert", ids[3])].ticket.priority == "high"
+    assert changes[("upsert", ids[5])].ticket.priority == "urgent"
+    assert changes[("remove", ids[4])].reason == "reassigned"
+    assert set(dev.replica.tickets) == {ids[0], ids[1], ids[2], ids[3], ids[5], theirs.ticket.id}
+    assert dev.replica.converged()
+
+
+# Two stored documents as record_changes stores them (canonical text, msgpack of the same document), with non-ASCII
+# text and floats, integral ones included; the expected answers below are written out by hand.
+_DOC_A = {"id": "00000000-0000-4000-8000-00000000000a", "description": "Sofá y colchón – frente al nº 12 ☕",
+          "lat": 34.05, "lon": -118.25, "version": 3, "notes": [{"id": "n1", "text": "Größe: 2,5 m"}]}
+_DOC_B = {"id": "00000000-0000-4000-8000-00000000000b", "description": "plain", "lat": 34.0, "lon": -118.0,
+          "version": 1, "notes": []}
+
+
+def _page(docs: list[bytes] | list[str]) -> PullPage:
+    return PullPage([Upsert(docs[0]), Removal("00000000-0000-4000-8000-00000000000c", "cancelled"), Upsert(docs[1])],
+                    cursor="c1", has_more=False, reset=False, scope_checksum="ab" * 32 + ":2", watermark=7,
+                    server_time="2026-01-02T03:04:05.000006Z")
+
+
+_EXPECTED = {
+    "changes": [
+        {"kind": "upsert", "ticket": {"id": "00000000-0000-4000-8000-00000000000a",
+                                      "description": "Sofá y colchón – frente al nº 12 ☕", "lat": 34.05, "lon": -118.25,
+                                      "version": 3, "notes": [{"id": "n1", "text": "Größe: 2,5 m"}]}},
+        {"kind": "remove", "ticket_id": "00000000-0000-4000-8000-00000000000c", "reason": "cancelled"},
+        {"kind": "upsert", "ticket": {"id": "00000000-0000-4000-8000-00000000000b", "description": "plain",
+                                      "lat": 34.0, "lon": -118.0, "version": 1, "notes": []}},
+    ],
+    "cursor": "c1", "has_more": False, "reset": False, "scope_checksum": "ab" * 32 + ":2", "watermark": 7,
+    "server_time": "2026-01-02T03:04:05.000006Z",
+}
+
+
+def test_spliced_msgpack_answer_decodes_to_the_documents() -> None:
+    body = pull_body(_page([msgpack.packb(_DOC_A, use_bin_type=True), msgpack.packb(_DOC_B, use_bin_type=True)]),
+                     MSGPACK)
+    decoded = msgpack.unpackb(body, raw=False)
+    assert decoded == _EXPECTED
+    assert isinstance(decoded["changes"][2]["ticket"]["lat"], float)  # 34.0 stays a float, not 34
+    assert list(decoded) == ["changes", "cursor", "has_more", "reset", "scope_checksum", "watermark", "server_time"]
+
+
+def test_spliced_json_answer_decodes_to_the_documents() -> None:
+    texts = [json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for d in (_DOC_A, _DOC_B)]
+    body = pull_body(_page(texts), JSON)
+    assert "Sofá y colchón – frente al nº 12 ☕".encode() in body  # UTF-8 written raw, as stored
+    decoded = json.loads(body)
+    assert decoded == _EXPECTED
+    assert isinstance(decoded["changes"][2]["ticket"]["lat"], float)
+
+
+@pytest.mark.parametrize("media", [MSGPACK, JSON])
+async def test_pulled_documents_are_the_stored_ones_in_either_encoding(
+    server: Server, pool: asyncpg.Pool, world: World, http, media: str
+) -> None:
+    """End to end: a ticket with a non-ASCII note and float coordinates arrives whole and decodes as the wire model."""
+    (t,) = await make_tickets(pool, world, 1, crew="san-1")
+    dev = DeviceClient(http, server.url, world.device("san-1").token, media=media)
+    text = "Sofá y colchón – ☕ nº 12"
+    res = await dev.push([dev.mutation("add_note", t.ticket.id, {"note_id": "7d0c8f5e-3b7a-4d1e-9c39-2f0a5b8e6d11",
+                                                                  "text": text})])
+    assert res.results[0].status == "applied"
+    body = msgpack.packb({"cursor": None}) if media == MSGPACK else b'{"cursor":null}'
+    async with http.post(server.url + "/v1/sync/pull", data=body, headers=dev.headers()) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith(media)
+        raw = await r.read()
+    page = msgpack.unpackb(raw, raw=False) if media == MSGPACK else json.loads(raw)
+    (change,) = page["changes"]
+    doc = change["ticket"]
+    assert change["kind"] == "upsert" and doc["id"] == str(t.ticket.id)
+    assert (doc["lat"], doc["lon"], doc["description"]) == (34.05, -118.25, "test ticket 0")
+    assert [(n["id"], n["text"]) for n in doc["notes"]] == [("7d0c8f5e-3b7a-4d1e-9c39-2f0a5b8e6d11", text)]
+    assert page["reset"] is True and page["has_more"] is False
+    model = decode(raw, media, PullResponse)  # the shape the wire model defines, documents included
+    assert model.changes[0].ticket.notes[0].text == text
