@@ -21,6 +21,7 @@ from sync_server.api.live import LIVE
 from sync_server.embedded_pg import EmbeddedPostgres
 from sync_server.engine.changes import commit_changes
 from sync_server.engine.live import CLOSE_BAD_REQUEST, CLOSE_REVOKED, CLOSE_SLOW, CLOSE_UNAUTHORIZED, decode_position
+from sync_server.keys import POOL
 from sync_server.settings import Settings
 from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 from tests.conftest import Server, start_server
@@ -461,3 +462,22 @@ async def test_shutdown_survives_a_background_loop_that_died(server: Server) -> 
     await hub.stop()  # before the fix: re-raised InternalClientError out of on_shutdown
     assert task.done() and isinstance(task.exception(), asyncpg.InternalClientError)
     assert all(t.done() for t in hub._tasks)
+
+
+async def test_supervisor_events_flow_while_every_pooled_connection_is_taken(
+    server: Server, pool: asyncpg.Pool, world: World, http: aiohttp.ClientSession
+) -> None:
+    """At the fleet's knee every pooled connection is checked out; the feed reads the log on its own connection, so a
+    supervisor still gets the event instead of waiting for the pool (seen: push -> supervisor p99 of seconds)."""
+    sup = await Live.connect(http, server.url, world.supervisors["sanitation"])
+    await sup.ready()
+    app_pool = server.app[POOL]
+    held = [await app_pool.acquire() for _ in range(app_pool.get_max_size())]
+    try:
+        (t,) = await make_tickets(pool, world, 1)  # committed (with its NOTIFY) by another client of the database
+        got = await sup.until(lambda m: isinstance(m, LiveEvent) and m.ticket_id == t.ticket.id)
+        assert got[-1].ticket is not None and got[-1].ticket.id == t.ticket.id
+    finally:
+        for conn in held:
+            await app_pool.release(conn)
+    await sup.close()
