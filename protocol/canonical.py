@@ -106,10 +106,16 @@ class ScopeChecksum:
 
     @classmethod
     def of(cls, hashes: Iterable[bytes]) -> ScopeChecksum:
-        """Build from all ticket hashes of a scope, in any order."""
-        checksum = cls()
+        """Build from all ticket hashes of a scope, in any order (one reduction at the end, not one per hash: a server
+        sums a crew's whole scope on every snapshot and delta)."""
+        total = count = 0
         for h in hashes:
-            checksum.add(h)
+            if len(h) != 32:
+                raise ValueError("ticket hashes are 32-byte SHA-256 digests")
+            total += int.from_bytes(h, "big")
+            count += 1
+        checksum = cls()
+        checksum._total, checksum._count = total % _MOD, count
         return checksum
 
     @staticmethod

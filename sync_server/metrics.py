@@ -96,6 +96,7 @@ class Metrics:
         # Children bound once: labels() costs a lock and a tuple build per call, on every request otherwise.
         self._pull_pages = {kind: self.pull_pages.labels(kind=kind) for kind in ("delta", "snapshot")}
         self._request_series: dict[tuple[str, str, str], Any] = {}
+        self._db_series: dict[tuple[str, str], Any] = {}
         for scope in ("address", "device"):
             self.rate_limited.labels(scope=scope)
         for code in ("unauthorized", "token_revoked"):
@@ -119,7 +120,11 @@ class Metrics:
 
     def observe_db(self, what: str, route: str, seconds: float) -> None:
         """dbpool.MeteredPool's observer: one wait sample per acquisition, one hold sample per release."""
-        (self.pool_wait if what == "wait" else self.pool_hold).labels(route=route).observe(seconds)
+        key = (what, route)
+        child = self._db_series.get(key)
+        if child is None:  # routes are templates, so the series are few; labels() per acquisition cost a lock each
+            child = self._db_series[key] = (self.pool_wait if what == "wait" else self.pool_hold).labels(route=route)
+        child.observe(seconds)
 
     def count_push(self, response: dict[str, Any]) -> None:
         """One increment per result of a push response."""
