@@ -133,7 +133,7 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
     upload_id = secrets.token_urlsafe(24)
 
     async def body(conn: asyncpg.Connection) -> asyncpg.Record:
-        if not await sql.device_may_attach(conn, meta.ticket_id, crew_id, device_id):
+        if not await sql.device_may_attach(conn, meta.ticket_id, crew_id, device_id, meta.sha256):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
         await sql.lock_device_uploads(conn, device_id)
         # The photo's lock: a blob collection (engine.blob_gc) deleting this hash either finished (no blob: upload

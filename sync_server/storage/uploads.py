@@ -26,11 +26,15 @@ async def lock_device_uploads(conn: asyncpg.Connection, device_id: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _DEVICE_UPLOAD_LOCK_CLASS, device_id)
 
 
-async def device_may_attach(conn: asyncpg.Connection, ticket_id: UUID, crew_id: int, device_id: str) -> bool:
-    """A device attaches photos to tickets its crew holds, or to tickets it reported itself."""
+async def device_may_attach(conn: asyncpg.Connection, ticket_id: UUID, crew_id: int, device_id: str, sha256: str) -> bool:
+    """A device uploads to tickets its crew holds, to tickets it reported itself, and the bytes of a photo its crew
+    already attached to the ticket: a late field report's photo (kept after the ticket left the crew, I5) must still
+    arrive, or it would stay pending forever."""
     return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM tickets WHERE id = $1 AND (holder_crew_id = $2 OR created_by_device = $3))",
-        ticket_id, crew_id, device_id,
+        "SELECT EXISTS (SELECT 1 FROM tickets WHERE id = $1 AND (holder_crew_id = $2 OR created_by_device = $3))"
+        " OR EXISTS (SELECT 1 FROM ticket_photos p WHERE p.ticket_id = $1 AND p.sha256 = $4"
+        " AND p.added_by IN (SELECT id FROM devices WHERE crew_id = $2))",
+        ticket_id, crew_id, device_id, sha256,
     ))
 
 
