@@ -79,7 +79,8 @@ def parse_log(text: str) -> list[Stmt]:
 def push_statements(stmts: list[Stmt], t0: float, t1: float) -> list[Stmt]:
     """The statements of the one backend that ran a transaction between t0 and t1 (a push holds one connection from
     BEGIN to its after-commit NOTIFY; background loops on other connections are left out)."""
-    window = [s for s in stmts if t0 - 0.005 <= s.ts <= t1 + 0.005]
+    # %n stamps are milliseconds, cut down: a statement of the push is stamped no later than t1 and at most 1 ms before t0
+    window = [s for s in stmts if t0 - 0.002 <= s.ts <= t1]
     pids = {s.pid for s in window if s.params is None and s.sql.lstrip().upper().startswith("BEGIN")}
     if len(pids) != 1:
         raise RuntimeError(f"expected one push transaction in the capture window, found {len(pids)}")
@@ -173,6 +174,7 @@ async def capture(url: str, headers: dict[str, str], admin: asyncpg.Connection, 
         await asyncio.sleep(0.5)  # every backend rereads its configuration before its next command
         try:
             one = await push(BASE + 1, 1, 1)
+            await asyncio.sleep(0.2)  # keeps the two windows apart whatever the clock resolution
             many = await push(BASE + 2, PER_PUSH, 2)
         finally:
             await admin.execute("ALTER SYSTEM RESET log_statement")
