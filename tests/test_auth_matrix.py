@@ -154,6 +154,7 @@ async def test_every_scoped_route_has_a_builder(server: Server) -> None:
     assert missing == [], "add a resource builder to SCOPED for these routes"
 
 
+@pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 async def test_other_departments_resources_are_not_found(server: Server, world: World, pool: asyncpg.Pool) -> None:
     other = world.supervisors["street_services"]
     failures: list[str] = []

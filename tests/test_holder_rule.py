@@ -49,6 +49,7 @@ async def _holder(conn: asyncpg.Connection, ticket_id: object) -> object:
     return await conn.fetchval("SELECT holder_crew_id FROM tickets WHERE id = $1", ticket_id)
 
 
+@pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 async def test_postgresql_computes_the_same_holder_for_every_status(pool: asyncpg.Pool, world: World) -> None:
     """Insert, supervisor-style update and the push's write plan: each write path gets the table's holder."""
     crew, other = world.crews["san-1"], world.crews["san-2"]
@@ -73,6 +74,7 @@ async def test_postgresql_computes_the_same_holder_for_every_status(pool: asyncp
             assert await _holder(conn, new.id) == (other if held else None), f"write plan {status}"
 
 
+@pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 async def test_holder_can_no_longer_be_written(pool: asyncpg.Pool, world: World) -> None:
     """A writer that still sets the column is refused by PostgreSQL instead of silently disagreeing with the rule."""
     new = NewTicket(service_type="Bulky Items", address="1 S MAIN ST, 90012", status=TicketStatus.CLOSED,

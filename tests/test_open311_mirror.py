@@ -51,6 +51,7 @@ async def post(http: aiohttp.ClientSession, url: str, key: str, code: str, addre
     return str(body[0]["service_request_id"])
 
 
+@pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 async def test_b_mirrors_a_exactly_once_and_resumes(
     server: Server, world: World, pool: asyncpg.Pool, b_pool: asyncpg.Pool, b_dsn: str, settings: Settings,
     tmp_path: Path, http: aiohttp.ClientSession,  # noqa: F811

@@ -73,6 +73,10 @@ async def test_pushes_and_supervisor_writes_keep_stored_documents_fresh(server: 
         dev.mutation("acknowledge", b),
     ])
     assert [r.status for r in resp.results] == ["applied"] * 7
+    # a one-statement push (no photo in it) on the ticket that now shows a photo: carried over from the stored doc
+    more = await dev.push([dev.mutation("add_note", a, {"note_id": str(uuid.uuid4()), "text": "après"})])
+    assert more.results[0].status == "applied" and more.results[0].ticket is not None
+    assert [p["lat"] for p in more.results[0].ticket.model_dump(mode="json")["photos"]] == [34.0]
     sup = SupervisorClient(http, server.url, world.supervisors["sanitation"])
     await sup.assign(c, "san-2")
     async with pool.acquire() as conn:

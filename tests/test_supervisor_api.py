@@ -158,6 +158,7 @@ async def test_pagination_walks_every_ticket_once(api: Api, pool: asyncpg.Pool, 
     assert keys == sorted(keys)
 
 
+@pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 async def test_list_filters(api: Api, pool: asyncpg.Pool, world: World) -> None:
     a = await make_tickets(pool, world, 3)
     b = await make_tickets(pool, world, 2, crew="san-2", service_type="Graffiti Removal")

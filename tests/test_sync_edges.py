@@ -79,6 +79,7 @@ async def test_supervisor_edge_timestamps_answer_422_and_commit_nothing(
     assert len(got["tickets"]) == 1
 
 
+@pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 @pytest.mark.parametrize("column", ["tickets.due_at", "tickets.requested_at", "ticket_notes.device_time",
                                     "ticket_photos.taken_at"])
 async def test_database_refuses_timestamps_that_would_render_null(pool: asyncpg.Pool, world: World, column: str) -> None:

@@ -215,6 +215,7 @@ async def test_bombs_polyglots_and_non_images_are_rejected(
     assert partial_files(settings.data_dir) == [] and stored_originals(settings.data_dir) == []
 
 
+@pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 async def test_upload_authz(server: Server, world: World, pool: asyncpg.Pool, http: aiohttp.ClientSession) -> None:
     (mine,) = await make_tickets(pool, world, 1, crew="san-1")
     (theirs,) = await make_tickets(pool, world, 1, crew="san-2")

@@ -104,6 +104,7 @@ async def test_etag_and_range(server: Server, world: World, http: aiohttp.Client
         assert headers["ETag"] == etag
 
 
+@pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 async def test_supervisor_lists_ticket_photos(server: Server, world: World, pool: asyncpg.Pool,
                                               http: aiohttp.ClientSession, photo: tuple[object, bytes]) -> None:
     ticket_id, data = photo

@@ -34,7 +34,7 @@ from sync_server.engine.intake import NewTicket, insert_ticket_rows
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
 from sync_server.storage.org import CodeCache
-from sync_server.storage.tickets import ChangeColumns, TicketRecord, load_tickets, lock_tickets_held, notify_after_commit
+from sync_server.storage.tickets import ChangeColumns, TicketRecord, load_tickets, notify_after_commit, stored_records
 
 _MUTATION = TypeAdapter(Mutation)
 # Fields only a supervisor may set; a crew op naming one is refused as such, not as a generic typo (mass assignment).
@@ -166,7 +166,13 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
                    wake: list[_Wake] | None = None, codes: CodeCache | None = None) -> dict[str, Any]:
     """The push transaction's body; who to wake after commit is appended to `wake` (None: nobody is woken)."""
     wake = [] if wake is None else wake
-    row = await store.lock_device(conn, dev.device_id)
+    models = [p.model for p in parsed if p.model is not None]
+    # one round trip: device row, photo locks, ticket rows (that order), stored documents and note-id owners; the
+    # locks and reads cover the whole request, replays included (a replay is rare, and its extra locks harmless)
+    start = await store.begin_push(
+        conn, dev.device_id, dev.crew_id, [m.ticket_id for m in models],
+        [m.args.sha256 for m in models if m.op == "attach_photo"], [m.args.note_id for m in models if m.op == "add_note"])
+    row = start.device
     if row is None or row["revoked_at"] is not None:
         raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked")
     last_seq = int(row["last_seq"])
@@ -182,7 +188,7 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
         if kept is not None and kept.digest is not None and kept.digest != p.digest:
             raise ProtocolError(ErrorCode.SEQ_REUSED, f"seq {p.seq} was already applied with a different body",
                                 {"seq": p.seq, "stored_digest": kept.digest.hex()})
-    batch = await _fold(conn, dev, fresh, codes or CodeCache())
+    batch = await _fold(conn, dev, fresh, codes or CodeCache(), start)
     # The common push (crew state, notes, items: no new ticket, no photo) renders its documents in Python from the
     # fold and writes everything, results and last_seq included, in one statement below; the rest takes the general
     # path, which re-reads what SQL decided (a photo's possession, a new ticket's office fields).
@@ -233,16 +239,17 @@ def _wire(result: MutationResult, doc: dict[str, Any] | None) -> dict[str, Any]:
     return {**result.model_dump(mode="json"), "ticket": doc}
 
 
-async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], cache: CodeCache) -> _Batch:
-    """Lock the batch's photos, then every ticket of the batch (id order), then fold mutations in seq order in memory."""
+async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], cache: CodeCache,
+                start: store.PushStart) -> _Batch:
+    """Fold mutations in seq order in memory over the tickets `begin_push` locked.
+
+    Lock order, everywhere: device row, then photo advisory locks (sorted hashes), then ticket rows (id order).
+    Photo verification (engine.uploads.mark_blob_verified) takes a photo lock and then the rows of the tickets
+    showing it, so a push holds its photo locks before its first ticket row lock or the two deadlock (begin_push).
+    Locking the hash of an attach that the fold later rejects costs nothing but a short wait.
+    """
     batch = _Batch()
-    # Lock order, everywhere: device row, then photo advisory locks (sorted hashes), then ticket rows (id order).
-    # Photo verification (engine.uploads.mark_blob_verified) takes a photo lock and then the rows of the tickets
-    # showing it, so a push must hold its photo locks before its first ticket row lock or the two deadlock.
-    # Locking the hash of an attach that the fold later rejects costs nothing but a short wait.
-    await store.lock_photos(conn, [p.model.args.sha256 for p in fresh if p.model is not None and p.model.op == "attach_photo"])
-    ids = sorted({p.ticket_id for p in fresh if p.model is not None}, key=str)
-    records, held_by = await lock_tickets_held(conn, ids, dev.crew_id)  # ever held: ticket_holders, kept by retention
+    records, held_by = await stored_records(conn, start.tickets)  # ever held: ticket_holders, kept by retention
     batch.records = records
     for tid, rec in records.items():
         batch.work[tid] = _work(rec, held_by, dev)
@@ -252,8 +259,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], c
     # Note ids are client-made and global: one already used on another ticket must be refused, not dropped by the
     # insert's ON CONFLICT (an "applied" with no effect would break I5).
     codes = await _codes(conn, fresh, records, cache)
-    note_owner = await store.note_owners(conn, [p.model.args.note_id for p in fresh
-                                                if p.model is not None and p.model.op == "add_note"])
+    note_owner = dict(start.note_owner)
     for p in fresh:
         if p.error is not None:
             batch.outcomes.append((p, p.error))

@@ -157,14 +157,56 @@ async def change_page(conn: asyncpg.Connection, crew_id: int, base: str | None, 
     return await conn.fetch(_DELTA_SQL[packed], crew_id, base, head, after, limit)
 
 
-async def lock_device(conn: asyncpg.Connection, device_id: str) -> asyncpg.Record | None:
-    """Serialise pushes of one device (its seqs are a single line, I1); also returns this transaction's id (I7), its
-    time (now(): what updated_at and new notes' created_at will say) and the crew's name (for documents it renders)."""
-    return await conn.fetchrow(
-        "SELECT d.last_seq, d.revoked_at, pg_current_xact_id()::text::bigint AS xid, now() AS now, c.name AS crew_name"
-        " FROM devices d JOIN crews c ON c.id = d.crew_id WHERE d.id = $1 FOR UPDATE OF d",
-        device_id,
-    )
+# The start of a push in ONE statement, taking its locks in the one order every writer uses: the device row (its
+# seqs are a single line, I1), then the photo advisory locks in sorted order, then the tickets' rows in id order
+# (engine.uploads.mark_blob_verified takes a photo lock, then the rows of the tickets showing it). The order is the
+# plan's: UNION ALL runs its branches in order, the device branch first; the ticket branch's uncorrelated
+# `(SELECT n FROM p)` is a one-time filter evaluated before its scan yields (and LockRows locks) any row, and `p`
+# waits on `d`. Row 0 is the device (absent: unknown device), with the owners of the batch's note ids; the rest are
+# the tickets with their STORED documents and whether the crew ever held each (ticket_holders: retention keeps it).
+_BEGIN = """
+WITH d AS MATERIALIZED (
+  SELECT d.last_seq, d.revoked_at, pg_current_xact_id()::text::bigint AS xid, now() AS now, c.name AS crew_name
+  FROM devices d JOIN crews c ON c.id = d.crew_id WHERE d.id = $1 FOR UPDATE OF d),
+p AS MATERIALIZED (
+  SELECT count(pg_advisory_xact_lock($6, hashtext(s))) AS n
+  FROM (SELECT s FROM unnest($4::text[]) AS s ORDER BY s) AS o WHERE EXISTS (SELECT 1 FROM d)),
+t AS MATERIALIZED (
+  SELECT t.id, EXISTS (SELECT 1 FROM ticket_holders h WHERE h.ticket_id = t.id AND h.crew_id = $3) AS held,
+    t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of, t.doc_json AS doc
+  FROM tickets t WHERE t.id = ANY($2::uuid[]) AND (SELECT n FROM p) IS NOT NULL ORDER BY t.id FOR UPDATE OF t)
+SELECT 0 AS k, d.last_seq, d.revoked_at, d.xid, d.now, d.crew_name,
+  ARRAY(SELECT n.id FROM ticket_notes n WHERE n.id = ANY($5::uuid[]) ORDER BY n.id) AS note_ids,
+  ARRAY(SELECT n.ticket_id FROM ticket_notes n WHERE n.id = ANY($5::uuid[]) ORDER BY n.id) AS note_tickets,
+  NULL::uuid AS id, NULL::boolean AS held, NULL::smallint AS department_id, NULL::integer AS crew_id,
+  NULL::integer AS holder_crew_id, NULL::text AS field_meta, NULL::uuid AS duplicate_of, NULL::text AS doc
+FROM d
+UNION ALL
+SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.id, t.held, t.department_id, t.crew_id, t.holder_crew_id,
+  t.field_meta, t.duplicate_of, t.doc
+FROM t
+ORDER BY k, id
+"""
+
+
+@dataclass(frozen=True)
+class PushStart:
+    """What a push knows once it holds its locks: the device row (None: unknown device), the locked ticket rows and
+    the tickets that already hold the batch's note ids."""
+
+    device: asyncpg.Record | None
+    tickets: list[asyncpg.Record]
+    note_owner: dict[UUID, UUID]
+
+
+async def begin_push(conn: asyncpg.Connection, device_id: str, crew_id: int, ticket_ids: Sequence[UUID],
+                     photo_hashes: Sequence[str], note_ids: Sequence[UUID]) -> PushStart:
+    """Lock device, photos and tickets in that order and read what the fold needs, in one round trip."""
+    rows = await conn.fetch(_BEGIN, device_id, sorted(set(ticket_ids)), crew_id, sorted(set(photo_hashes)),
+                            list(note_ids), PHOTO_LOCK_CLASS)
+    head = rows[0] if rows and rows[0]["k"] == 0 else None
+    owners = dict(zip(head["note_ids"], head["note_tickets"])) if head is not None else {}
+    return PushStart(head, [r for r in rows if r["k"] == 1], owners)
 
 
 @dataclass(frozen=True)
@@ -446,23 +488,3 @@ async def department_service_types(conn: asyncpg.Connection, department_id: int)
     """Names and codes a crew of this department may self-report."""
     rows = await conn.fetch("SELECT name, code FROM service_types WHERE department_id = $1", department_id)
     return {r["name"] for r in rows} | {r["code"] for r in rows}
-
-
-async def lock_photos(conn: asyncpg.Connection, hashes: Sequence[str]) -> None:
-    """The uploads engine's per-hash lock (storage.uploads.lock_photo) for many hashes, in sorted order, in one statement:
-    an attach must not interleave with the verification of the same bytes, or the photo could stay pending forever.
-    Take it before any ticket row lock (the order verification uses: photo, then tickets)."""
-    if not hashes:
-        return
-    await conn.execute(
-        "SELECT count(pg_advisory_xact_lock($1, hashtext(s))) FROM (SELECT s FROM unnest($2::text[]) AS s ORDER BY s) AS o",
-        PHOTO_LOCK_CLASS, sorted(set(hashes)),
-    )
-
-
-async def note_owners(conn: asyncpg.Connection, note_ids: Sequence[UUID]) -> dict[UUID, UUID]:
-    """Which ticket already holds each of these note ids."""
-    if not note_ids:
-        return {}
-    rows = await conn.fetch("SELECT id, ticket_id FROM ticket_notes WHERE id = ANY($1::uuid[])", list(note_ids))
-    return {r["id"]: r["ticket_id"] for r in rows}

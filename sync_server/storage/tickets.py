@@ -99,22 +99,9 @@ def _record(r: asyncpg.Record) -> TicketRecord:
     )
 
 
-# The push's load: the locked tickets' STORED documents (rendered once when their change was recorded, so no JSON is
-# built here) and, in the same round trip, whether the pushing crew ever held each ticket (from ticket_holders, which
-# retention never prunes: work on a ticket it lost is a late report, not a foreign write). Row locks in id order.
-_TICKET_LOCK_HELD_SQL = """
-SELECT t.id, EXISTS (SELECT 1 FROM ticket_holders h WHERE h.ticket_id = t.id AND h.crew_id = $2) AS held,
-  t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of, t.doc_json AS doc
-FROM tickets t WHERE t.id = ANY($1::uuid[]) ORDER BY t.id FOR UPDATE OF t
-"""
-
-
-async def lock_tickets_held(conn: asyncpg.Connection, ids: Iterable[UUID], crew_id: int) -> tuple[dict[UUID, TicketRecord], set[UUID]]:
-    """(locked records in id order, ids the crew ever held): one round trip where a push used to need two."""
-    id_list = list(dict.fromkeys(ids))
-    if not id_list:
-        return {}, set()
-    rows = await conn.fetch(_TICKET_LOCK_HELD_SQL, id_list, crew_id)
+async def stored_records(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> tuple[dict[UUID, TicketRecord], set[UUID]]:
+    """Locked ticket rows carrying their stored document (`doc`: tickets.doc_json) and `held` (the pushing crew ever
+    held it) as records, plus the ids the crew ever held: the push reads documents instead of rendering them."""
     # a row without a stored document (written by a writer that predates stored documents): render it, already locked
     rendered = await load_tickets(conn, [r["id"] for r in rows if r["doc"] is None])
     return {r["id"]: rendered.get(r["id"]) or _record(r) for r in rows}, {r["id"] for r in rows if r["held"]}
