@@ -89,7 +89,8 @@ p AS MATERIALIZED (
 )
 SELECT 0 AS k, (SELECT head::text FROM h) AS head,
   CASE WHEN $3::bool OR EXISTS (SELECT 1 FROM p)
-       THEN ARRAY(SELECT doc_hash FROM tickets WHERE holder_crew_id = $1) END AS hashes,
+       THEN coalesce((SELECT string_agg(doc_hash, ''::bytea) FROM tickets WHERE holder_crew_id = $1), ''::bytea)
+  END AS hashes,
   NULL::uuid AS ticket_id, NULL::integer AS holder_crew_id, NULL::integer AS prev_crew_id, NULL::text AS removal_reason,
   NULL::{type} AS doc
 UNION ALL
@@ -121,8 +122,11 @@ async def first_page(conn: asyncpg.Connection, crew_id: int, base: str, limit: i
                      packed: bool) -> FirstPage:
     """Head, checksum input and first page of the crew's changes since `base`, at one snapshot, in one statement."""
     rows = await conn.fetch(_FIRST_DELTA_SQL[packed], crew_id, limit, need_hashes, base)
-    head = rows[0]
-    return FirstPage(head["head"], None if head["hashes"] is None else list(head["hashes"]), rows[1:])
+    head, joined = rows[0]["head"], rows[0]["hashes"]
+    # The hashes come concatenated (one bytea), not as bytea[]: asyncpg has no built-in codec for bytea[] and
+    # introspects it on every new pool connection, a catalog query PostgreSQL plans for ~30 ms under generic plans.
+    hashes = None if joined is None else [joined[i : i + 32] for i in range(0, len(joined), 32)]
+    return FirstPage(head, hashes, rows[1:])
 
 
 @dataclass(frozen=True, slots=True)
