@@ -30,7 +30,10 @@ def pg_cluster() -> Iterator[EmbeddedPostgres]:
     """A throwaway cluster for the whole session (asyncpg's own test base does the same)."""
     root = Path(tempfile.mkdtemp(prefix="fs-test-"))
     root.chmod(0o755)  # as root the cluster runs as `postgres`, which must traverse this dir
-    pg = EmbeddedPostgres(root / "data")
+    # fsync off: a test never survives an OS crash, and a killed postmaster loses nothing unsynced (its writes are in
+    # the kernel already); it makes the per-test CREATE/DROP DATABASE much cheaper. Under pytest-xdist every worker
+    # process has its own session, so its own cluster on its own free port.
+    pg = EmbeddedPostgres(root / "data", extra_options=("fsync=off",))
     pg.start()
     try:
         yield pg
@@ -157,6 +160,31 @@ async def server(settings: Settings, db_dsn: str) -> AsyncIterator[Server]:
 async def world(pool: asyncpg.Pool) -> World:
     """Two departments, three crews, devices, supervisors and an admin, with their tokens."""
     return await build_world(pool)
+
+
+# Tests that share one pytest-xdist worker, one after another in collection order (ops/test.sh runs --dist loadgroup):
+# the browser tests, so that one Chromium serves them all; the JS client's vitest runs, which share clients/js and its
+# caches. (xdist's own xdist_group mark is not used: with pytest 9.2 its nodeid suffix no longer takes effect.)
+XDIST_GROUPS = {"tests/browser/": "browser", "tests/test_js_client.py": "clients_js"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's loadgroup scheduler with the groups above chosen by path; every other test is its own unit."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class PathGroupScheduling(LoadGroupScheduling):
+        """Groups by XDIST_GROUPS path prefix (a group is one work unit, run in order on one worker)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            for prefix, group in XDIST_GROUPS.items():
+                if nodeid.startswith(prefix):
+                    return group
+            return nodeid
+
+    return PathGroupScheduling(config, log)  # type: ignore[arg-type]
 
 
 def pytest_configure(config: pytest.Config) -> None:

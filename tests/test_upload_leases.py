@@ -133,14 +133,16 @@ async def test_concurrent_live_patch_gets_409_upload_busy_with_retry_after(
     finally:
         slow[1].close()
     # Once the slow request is gone (its bytes kept up to what arrived), the client resumes where the server says.
+    # The offset is read only after the lease is free: a HEAD taken while the cut request still held it may predate
+    # the bytes that request keeps (under load it did, and the resume at that stale offset was rightly refused).
     for _ in range(200):
-        status, offset = await head_offset(http, location, dev.token)
         async with pool.acquire() as conn:
             free = await conn.fetchval("SELECT lease_token IS NULL FROM upload_sessions WHERE id = $1",
                                        path.rsplit("/", 1)[1])
         if free:
             break
         await asyncio.sleep(0.02)
+    status, offset = await head_offset(http, location, dev.token)
     assert status == 200 and offset is not None and 0 <= offset <= 1000  # what arrived of the cut body is kept
     done = await patch(http, location, dev.token, offset, data[offset:])
     assert done.status == 204 and done.headers["Upload-Offset"] == str(len(data))
