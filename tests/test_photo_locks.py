@@ -81,7 +81,7 @@ async def test_upload_completion_during_push_attaching_same_photo(pool: asyncpg.
         assert inserted is True
         assert [r["status"] for r in result["results"]] == ["applied"]
         async with pool.acquire() as conn:
-            doc = json.loads(await conn.fetchval("SELECT doc::text FROM changes WHERE ticket_id = $1 ORDER BY id DESC"
+            doc = json.loads(await conn.fetchval("SELECT doc_json FROM changes WHERE ticket_id = $1 ORDER BY id DESC"
                                                  " LIMIT 1", t.ticket.id))
             blobs = await conn.fetchval("SELECT count(*) FROM blobs WHERE sha256 = $1", digest)
         assert blobs == 1

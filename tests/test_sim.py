@@ -61,6 +61,7 @@ async def _rejudge(fleet: Any) -> Any:
         return await judge(fleet)
 
 
+@pytest.mark.rows_edited_by_hand  # deletes a note row behind the server's back, on purpose
 async def test_note_deleted_on_the_server_mid_run_is_reported_lost(server: Server, world: World, pool: asyncpg.Pool) -> None:
     run = asyncio.create_task(simulate(config(devices=10, duration_s=8, seed=11, offline_fraction=0.0),
                                        credentials(server, world)))

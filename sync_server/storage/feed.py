@@ -17,7 +17,7 @@ import asyncpg
 # Bounds: xid >= lo (inclusive) and xid < hi (exclusive); (xid, rank) > (after_xid, after_rank) (exclusive).
 _EVENTS = """
 WITH ev AS (
-    SELECT department_id, xid, 0 AS src, id, ticket_id, doc::text AS doc, changed, NULL::text AS kind,
+    SELECT department_id, xid, 0 AS src, id, ticket_id, doc_json AS doc, changed, NULL::text AS kind,
            NULL::text AS field, NULL::text AS kept, NULL::text AS discarded, NULL::text AS detail,
            NULL::integer AS crew_id, NULL::text AS device_id
     FROM changes

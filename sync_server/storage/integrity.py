@@ -12,9 +12,9 @@ async def ticket_page(conn: asyncpg.Connection, after: UUID | None, limit: int) 
     """Tickets after an id (exclusive) with their stored checksum and their latest change-log row."""
     return list(await conn.fetch(
         "SELECT t.id, t.version, t.holder_crew_id, t.doc_hash, t.doc_json, t.doc_mp, c.version AS log_version,"
-        " c.holder_crew_id AS log_holder, c.doc_hash AS log_hash, c.doc::text AS log_doc,"
+        " c.holder_crew_id AS log_holder, c.doc_hash AS log_hash,"
         " c.doc_json AS log_json"
-        " FROM tickets t LEFT JOIN LATERAL (SELECT version, holder_crew_id, doc_hash, doc, doc_json FROM changes"
+        " FROM tickets t LEFT JOIN LATERAL (SELECT version, holder_crew_id, doc_hash, doc_json FROM changes"
         "   WHERE ticket_id = t.id ORDER BY id DESC LIMIT 1) c ON true"
         " WHERE $1::uuid IS NULL OR t.id > $1 ORDER BY t.id LIMIT $2", after, limit))
 

@@ -390,9 +390,9 @@ th AS (
   SELECT DISTINCT v.id, v.c FROM unnest($1::uuid[], $8::integer[]) AS v(id, c) WHERE v.c IS NOT NULL
   ON CONFLICT DO NOTHING),
 c AS (
-  INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc, doc_hash,
+  INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc_hash,
                        changed, actor, doc_json, doc_mp)
-  SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.ver, v.doc::jsonb, v.h,
+  SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.ver, v.h,
     CASE WHEN v.changed = '' THEN '{}'::text[] ELSE string_to_array(v.changed, ',') END, $24, v.doc, v.mp
   FROM unnest($1::uuid[], $20::smallint[], $8::integer[], $21::integer[], $22::text[], $7::integer[], $10::text[],
               $9::bytea[], $23::text[], $11::bytea[]) WITH ORDINALITY

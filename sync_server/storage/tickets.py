@@ -185,9 +185,9 @@ async def record_changes(conn: asyncpg.Connection, entries: Sequence[ChangeEntry
         " th AS (INSERT INTO ticket_holders (ticket_id, crew_id) SELECT DISTINCT v.id, v.c FROM unnest($1::uuid[],"
         " $3::integer[]) AS v(id, c) WHERE v.c IS NOT NULL ON CONFLICT DO NOTHING),"
         + notify_cte +
-        " INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc,"
+        " INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version,"
         " doc_hash, changed, actor, doc_json, doc_mp)"
-        " SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.version, v.doc::jsonb, v.h,"
+        " SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.version, v.h,"
         " CASE WHEN v.changed = '' THEN '{}'::text[] ELSE string_to_array(v.changed, ',') END, $10, v.doc, v.mp"
         " FROM unnest($1::uuid[], $2::smallint[], $3::integer[], $4::integer[], $5::text[], $6::integer[], $7::text[],"
         " $8::bytea[], $9::text[], $12::bytea[]) WITH ORDINALITY"
