@@ -360,7 +360,7 @@ async def test_attach_before_bytes_then_photo_becomes_available(
     r = await upload(http, server.url, dev.token, data, tid, chunk=2048)
     assert r.status == 204
     async with pool.acquire() as conn:
-        last = await conn.fetchrow("SELECT doc, version, holder_crew_id FROM changes WHERE ticket_id = $1 ORDER BY id DESC LIMIT 1", tid)
+        last = await conn.fetchrow("SELECT doc_json AS doc, version, holder_crew_id FROM changes WHERE ticket_id = $1 ORDER BY id DESC LIMIT 1", tid)
         audit = await conn.fetchrow("SELECT actor_kind, action FROM audit_log WHERE ticket_id = $1 ORDER BY id DESC LIMIT 1", tid)
     doc = json.loads(last["doc"])
     assert [p["state"] for p in doc["photos"]] == ["available"]
