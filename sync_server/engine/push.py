@@ -150,7 +150,13 @@ async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], co
         for w in wake:  # outside the transaction: pushes do not queue behind NOTIFY's commit lock
             await notify_after_commit(conn, w.xid, w.departments, w.crews)
 
-    return await run_in_tx(pool, body, after_commit=after_commit)
+    return await run_in_tx(pool, body, after_commit=after_commit, retry_if=_note_id_race)
+
+
+def _note_id_race(exc: asyncpg.PostgresError) -> bool:
+    """Two pushes (of different crews) used one client-made note id at once: both read "unused" before either
+    inserted. The retry reads the winner's note and answers this push `already_exists` (I6), never a 500."""
+    return isinstance(exc, asyncpg.UniqueViolationError) and getattr(exc, "constraint_name", None) == "ticket_notes_pkey"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ async def run_in_tx(
     isolation: str = "read_committed",
     readonly: bool = False,
     after_commit: Callable[[asyncpg.Connection, T], Awaitable[None]] | None = None,
+    retry_if: Callable[[asyncpg.PostgresError], bool] | None = None,
 ) -> T:
     """Run `body` in one transaction; the body must be safe to run again from scratch (STYLE rule 8).
 
@@ -51,7 +52,9 @@ async def run_in_tx(
                     # protocol-state or "connection is closed" error. Outcome unknown: the client retries the same
                     # request, which exactly-once makes safe, so answer it as the connection loss it is.
                     raise asyncpg.ConnectionDoesNotExistError("connection lost during the transaction") from exc
-        except RETRYABLE as exc:
+        except asyncpg.PostgresError as exc:
+            if not isinstance(exc, RETRYABLE) and not (retry_if is not None and retry_if(exc)):
+                raise
             if attempt == MAX_ATTEMPTS:
                 raise ProtocolError(ErrorCode.SERVICE_UNAVAILABLE, "write contention, retry", {"retry_after": 1}) from exc
             delay = min(0.5, 0.01 * 2**attempt) * (0.5 + random.random())
