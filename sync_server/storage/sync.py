@@ -319,18 +319,28 @@ def _jtext(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, separators=(",", ":"))
 
 
+def _audit_results_ctes(device: int, audit: int) -> str:
+    """The audit rows (I9) and stored results (I1) of a push as two CTEs, `a` and `r`: one text for both push
+    statements. `$device` is the device id; eight audit arrays start at `$audit`, eight result arrays follow them."""
+    p = [f"${audit + i}" for i in range(16)]
+    return (
+        "a AS (\n"
+        "  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)\n"
+        f"  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[],\n"
+        f"    {p[3]}::uuid[], {p[4]}::smallint[], {p[5]}::text[], {p[6]}::text[], {p[7]}::text[]) WITH ORDINALITY\n"
+        "    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord),\n"
+        "r AS (\n"
+        "  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)\n"
+        f"  SELECT ${device}, seq, op, tid, st, why, res, ver, dig FROM unnest({p[8]}::bigint[], {p[9]}::text[], {p[10]}::uuid[],\n"
+        f"    {p[11]}::text[], {p[12]}::text[], {p[13]}::text[], {p[14]}::bigint[], {p[15]}::bytea[])"
+        " AS v(seq, op, tid, st, why, res, ver, dig))"
+    )
+
+
 # The end of a push in one statement: its audit rows (I9), its stored results and the device's last_seq (I1), all in
 # the push's transaction. The results' primary key (device, seq) still makes a double apply impossible.
 _FINISH = """
-WITH a AS (
-  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)
-  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest($3::text[], $4::text[], $5::text[],
-    $6::uuid[], $7::smallint[], $8::text[], $9::text[], $10::text[]) WITH ORDINALITY
-    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord),
-r AS (
-  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)
-  SELECT $1, seq, op, tid, st, why, res, ver, dig FROM unnest($11::bigint[], $12::text[], $13::uuid[],
-    $14::text[], $15::text[], $16::text[], $17::bigint[], $18::bytea[]) AS v(seq, op, tid, st, why, res, ver, dig))
+WITH """ + _audit_results_ctes(device=1, audit=3) + """
 UPDATE devices SET last_seq = $2 WHERE id = $1
 """
 
@@ -398,15 +408,7 @@ c AS (
               $9::bytea[], $23::text[], $11::bytea[]) WITH ORDINALITY
     AS v(id, dept, holder, prev, reason, ver, doc, h, changed, mp, ord)
   ORDER BY v.ord),
-a AS (
-  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)
-  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest($25::text[], $26::text[], $27::text[],
-    $28::uuid[], $29::smallint[], $30::text[], $31::text[], $32::text[]) WITH ORDINALITY
-    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord),
-r AS (
-  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)
-  SELECT $24, seq, op, tid, st, why, res, ver, dig FROM unnest($33::bigint[], $34::text[], $35::uuid[],
-    $36::text[], $37::text[], $38::text[], $39::bigint[], $40::bytea[]) AS v(seq, op, tid, st, why, res, ver, dig)),
+""" + _audit_results_ctes(device=24, audit=25) + """,
 f AS (
   INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)
   SELECT tid, dep, crew, $24, seq, kind, fld, kept::jsonb, disc::jsonb, detail FROM unnest($41::uuid[], $42::smallint[],
