@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from uuid import UUID
 
 import asyncpg
 
 from sync_server.auth import Role, create_user, enroll_device
+from sync_server.engine.changes import commit_changes
 from sync_server.engine.intake import NewTicket, insert_tickets
-from sync_server.storage.tickets import TicketRecord
+from sync_server.storage.tickets import TicketRecord, load_tickets, lock_tickets, update_tickets
 
 DEPARTMENTS = [("sanitation", "Sanitation", "BOS"), ("street_services", "Street Services", "BSS")]
 SERVICE_TYPES = [
@@ -84,3 +86,11 @@ async def make_tickets(
     async with pool.acquire() as conn, conn.transaction():
         recs = await insert_tickets(conn, new, actor_kind="system", actor="test")
     return [recs[t.id] for t in new]
+
+
+async def set_priority(conn: asyncpg.Connection, ticket_id: UUID, priority: str) -> None:
+    """A system change of one ticket through the one change path (lock, update, log), in the caller's transaction."""
+    before = await load_tickets(conn, [ticket_id])
+    await lock_tickets(conn, [ticket_id])
+    await update_tickets(conn, [ticket_id], {"priority": priority})
+    await commit_changes(conn, before, actor_kind="system", actor="test", action="update")

@@ -6,10 +6,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from sync_server.engine.changes import commit_changes
-from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 from tests.conftest import Server
-from tests.factories import World, make_tickets
+from tests.factories import World, make_tickets, set_priority
 from tests.syncclient import DeviceClient
 
 
@@ -17,13 +15,6 @@ from tests.syncclient import DeviceClient
 async def http():
     async with aiohttp.ClientSession() as s:
         yield s
-
-
-async def _change(conn: asyncpg.Connection, ticket_id, priority: str) -> None:
-    before = await load_tickets(conn, [ticket_id])
-    await lock_tickets(conn, [ticket_id])
-    await update_tickets(conn, [ticket_id], {"priority": priority})
-    await commit_changes(conn, before, actor_kind="system", actor="test", action="update")
 
 
 async def test_empty_poll_keeps_checksum_and_a_held_writer_still_arrives(
@@ -36,12 +27,12 @@ async def test_empty_poll_keeps_checksum_and_a_held_writer_still_arrives(
     first = await dev.pull()
     checksum = first[-1].scope_checksum
     async with pool.acquire() as conn, conn.transaction():
-        await _change(conn, theirs.ticket.id, "high")  # another crew's change: still an empty poll for san-1
+        await set_priority(conn, theirs.ticket.id, "high")  # another crew's change: still an empty poll for san-1
     held = await pool.acquire()
     tx = held.transaction()
     await tx.start()
     try:
-        await _change(held, mine[0].ticket.id, "urgent")
+        await set_priority(held, mine[0].ticket.id, "urgent")
         pages = await dev.pull()  # the writer has not committed: nothing to see, same scope, same checksum
         assert (pages[0].changes, pages[0].scope_checksum, pages[0].has_more) == ([], checksum, False)
         await tx.commit()

@@ -11,11 +11,9 @@ import pytest
 
 from protocol import JSON, MSGPACK, PullResponse, decode
 from sync_server.api.splice import pull_body
-from sync_server.engine.changes import commit_changes
 from sync_server.engine.pull import PullPage, Removal, Upsert
-from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 from tests.conftest import Server
-from tests.factories import World, make_tickets
+from tests.factories import World, make_tickets, set_priority
 from tests.syncclient import DeviceClient, SupervisorClient
 
 
@@ -23,13 +21,6 @@ from tests.syncclient import DeviceClient, SupervisorClient
 async def http():
     async with aiohttp.ClientSession() as s:
         yield s
-
-
-async def _set_priority(conn: asyncpg.Connection, ticket_id, priority: str) -> None:
-    before = await load_tickets(conn, [ticket_id])
-    await lock_tickets(conn, [ticket_id])
-    await update_tickets(conn, [ticket_id], {"priority": priority})
-    await commit_changes(conn, before, actor_kind="system", actor="test", action="update")
 
 
 async def test_snapshot_pages_describe_the_first_pages_snapshot_whatever_commits_between_them(
@@ -46,7 +37,7 @@ async def test_snapshot_pages_describe_the_first_pages_snapshot_whatever_commits
     tx = held.transaction()
     await tx.start()
     try:
-        await _set_priority(held, ids[5], "urgent")  # in flight when the snapshot is cut
+        await set_priority(held, ids[5], "urgent")  # in flight when the snapshot is cut
         first = await dev.pull_once(None, limit=2)
         await tx.commit()
     except BaseException:

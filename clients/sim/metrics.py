@@ -50,10 +50,14 @@ class Metrics:
 
     def latency_summary(self, kind: str) -> dict[str, float | None]:
         """p50/p95/p99 in ms, rounded for reading."""
-        xs = self.latency.get(kind, [])
-        out: dict[str, float | None] = {}
-        for q in (50, 95, 99):
-            v = percentile(xs, q)
-            out[f"p{q}"] = round(v, 1) if v is not None else None
-        out["count"] = len(xs)
-        return out
+        return summarize(self.latency.get(kind, []))
+
+
+def summarize(xs: list[float]) -> dict[str, float | None]:
+    """p50/p95/p99 (nearest rank, ms, rounded for reading) and the count: one summary for a process and a merged fleet."""
+    out: dict[str, float | None] = {}
+    for q in (50, 95, 99):
+        v = percentile(xs, q)
+        out[f"p{q}"] = round(v, 1) if v is not None else None
+    out["count"] = len(xs)
+    return out

@@ -21,7 +21,7 @@ import aiohttp
 from .config import SimConfig
 from .crews import CrewSlot, split
 from .fleet import Fleet, SetupError, make_crews
-from .metrics import percentile
+from .metrics import summarize
 from .probe import Probe
 from .verdict import KEEP_EXAMPLES
 
@@ -114,13 +114,7 @@ def _collect(results: Any, procs: list[Any], config: SimConfig) -> list[tuple[in
 
 
 def _latency(samples: list[Samples], kind: str) -> dict[str, float | None]:
-    xs = [x for s in samples for x in s.get(kind, [])]
-    out: dict[str, float | None] = {}
-    for q in (50, 95, 99):
-        v = percentile(xs, q)
-        out[f"p{q}"] = round(v, 1) if v is not None else None
-    out["count"] = len(xs)
-    return out
+    return summarize([x for s in samples for x in s.get(kind, [])])
 
 
 def _sum(values: list[Any]) -> Any:

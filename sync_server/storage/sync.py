@@ -361,16 +361,10 @@ async def finish_push(conn: asyncpg.Connection, device_id: str, last_seq: int, r
 
 
 @dataclass(frozen=True)
-class TicketWrite:
-    """One ticket's whole new state as a push writes it: crew-owned columns, version, stored document, and the holder
-    for the change log (tickets.holder_crew_id is generated, never written)."""
+class TicketWrite(WorkRow):
+    """One ticket's whole new state as a push writes it: the crew-owned columns of WorkRow, plus version, stored
+    document, and the holder for the change log (tickets.holder_crew_id is generated, never written)."""
 
-    id: UUID
-    status: str
-    crew_id: int | None
-    resolution_code: str | None
-    reason_code: str | None
-    field_meta: str  # JSON text
     version: int
     holder_crew_id: int | None
 
