@@ -31,8 +31,9 @@ REQUEST: dict[str, Field] = {
     "address_id": (str, False), "zipcode": (str, False), "lat": (float, False), "long": (float, False),
     "media_url": (str, False),
 }
-POST_RESPONSE: dict[str, Field] = {"service_request_id": (str, False), "token": (str, False),
-                                   "service_notice": (str, False), "account_id": (str, False)}
+# every service is realtime: service_request_id, and no token ("should not be returned if service_request_id is")
+POST_RESPONSE: dict[str, Field] = {"service_request_id": (str, True), "service_notice": (str, False),
+                                   "account_id": (str, False)}
 TOKEN: dict[str, Field] = {"service_request_id": (str, False), "token": (str, True)}
 ERROR: dict[str, Field] = {"code": (int, True), "description": (str, True)}
 EXTENSIONS = {"extended_attributes"}  # the only field beyond the spec's tables we allow (extensions=true)

@@ -43,7 +43,7 @@ class ParamModel(WireModel):
     model_config = ConfigDict(strict=False)
 
 
-def _text_ok(value: str) -> bool:
+def text_ok(value: str) -> bool:
     """NUL cannot be stored in PostgreSQL text; a lone surrogate cannot be encoded as UTF-8."""
     if "\x00" in value:
         return False
@@ -71,7 +71,7 @@ def parse_query(query: MultiMapping[str], model: type[P]) -> P:
     data: dict[str, Any] = {}
     for key in set(query.keys()):
         values = query.getall(key)
-        if not all(_text_ok(v) for v in values) or not _text_ok(key):
+        if not all(text_ok(v) for v in values) or not text_ok(key):
             raise _invalid_query("query", "NUL or invalid characters in a query parameter")
         if key in _LIST_PARAMS:
             data[key] = [part.strip() for v in values for part in v.split(",") if part.strip()]
@@ -88,7 +88,7 @@ def parse_query(query: MultiMapping[str], model: type[P]) -> P:
 def parse_path(match_info: Mapping[str, str], model: type[P]) -> P:
     """Path parameters into `model`; a malformed id names nothing that exists, so it is a 404 like an unknown one."""
     # digits beyond bigint name nothing, whatever type the route's model gives the parameter (or a handler's int())
-    if not all(_text_ok(v) and not (v.isascii() and v.isdigit() and len(v) > 18 and int(v) > MAX_BIGINT)
+    if not all(text_ok(v) and not (v.isascii() and v.isdigit() and len(v) > 18 and int(v) > MAX_BIGINT)
                for v in match_info.values()):
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such resource")
     try:

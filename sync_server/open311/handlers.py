@@ -20,7 +20,7 @@ from sync_server.api.http import read_body
 from sync_server.api.registry import route
 from sync_server.keys import POOL, SETTINGS
 from sync_server.open311 import service
-from sync_server.open311.params import posted_request, request_query
+from sync_server.open311.params import check_text, posted_request, request_query
 from sync_server.open311.render import FORMATS, JSON, MEDIA, XML, Open311Error, error_body, render
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,7 @@ def endpoint(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         try:
             if request.match_info.get("fmt") not in FORMATS:
                 raise Open311Error(404, "no such format: Open311 paths end in .json or .xml")
+            check_text({k: request.query.getall(k) for k in request.query})
             check_jurisdiction(request, request.query)
             return await fn(request, fmt)
         except Open311Error as err:
@@ -143,7 +144,9 @@ async def _post_fields(request: web.Request) -> dict[str, list[str]]:
     ctype = request.content_type
     if ctype == "application/x-www-form-urlencoded":
         try:
-            return parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=200)
+            # errors="strict": a percent-escape that is not UTF-8 is refused, not stored as U+FFFD (the spec: UTF-8)
+            return parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=200,
+                            errors="strict")
         except (UnicodeDecodeError, ValueError):
             raise Open311Error(400, "body is not valid UTF-8 form-urlencoded data") from None
     if ctype == "application/json":
@@ -165,16 +168,17 @@ async def _post_fields(request: web.Request) -> dict[str, list[str]]:
 
 @endpoint
 async def post_request(request: web.Request, fmt: str) -> web.Response:
-    """POST requests.{fmt}: one ticket, routed by the dispatch rules; the answer carries its id and token."""
+    """POST requests.{fmt}: one ticket, routed by the dispatch rules; the answer carries its service_request_id."""
     fields = await _post_fields(request)
+    check_text(fields)
     check_jurisdiction(request, fields)
     post = posted_request(fields)  # validate before counting a use against the key's rate limit
     keys = fields.get("api_key") or request.query.getall("api_key", [])
     key = await service.check_api_key(request.app[POOL], keys[0] if keys else None)
     created = await service.submit(request.app[POOL], key, post, request.app[SETTINGS].open311_sr_format)
     log.info("open311.created", service_request_id=created.service_request_id, key=key.name, crew=created.crew)
-    recs = [{"token": created.token, "service_request_id": created.service_request_id, "service_notice": None,
-             "account_id": None}]
+    # Every service is `realtime`: the spec says a token "should not be returned if service_request_id is returned"
+    recs = [{"service_request_id": created.service_request_id, "service_notice": None, "account_id": None}]
     return answer(fmt, render(fmt, "service_requests", "request", recs), 201)
 
 

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from protocol.fields import DATETIME_MAX, DATETIME_MIN
+from sync_server.api.params import text_ok
 from sync_server.open311.render import Open311Error
 
 MAX_SPAN = timedelta(days=90)  # the spec's default window and largest allowed span
-DEFAULT_PAGE_SIZE = 50
+DEFAULT_PAGE_SIZE = 1000  # the spec: "first 1000 requests returned" for a client that knows nothing of pages
 MAX_PAGE_SIZE = 1000
 MAX_IDS = 100
 MAX_DESCRIPTION = 4000
@@ -29,7 +31,23 @@ def parse_datetime(name: str, text: str) -> datetime:
         ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise Open311Error(400, f"{name} must be a W3C datetime such as 2010-01-01T00:00:00Z") from None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
+    ts = ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
+    # the server's datetime range: a window computed from year 9999 would overflow (a 500), and nothing lies outside
+    if not DATETIME_MIN <= ts < DATETIME_MAX:
+        raise Open311Error(400, f"{name} must lie between 1970-01-01T00:00:00Z and 2100-01-01T00:00:00Z")
+    return ts
+
+
+def check_text(fields: Mapping[str, Sequence[str]]) -> None:
+    """Names and values PostgreSQL can store: a NUL or a lone surrogate (JSON's "\\ud800") is a 400, never a 500."""
+    for name, values in fields.items():
+        if not text_ok(name) or not all(text_ok(v) for v in values):
+            raise Open311Error(400, f"{(name if text_ok(name) else 'a field name')[:64]} holds a NUL or an invalid character")
+
+
+def given(fields: Mapping[str, str]) -> dict[str, str]:
+    """The spec's Optional Arguments rule: a parameter passed empty is treated as one not passed at all."""
+    return {k: v for k, v in fields.items() if v.strip() != ""}
 
 
 def _int(name: str, text: str, lo: int, hi: int) -> int:
@@ -91,6 +109,8 @@ def _window(start: datetime | None, end: datetime | None, now: datetime, what: s
 
 def request_query(q: Mapping[str, str], now: datetime) -> RequestQuery:
     """Parse GET requests parameters; service_request_id overrides every other filter, as the spec says."""
+    check_text({k: [v] for k, v in q.items()})
+    q = given(q)
     unknown = sorted(set(q) - _QUERY_KEYS)
     if unknown:
         raise Open311Error(400, f"unknown parameter {unknown[0]}")
@@ -248,10 +268,13 @@ _POST_KEYS = frozenset({"jurisdiction_id", "api_key", "service_code", "lat", "lo
 
 def posted_request(fields: Mapping[str, list[str]]) -> PostedRequest:
     """Validate POST requests fields (multi-valued, as form bodies are); attribute[code] answers are collected."""
+    check_text(fields)
     attributes: dict[str, list[str]] = {}
     for key, values in fields.items():
-        if key.startswith("attribute[") and key.endswith("]") and len(key) > len("attribute[]"):
-            attributes[key[len("attribute["):-1]] = list(values)
+        # attribute[code]=v, or the spec's multivaluelist form attribute[code][]=v1&attribute[code][]=v2
+        attr = key[len("attribute["):-1].removesuffix("][") if key.startswith("attribute[") and key.endswith("]") else ""
+        if attr and "[" not in attr and "]" not in attr:
+            attributes.setdefault(attr, []).extend(values)
         elif key not in _POST_KEYS:
             raise Open311Error(400, f"unknown field {key}")
     code = _one(fields, "service_code")

@@ -6,6 +6,7 @@ XML is built with xml.etree.ElementTree (never by string concatenation), so resi
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -48,15 +49,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# Characters XML 1.0 cannot carry at all (not even as references): C0 controls but tab/LF/CR, U+FFFE/U+FFFF and lone
+# surrogates. ElementTree writes them as they are, so one resident's "\x01" would make the whole listing unparsable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
 def _text(value: Any) -> str | None:
-    """XML text of a scalar: booleans as the spec's true/false, nothing for null."""
+    """XML text of a scalar: booleans as the spec's true/false, nothing for null, XML-illegal characters as U+FFFD."""
     if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
         return w3c(value)
-    return str(value)
+    return _NOT_XML.sub("\ufffd", str(value))
 
 
 def _fill(parent: ET.Element, tag: str, value: Any) -> None:
