@@ -12,7 +12,7 @@ from protocol import HELD_STATUSES, TicketStatus
 from sync_server.domain.states import holder
 from sync_server.engine.intake import NewTicket, insert_ticket_rows
 from sync_server.storage import sync as store
-from sync_server.storage.tickets import update_tickets
+from sync_server.storage.tickets import ChangeColumns, update_tickets
 from tests.factories import World
 
 # Does the assigned crew's devices hold a ticket in this status? Written by hand from SPEC §2 (finished field work is
@@ -49,9 +49,18 @@ async def _holder(conn: asyncpg.Connection, ticket_id: object) -> object:
     return await conn.fetchval("SELECT holder_crew_id FROM tickets WHERE id = $1", ticket_id)
 
 
+async def _push_writes(conn: asyncpg.Connection, ticket_id: object, status: str, crew: int) -> None:
+    """The push's one write statement (storage.sync.apply_push) setting one ticket's status and crew, no device."""
+    dept = await conn.fetchval("SELECT department_id FROM tickets WHERE id = $1", ticket_id)
+    log_holder = holder(TicketStatus(status), crew)
+    write = store.TicketWrite(ticket_id, status, crew, None, None, json.dumps({}), 9, log_holder)  # type: ignore[arg-type]
+    log = ChangeColumns([ticket_id], [dept], [log_holder], [None], [None], [9], ["{}"], [bytes(32)], [b"\x80"], [""])  # type: ignore[list-item]
+    await store.apply_push(conn, "no-such-device", 0, [write], log, [], [], [], [], [])
+
+
 @pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes
 async def test_postgresql_computes_the_same_holder_for_every_status(pool: asyncpg.Pool, world: World) -> None:
-    """Insert, supervisor-style update and the push's write plan: each write path gets the table's holder."""
+    """Insert, supervisor-style update and the push's write statement: each write path gets the table's holder."""
     crew, other = world.crews["san-1"], world.crews["san-2"]
     async with pool.acquire() as conn, conn.transaction():
         for status, held in HELD_BY_HAND.items():
@@ -68,10 +77,10 @@ async def test_postgresql_computes_the_same_holder_for_every_status(pool: asyncp
             await update_tickets(conn, [new.id], {"crew_id": None})  # no crew: nobody holds it, whatever the status
             assert await _holder(conn, new.id) is None, f"no crew {status}"
 
-            # push path: the write plan sets status and crew in one set-based statement
+            # push path: the push's one write statement sets status and crew
             await update_tickets(conn, [new.id], {"status": "unassigned"})
-            await store.write_plan(conn, [store.WorkRow(new.id, status, other, None, None, json.dumps({}))], [], [])
-            assert await _holder(conn, new.id) == (other if held else None), f"write plan {status}"
+            await _push_writes(conn, new.id, status, other)
+            assert await _holder(conn, new.id) == (other if held else None), f"push statement {status}"
 
 
 @pytest.mark.rows_edited_by_hand  # sets ticket rows up (or pins SQL writers) without commit_changes

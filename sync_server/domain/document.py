@@ -62,11 +62,19 @@ class NewNote:
     created_at: str
 
 
+def photo_entry(sha256: str, kind: str, taken_at: str, lat: float | None, lon: float | None,
+                verified: bool) -> dict[str, Any]:
+    """One photo of a ticket document: `available` once the crew that attached it possesses the bytes."""
+    return {"kind": kind, "lat": None if lat is None else float(lat), "lon": None if lon is None else float(lon),
+            "sha256": sha256, "state": "available" if verified else "pending", "taken_at": taken_at}
+
+
 def next_doc(before: dict[str, Any], *, status: str, crew: str | None, resolution_code: str | None,
              reason_code: str | None, items: dict[str, int], notes: list[NewNote], version: int,
-             updated_at: str) -> dict[str, Any]:
+             updated_at: str, photos: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The wire document after a fold changed a ticket's crew-owned state, built from the one before it, so a push
-    renders its tickets in Python instead of re-reading them (photos and the office-owned fields are carried over)."""
+    renders its tickets in Python instead of re-reading them (the office-owned fields are carried over; `photos` are
+    entries the push attaches, see photo_entry)."""
     doc = dict(before)
     doc.update(status=status, crew=crew, resolution_code=resolution_code, reason_code=reason_code, version=version,
                updated_at=updated_at)
@@ -76,4 +84,19 @@ def next_doc(before: dict[str, Any], *, status: str, crew: str | None, resolutio
             [*before["notes"], *({"author": n.author, "created_at": n.created_at, "device_time": n.device_time,
                                   "id": n.id, "text": n.text} for n in notes)],
             key=lambda n: (n["created_at"], n["id"]))
+    if photos:
+        doc["photos"] = sorted([*before["photos"], *photos], key=lambda p: (p["sha256"], p["kind"]))
     return doc
+
+
+def created_doc(*, id: str, service_type: str, department: str | None, status: str, address: str, zip: str | None,
+                lat: float | None, lon: float | None, description: str, source: str | None, requested_at: str,
+                crew: str | None, created_by_device: str | None, updated_at: str) -> dict[str, Any]:
+    """The document of a ticket a push creates (self_report) as its row is inserted, before the fold's state is laid
+    over it with next_doc: version 1, no children, the office fields a crew cannot set at their defaults."""
+    return {"address": address, "council_district": None, "created_by_device": created_by_device, "crew": crew,
+            "department": department, "description": description, "due_at": None, "id": id, "items": [],
+            "lat": None if lat is None else float(lat), "lon": None if lon is None else float(lon), "notes": [],
+            "photos": [], "priority": "normal", "reason_code": None, "requested_at": requested_at,
+            "resolution_code": None, "service_date": None, "service_type": service_type, "source": source,
+            "sr_number": None, "status": status, "updated_at": updated_at, "version": 1, "zip": zip}

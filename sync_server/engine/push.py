@@ -27,10 +27,10 @@ from protocol.push import Mutation
 from sync_server.auth import Principal
 from sync_server.domain.catalog import CODE_FIELDS, code_refusal
 from sync_server.domain.conflicts import Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, rejected, removed_reason
-from sync_server.domain.document import NewNote, next_doc
+from sync_server.domain.document import NewNote, created_doc, next_doc, photo_entry
 from sync_server.domain.states import holder
-from sync_server.engine.changes import change_entries, commit_changes
-from sync_server.engine.intake import NewTicket, insert_ticket_rows
+from sync_server.engine.changes import change_entries
+from sync_server.engine.intake import NewTicket
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
 from sync_server.storage.org import CodeCache
@@ -128,6 +128,8 @@ class _Batch:
     conflicts: list[tuple[int, UUID, Conflict]] = field(default_factory=list)
     audits: list[tuple[Any, ...]] = field(default_factory=list)
     outcomes: list[tuple[Parsed, Outcome]] = field(default_factory=list)
+    types: store.ServiceTypes = field(default_factory=lambda: store.ServiceTypes({}, None))
+    possessed: dict[str, bool] = field(default_factory=dict)  # per attached photo: the crew has its bytes
 
 
 async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], codes: CodeCache | None = None) -> dict[str, Any]:
@@ -195,14 +197,12 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
             raise ProtocolError(ErrorCode.SEQ_REUSED, f"seq {p.seq} was already applied with a different body",
                                 {"seq": p.seq, "stored_digest": kept.digest.hex()})
     batch = await _fold(conn, dev, fresh, codes or CodeCache(), start)
-    # The common push (crew state, notes, items: no new ticket, no photo) renders its documents in Python from the
-    # fold and writes everything, results and last_seq included, in one statement below; the rest takes the general
-    # path, which re-reads what SQL decided (a photo's possession, a new ticket's office fields).
-    one_statement = bool(fresh) and not batch.created and not batch.photos
-    if one_statement:
-        after = _next_records(batch, dev, row["now"], row["crew_name"])
-    else:
-        after = await _flush(conn, dev, batch, version) if fresh else {}
+    # Every push renders its documents in Python from the fold (an attached photo's state from the crew's possession,
+    # read under the photo locks; a self-reported ticket's office fields from its mutation) and writes everything,
+    # results and last_seq included, in one statement below.
+    if fresh:
+        batch.possessed = await _possessed(conn, batch, dev)
+    after = _next_records(batch, dev, row["now"], row["crew_name"]) if fresh else {}
     depts = {r.department_id for r in after.values()} | {dev.department_id for _ in batch.conflicts}
     if depts:
         crews = {c for r in (*after.values(), *(b for b in batch.before.values() if b is not None))
@@ -229,10 +229,7 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
         last_seq = fresh[-1].seq
         kept_results = [store.StoredResult(p.seq, p.op, p.ticket_id, r["status"], r["reason"], r, version, p.digest)
                         for r, (p, _) in zip(fresh_results, batch.outcomes)]
-        if one_statement:
-            await _apply(conn, dev, batch, after, last_seq, kept_results)
-        else:
-            await store.finish_push(conn, dev.device_id, last_seq, kept_results, batch.audits)
+        await _apply(conn, dev, batch, after, last_seq, kept_results)
     return {
         "results": results,
         "server_version": version or max((int(r["server_version"]) for r in results), default=0),
@@ -259,9 +256,8 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], c
     batch.records = records
     for tid, rec in records.items():
         batch.work[tid] = _work(rec, held_by, dev)
-    types: set[str] = set()
     if any(p.model is not None and p.model.op == "self_report" for p in fresh):
-        types = await store.department_service_types(conn, dev.department_id)
+        batch.types = await store.department_service_types(conn, dev.department_id)
     # Note ids are client-made and global: one already used on another ticket must be refused, not dropped by the
     # insert's ON CONFLICT (an "applied" with no effect would break I5).
     codes = await _codes(conn, fresh, records, cache)
@@ -272,7 +268,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], c
             continue
         m = p.model
         if m.op == "self_report":
-            out = _self_report(batch, m, dev, types, codes, op_note_id(dev.device_id, p.seq))
+            out = _self_report(batch, m, dev, codes, op_note_id(dev.device_id, p.seq))
             if out.status is MutationStatus.APPLIED:
                 _collect(batch, p, out, batch.work[m.ticket_id], dev)
             batch.outcomes.append((p, out))
@@ -321,7 +317,7 @@ def _service_type(batch: _Batch, ticket_id: UUID) -> str | None:
     return next((n.service_type for n in batch.created if n.id == ticket_id), None)
 
 
-def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str], codes: dict[str, Any], note_id: UUID) -> Outcome:
+def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, codes: dict[str, Any], note_id: UUID) -> Outcome:
     """Create-and-close proactive work; the client-made id makes a retried create a duplicate, never a second ticket."""
     existing = batch.work.get(m.ticket_id)
     if existing is not None or any(n.id == m.ticket_id for n in batch.created):
@@ -329,7 +325,7 @@ def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, types: set[str], codes: 
             return Outcome(MutationStatus.DUPLICATE, ReasonCode.ALREADY_EXISTS, "self-report already recorded")
         return rejected(ReasonCode.ALREADY_EXISTS, "ticket id already in use")
     a = m.args
-    if a.service_type not in types:  # checked here: a failing INSERT would poison the whole batch (I6)
+    if a.service_type not in batch.types.by_key:  # checked here: a failing INSERT would poison the whole batch (I6)
         return rejected(ReasonCode.INVALID_ARGS, f"service type {a.service_type!r} is not one of your department's")
     bad = code_refusal(m.op, a, codes.get(a.service_type))
     if bad is not None:
@@ -369,49 +365,56 @@ def _collect(batch: _Batch, p: Parsed, out: Outcome, t: WorkTicket, dev: DeviceC
                              out.reason.value if out.reason else None))
 
 
-async def _flush(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, version: int) -> dict[UUID, TicketRecord]:
-    """Write the folded state in sets, then log the changes: one change row per touched ticket (I2)."""
-    if batch.created:
-        await insert_ticket_rows(conn, batch.created)
-    touched = [t for tid, t in batch.work.items() if t.touched and tid in batch.before]
-    items: list[store.ItemRow] = []
-    for t in touched:
-        before = batch.before.get(t.id)
-        old = {i["item_type"]: i["count"] for i in before.doc["items"]} if before is not None else {}
-        items.extend(store.ItemRow(t.id, k, v) for k, v in t.items.items() if old.get(k) != v)
-    await store.write_plan(conn, [
-        store.WorkRow(t.id, t.status.value, t.crew_id, t.resolution_code, t.reason_code, json.dumps(t.field_meta))
-        for t in touched
-    ], [store.NoteRow(*n) for n in batch.notes], items)
-    await store.insert_photos(conn, batch.photos)  # under the photo locks _fold took first
-    before = {t.id: batch.before[t.id] for t in touched}
-    # audit rows go with the results in finish_push (same transaction, one round trip fewer)
-    after = await commit_changes(conn, before, actor_kind="device", actor=dev.device_id, action="push", audit_rows=False,
-                                 notify=False)
-    await store.insert_conflicts(conn, [
-        (tid, after[tid].department_id if tid in after else dev.department_id, dev.crew_id, dev.device_id, seq,
-         c.kind, c.field, json.dumps(c.kept), json.dumps(c.discarded), c.detail)
-        for seq, tid, c in batch.conflicts
-    ], notify=False)
-    return after
+async def _possessed(conn: asyncpg.Connection, batch: _Batch, dev: DeviceCtx) -> dict[str, bool]:
+    """Whether the crew possesses each photo the push attaches (it delivered the bytes, or a ticket it holds once the
+    fold is applied shows the photo available): fs_photo_possessed's rule, with the holders this push leaves."""
+    if not batch.photos:
+        return {}
+    facts = await store.photo_possession(conn, dev.crew_id, [ph[1] for ph in batch.photos], list(batch.records))
+
+    def held(tid: UUID) -> bool:  # a ticket outside the push was found because the crew holds it
+        w = batch.work.get(tid)
+        return w is None or holder(w.status, w.crew_id) == dev.crew_id
+
+    return {sha: f.proven or any(held(t) for t in f.shown) for sha, f in facts.items()}
+
+
+def _created(batch: _Batch, dev: DeviceCtx, crew_name: str, stamp: str) -> dict[UUID, TicketRecord]:
+    """Self-reported tickets as their rows are inserted, before the fold's state is laid over them."""
+    out: dict[UUID, TicketRecord] = {}
+    for n in batch.created:
+        status = n.status or (TicketStatus.ASSIGNED if n.crew_id is not None else TicketStatus.UNASSIGNED)
+        doc = created_doc(id=str(n.id), service_type=batch.types.by_key[n.service_type][1],
+                          department=batch.types.department, status=status.value, address=n.address, zip=n.zip,
+                          lat=n.lat, lon=n.lon, description=n.description, source=n.source,
+                          requested_at=format_datetime(n.requested_at), crew=crew_name if n.crew_id is not None else None,
+                          created_by_device=n.created_by_device, updated_at=stamp)
+        out[n.id] = TicketRecord(doc=doc, department_id=dev.department_id, crew_id=n.crew_id,
+                                 holder_crew_id=holder(status, n.crew_id))
+    return out
 
 
 def _next_records(batch: _Batch, dev: DeviceCtx, now: datetime, crew_name: str) -> dict[UUID, TicketRecord]:
-    """Each touched ticket as the fold left it, its document built from the locked one (no re-read, no SQL render)."""
+    """Each touched ticket as the fold left it, its document built from the locked one (or, for a self-reported
+    ticket, from its mutation): no re-read, no SQL render."""
     stamp = format_datetime(now)
     notes: dict[UUID, list[NewNote]] = {}
     for nid, tid, text, author, device_time in batch.notes:
         notes.setdefault(tid, []).append(NewNote(str(nid), text, author, format_datetime(device_time) if device_time
                                                  else None, stamp))
+    photos: dict[UUID, list[dict[str, Any]]] = {}
+    for tid, sha, kind, taken_at, lat, lon, _ in batch.photos:
+        photos.setdefault(tid, []).append(photo_entry(sha, kind, format_datetime(taken_at), lat, lon, batch.possessed[sha]))
+    created = _created(batch, dev, crew_name, stamp) if batch.created else {}
     out: dict[UUID, TicketRecord] = {}
     for tid, t in batch.work.items():
-        rec = batch.records.get(tid)
+        rec = batch.records.get(tid) or created.get(tid)
         if not t.touched or rec is None or tid not in batch.before:
             continue
         crew = rec.doc["crew"] if t.crew_id == rec.crew_id else (None if t.crew_id is None else crew_name)
         doc = next_doc(rec.doc, status=t.status.value, crew=crew, resolution_code=t.resolution_code,
                        reason_code=t.reason_code, items=t.items, notes=notes.get(tid, []), version=t.version + 1,
-                       updated_at=stamp)
+                       updated_at=stamp, photos=photos.get(tid))
         out[tid] = TicketRecord(doc=doc, department_id=rec.department_id, crew_id=t.crew_id,
                                 holder_crew_id=holder(t.status, t.crew_id), field_meta=t.field_meta,
                                 duplicate_of=rec.duplicate_of)
@@ -420,14 +423,15 @@ def _next_records(batch: _Batch, dev: DeviceCtx, now: datetime, crew_name: str) 
 
 async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after: dict[UUID, TicketRecord],
                  last_seq: int, results: list[store.StoredResult]) -> None:
-    """The one-statement push: ticket state with its stored document, notes, items, change rows, audit, conflicts,
-    results and last_seq (I1, I2, I5, I9)."""
+    """The push's one write statement: ticket state with its stored document, self-reported tickets, notes, items,
+    photos, change rows, audit, conflicts, results and last_seq (I1, I2, I5, I9)."""
     before = {tid: batch.before[tid] for tid in after}
     entries, _ = change_entries(before, after, actor_kind="device", actor=dev.device_id, action="push", audit_rows=False)
     items: list[store.ItemRow] = []
     for tid, rec in after.items():
-        old = {i["item_type"]: i["count"] for i in batch.before[tid].doc["items"]}  # type: ignore[union-attr]
-        items.extend(store.ItemRow(tid, k, v) for k, v in batch.work[tid].items.items() if old.get(k) != v)
+        old = before[tid]
+        had = {i["item_type"]: i["count"] for i in old.doc["items"]} if old is not None else {}
+        items.extend(store.ItemRow(tid, k, v) for k, v in batch.work[tid].items.items() if had.get(k) != v)
     await store.apply_push(
         conn, dev.device_id, last_seq,
         [store.TicketWrite(tid, r.doc["status"], r.crew_id, r.doc["resolution_code"], r.doc["reason_code"],
@@ -436,6 +440,10 @@ async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after:
         [store.ConflictRow(tid, after[tid].department_id if tid in after else dev.department_id, dev.crew_id, seq,
                            c.kind, c.field, json.dumps(c.kept), json.dumps(c.discarded), c.detail)
          for seq, tid, c in batch.conflicts],
+        [store.PhotoRow(tid, sha, kind, taken_at, lat, lon, batch.possessed[sha])
+         for tid, sha, kind, taken_at, lat, lon, _ in batch.photos],
+        [store.CreatedRow(n.id, batch.types.by_key[n.service_type][0], n.address, n.zip, n.lat, n.lon, n.description,
+                          n.source, n.requested_at) for n in batch.created],
     )
 
 

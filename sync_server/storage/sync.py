@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from sync_server.storage.tickets import NOTIFY_SQL, ChangeColumns, live_payload
+from sync_server.storage.tickets import ChangeColumns
 from sync_server.storage.uploads import PHOTO_LOCK_CLASS
 
 # Every read below selects the stored document in the form the answer is written in ({doc}: doc_mp for msgpack,
@@ -247,18 +247,6 @@ async def stored_results(conn: asyncpg.Connection, device_id: str, seqs: Sequenc
 
 
 @dataclass(frozen=True)
-class WorkRow:
-    """Folded crew state of one ticket, as the push writes it."""
-
-    id: UUID
-    status: str
-    crew_id: int | None
-    resolution_code: str | None
-    reason_code: str | None
-    field_meta: str  # JSON text
-
-
-@dataclass(frozen=True)
 class NoteRow:
     """A note to add; its id is client-made (or derived from device and seq), so a replay is a no-op."""
 
@@ -276,42 +264,6 @@ class ItemRow:
     ticket_id: UUID
     item_type: str
     count: int
-
-
-# A push's ticket writes in one statement (one round trip): the folded crew state with version bumped (the holder,
-# I3, is the generated column tickets.holder_crew_id, recomputed by PostgreSQL), the new notes and the changed item
-# lines. Each part is a set over arrays; parts touch different tables, so the CTEs do not need to see each other's
-# effects.
-_WRITE_PLAN = """
-WITH w AS (
-  UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,
-    field_meta = v.meta::jsonb, version = t.version + 1, updated_at = now()
-  FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[]) AS v(id, st, crew, res, why, meta)
-  WHERE t.id = v.id RETURNING t.id),
-n AS (
-  INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)
-  SELECT * FROM unnest($7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::timestamptz[])
-  ON CONFLICT (id) DO NOTHING RETURNING id),
-i AS (
-  INSERT INTO ticket_items (ticket_id, item_type, count)
-  SELECT * FROM unnest($12::uuid[], $13::text[], $14::integer[])
-  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count RETURNING ticket_id)
-SELECT (SELECT count(*) FROM w) + (SELECT count(*) FROM n) + (SELECT count(*) FROM i)
-"""
-
-
-async def write_plan(conn: asyncpg.Connection, work: Sequence[WorkRow], notes: Sequence[NoteRow], items: Sequence[ItemRow]) -> None:
-    """Persist a push's folded state, notes and items in one statement; callers hold the tickets' row locks."""
-    if not (work or notes or items):
-        return
-    await conn.fetchval(
-        _WRITE_PLAN,
-        [w.id for w in work], [w.status for w in work], [w.crew_id for w in work], [w.resolution_code for w in work],
-        [w.reason_code for w in work], [w.field_meta for w in work],
-        [n.id for n in notes], [n.ticket_id for n in notes], [n.text for n in notes], [n.author for n in notes],
-        [n.device_time for n in notes],
-        [i.ticket_id for i in items], [i.item_type for i in items], [i.count for i in items],
-    )
 
 
 def _jtext(value: Any) -> str | None:
@@ -337,34 +289,17 @@ def _audit_results_ctes(device: int, audit: int) -> str:
     )
 
 
-# The end of a push in one statement: its audit rows (I9), its stored results and the device's last_seq (I1), all in
-# the push's transaction. The results' primary key (device, seq) still makes a double apply impossible.
-_FINISH = """
-WITH """ + _audit_results_ctes(device=1, audit=3) + """
-UPDATE devices SET last_seq = $2 WHERE id = $1
-"""
-
-
-async def finish_push(conn: asyncpg.Connection, device_id: str, last_seq: int, results: Sequence[StoredResult],
-                      audits: Sequence[tuple[Any, ...]]) -> None:
-    """Audit rows, stored results (text, so a replay is byte-identical) and last_seq, in one round trip."""
-    cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
-    for k, a, act, tid, dep, b, af, why in audits:
-        for col, v in zip(cols, (k, a, act, tid, dep, _jtext(b), _jtext(af), why)):
-            col.append(v)
-    await conn.execute(
-        _FINISH, device_id, last_seq, *cols,
-        [r.seq for r in results], [r.op for r in results], [r.ticket_id for r in results], [r.status for r in results],
-        [r.reason for r in results], [json.dumps(r.result, separators=(",", ":")) for r in results],
-        [r.server_version for r in results], [r.digest for r in results],
-    )
-
-
 @dataclass(frozen=True)
-class TicketWrite(WorkRow):
-    """One ticket's whole new state as a push writes it: the crew-owned columns of WorkRow, plus version, stored
-    document, and the holder for the change log (tickets.holder_crew_id is generated, never written)."""
+class TicketWrite:
+    """One ticket's new crew-owned state as a push writes it, with its version and the holder for the change log
+    (tickets.holder_crew_id is generated, never written); its stored document travels in ChangeColumns."""
 
+    id: UUID
+    status: str
+    crew_id: int | None
+    resolution_code: str | None
+    reason_code: str | None
+    field_meta: str  # JSON text
     version: int
     holder_crew_id: int | None
 
@@ -374,7 +309,10 @@ class TicketWrite(WorkRow):
 # single UPDATE (one tuple version per ticket; PostgreSQL derives tickets.holder_crew_id, a generated column, while $8
 # is domain.states.holder of the same state for the log: tests/test_holder_rule.py pins the two to one table), new
 # notes, changed item lines, holding history (I5), the change rows (I2), audit rows (I9), conflicts for supervisors,
-# the stored results and the device's last_seq (I1: they commit with the effects or not at all). The documents were rendered in Python (domain.document) from the fold's state.
+# attached photos (their possession decided before, photo_possession), self-reported tickets (`nt`: inserted with their
+# final state, so `w` finds nothing to update for them; the other parts' foreign keys are checked at the statement's
+# end, when the row exists), the stored results and the device's last_seq (I1: they commit with the effects or not at
+# all). The documents were rendered in Python (domain.document) from the fold's state.
 _APPLY = """
 WITH w AS (
   UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,
@@ -407,7 +345,23 @@ f AS (
   INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)
   SELECT tid, dep, crew, $24, seq, kind, fld, kept::jsonb, disc::jsonb, detail FROM unnest($41::uuid[], $42::smallint[],
     $43::integer[], $44::bigint[], $45::text[], $46::text[], $47::text[], $48::text[], $49::text[]) WITH ORDINALITY
-    AS v(tid, dep, crew, seq, kind, fld, kept, disc, detail, ord) ORDER BY ord)
+    AS v(tid, dep, crew, seq, kind, fld, kept, disc, detail, ord) ORDER BY ord),
+ph AS (
+  INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by, verified)
+  SELECT tid, sha, kind, taken, lat, lon, $24, ok FROM unnest($51::uuid[], $52::text[], $53::text[], $54::timestamptz[],
+    $55::float8[], $56::float8[], $57::boolean[]) AS v(tid, sha, kind, taken, lat, lon, ok)
+  ON CONFLICT DO NOTHING),
+nt AS (
+  INSERT INTO tickets (id, service_type_id, department_id, status, address, zip, lat, lon, description, source,
+                       requested_at, crew_id, created_by_device, resolution_code, reason_code, field_meta, version,
+                       doc_hash, doc_json, doc_mp)
+  SELECT n.id, n.stid, v.dept, v.st, n.addr, n.zip, n.lat, n.lon, n.descr, n.src, n.req, v.crew, $24, v.res, v.why,
+    v.meta::jsonb, v.ver, v.h, v.doc, v.mp
+  FROM unnest($58::uuid[], $59::smallint[], $60::text[], $61::text[], $62::float8[], $63::float8[], $64::text[],
+              $65::text[], $66::timestamptz[]) AS n(id, stid, addr, zip, lat, lon, descr, src, req)
+  JOIN unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::integer[], $9::bytea[],
+              $10::text[], $11::bytea[], $20::smallint[]) AS v(id, st, crew, res, why, meta, ver, h, doc, mp, dept)
+    ON v.id = n.id)
 UPDATE devices SET last_seq = $50 WHERE id = $24
 """
 
@@ -427,12 +381,41 @@ class ConflictRow:
     detail: str | None
 
 
+@dataclass(frozen=True)
+class PhotoRow:
+    """A photo reference a push attaches; `verified` is the adding crew's possession of the bytes (photo_possession)."""
+
+    ticket_id: UUID
+    sha256: str
+    kind: str
+    taken_at: Any
+    lat: float | None
+    lon: float | None
+    verified: bool
+
+
+@dataclass(frozen=True)
+class CreatedRow:
+    """The office columns of a self-reported ticket; its crew-owned state and document travel in `tickets`."""
+
+    id: UUID
+    service_type_id: int
+    address: str
+    zip: str | None
+    lat: float | None
+    lon: float | None
+    description: str
+    source: str | None
+    requested_at: Any
+
+
 async def apply_push(conn: asyncpg.Connection, device_id: str, last_seq: int, tickets: Sequence[TicketWrite],
                      changes: ChangeColumns, notes: Sequence[NoteRow], items: Sequence[ItemRow],
                      audits: Sequence[tuple[Any, ...]], results: Sequence[StoredResult],
-                     conflicts: Sequence[ConflictRow]) -> None:
-    """Every write of a push in one round trip; `tickets` and `changes` list the same tickets in the same order, and
-    the caller holds the device row and the tickets' row locks."""
+                     conflicts: Sequence[ConflictRow], photos: Sequence[PhotoRow] = (),
+                     created: Sequence[CreatedRow] = ()) -> None:
+    """Every write of a push in one round trip; `tickets` and `changes` list the same tickets in the same order (the
+    `created` ones among them), and the caller holds the device row, the photo locks and the tickets' row locks."""
     acols: list[list[Any]] = [[], [], [], [], [], [], [], []]
     for k, a, act, tid, dep, b, af, why in audits:
         for col, v in zip(acols, (k, a, act, tid, dep, _jtext(b), _jtext(af), why)):
@@ -455,36 +438,52 @@ async def apply_push(conn: asyncpg.Connection, device_id: str, last_seq: int, ti
         [c.seq for c in conflicts], [c.kind for c in conflicts], [c.field for c in conflicts], [c.kept for c in conflicts],
         [c.discarded for c in conflicts], [c.detail for c in conflicts],
         last_seq,
+        [p.ticket_id for p in photos], [p.sha256 for p in photos], [p.kind for p in photos], [p.taken_at for p in photos],
+        [p.lat for p in photos], [p.lon for p in photos], [p.verified for p in photos],
+        [n.id for n in created], [n.service_type_id for n in created], [n.address for n in created],
+        [n.zip for n in created], [n.lat for n in created], [n.lon for n in created], [n.description for n in created],
+        [n.source for n in created], [n.requested_at for n in created],
     )
 
 
-async def insert_photos(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(ticket_id, sha256, kind, taken_at, lat, lon, added_by): a photo reference, pending until the adding device's
-    crew possesses the bytes (fs_photo_possessed: it delivered them, or holds a ticket showing them)."""
-    if not rows:
-        return
-    await conn.executemany(
-        "INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by, verified)"
-        " SELECT $1::uuid, $2::text, $3::text, $4::timestamptz, $5::float8, $6::float8, $7::text,"
-        " fs_photo_possessed($2::text, (SELECT crew_id FROM devices WHERE id = $7::text)) ON CONFLICT DO NOTHING",
-        rows,
-    )
+# Possession of photos a push attaches, read under the push's photo locks (a statement after begin_push: its snapshot
+# sees an upload that committed while the push waited for the lock, engine.uploads.mark_blob_verified). Per hash: the
+# crew proved it (delivered the bytes), and the tickets showing it verified that the crew holds or that this push
+# folded (whose holder the fold may change); fs_photo_possessed is this rule over the tickets' current holders.
+_POSSESSION = """
+SELECT s AS sha256, EXISTS (SELECT 1 FROM photo_possession WHERE sha256 = s AND crew_id = $2) AS proven,
+  ARRAY(SELECT DISTINCT p.ticket_id FROM ticket_photos p JOIN tickets t ON t.id = p.ticket_id
+        WHERE p.sha256 = s AND p.verified AND (t.holder_crew_id = $2 OR t.id = ANY($3::uuid[]))) AS shown
+FROM unnest($1::text[]) AS s
+"""
 
 
-async def insert_conflicts(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], *, notify: bool = True) -> None:
-    """(ticket_id, department_id, crew_id, device_id, seq, kind, field, kept_json, discarded_json, detail) for supervisors (I5)."""
-    if not rows:
-        return
-    await conn.executemany(
-        "INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)",
-        rows,
-    )
-    if rows and notify:  # supervisors' live feed (a conflict can commit without any change row)
-        await conn.execute(NOTIFY_SQL, live_payload({r[1] for r in rows}, ()))
+@dataclass(frozen=True)
+class Possession:
+    """What decides whether a crew possesses a photo: proven by delivery, or shown verified on these tickets."""
+
+    proven: bool
+    shown: list[UUID]
 
 
-async def department_service_types(conn: asyncpg.Connection, department_id: int) -> set[str]:
-    """Names and codes a crew of this department may self-report."""
-    rows = await conn.fetch("SELECT name, code FROM service_types WHERE department_id = $1", department_id)
-    return {r["name"] for r in rows} | {r["code"] for r in rows}
+async def photo_possession(conn: asyncpg.Connection, crew_id: int, hashes: Sequence[str],
+                           folded: Sequence[UUID]) -> dict[str, Possession]:
+    """Per hash, the facts the possession rule reads; the caller applies it with the holders its fold left."""
+    rows = await conn.fetch(_POSSESSION, sorted(set(hashes)), crew_id, list(folded))
+    return {r["sha256"]: Possession(r["proven"], list(r["shown"])) for r in rows}
+
+
+@dataclass(frozen=True)
+class ServiceTypes:
+    """The service types a department's crews may self-report, by name or code: (id, name); and the department's code."""
+
+    by_key: dict[str, tuple[int, str]]
+    department: str | None
+
+
+async def department_service_types(conn: asyncpg.Connection, department_id: int) -> ServiceTypes:
+    """Service types a crew of this department may self-report (by name or code), with the department's code."""
+    rows = await conn.fetch("SELECT st.id, st.name, st.code, d.code AS dept FROM departments d"
+                            " LEFT JOIN service_types st ON st.department_id = d.id WHERE d.id = $1", department_id)
+    by_key = {k: (r["id"], r["name"]) for r in rows if r["id"] is not None for k in (r["name"], r["code"])}
+    return ServiceTypes(by_key, rows[0]["dept"] if rows else None)
