@@ -143,3 +143,22 @@ def test_cache_ttls_follow_the_listen_connection_and_races() -> None:
     cache.put(h1, who, 20.0, cache.mark())
     cache.set_listening(False)  # the connection is gone: a 5-s-old entry is no longer served
     assert cache.get(h1, 20.5) == who and cache.get(h1, 25.0) is None
+
+
+async def test_live_connect_uses_the_device_cache_and_honours_a_revoke(server: Server, world: World, http) -> None:
+    # A phone reconnects its live socket after every dead spot: the upgrade takes the cached principal like a sync
+    # request does (no query per reconnect), and a revoke through this server still refuses the next upgrade at once.
+    creds = world.device("san-1")
+    header = f"Bearer {creds.token}"
+    url = server.url.replace("http", "ws") + "/v1/live?encoding=json"
+    assert server.app[AUTH_CACHE].get(header, time.monotonic()) is None
+    async with http.ws_connect(url, headers={"Authorization": header}) as ws:
+        first = json.loads((await ws.receive(timeout=10)).data)
+        assert first["type"] == "poke"
+    cached = server.app[AUTH_CACHE].get(header, time.monotonic())
+    assert cached is not None and (cached.role, cached.device_id) == (Role.DEVICE, creds.device_id)
+    sup = SupervisorClient(http, server.url, world.supervisors["sanitation"])
+    await sup.call("POST", f"/v1/devices/{creds.device_id}/revoke", {})
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await http.ws_connect(url, headers={"Authorization": header})
+    assert refused.value.status == 401

@@ -44,6 +44,9 @@ async def test_faulty_shift_has_a_clean_verdict_and_an_edited_replica_fails_it(s
     assert rep["photos_verified"] == rep["photos_uploaded"] > 0
     # supervisors moved work away from crews mid-shift, and that was visible as scope exits or late reports
     assert rep["supervisor_actions"].get("reassign", 0) + rep["supervisor_actions"].get("cancel", 0) > 0
+    # like the crew app, a device ignores a poke its last pull already covered (its own push pokes it too), and
+    # still converges
+    assert fleet.metrics.counters["live_pokes"] > fleet.metrics.counters["pokes_already_pulled"] > 0
 
     # planted defect (a): a replica edited behind the simulator's back must fail the verdict
     device = next(d for d in fleet.devices if d.replica.tickets)

@@ -105,6 +105,11 @@ class Device:
         self.online = asyncio.Event()
         self.online.set()
         self.wake = asyncio.Event()
+        # Why the sync loop should run: a tap, a reconnect or the morning (`pending`), or a poke announcing a
+        # watermark the replica has not pulled yet (`poked`). A poke the last pull already covered is ignored, as
+        # the crew app does (clients/js onPoke): every push pokes its own device and its crew mates.
+        self.pending = True
+        self.poked = 0
         self.broken: str | None = None
         self.sent_max = 0
         self.intents = 0
@@ -151,6 +156,7 @@ class Device:
         self.mutation_log.append((op, args))
         self.fleet.ledger[(self.id, seq)] = Entry(self.id, seq, op, ticket_id, args)
         self.fleet.metrics.counters["mutations_created"] += 1
+        self.pending = True
         self.wake.set()
 
     def _gps(self, ticket: Any) -> dict[str, float] | None:
@@ -168,6 +174,7 @@ class Device:
                 self.online.clear()
                 await fleet.sleep(intent.seconds)
                 self.online.set()
+                self.pending = True
                 self.wake.set()
             elif isinstance(intent, IdleIntent):
                 await fleet.sleep(intent.seconds)
@@ -219,20 +226,27 @@ class Device:
         fleet = self.fleet
         poll = fleet.config.step_s * (8 if fleet.live else 3)
         while not fleet.finished and self.broken is None:
+            timer = False
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=poll)
             except asyncio.TimeoutError:
-                pass
+                timer = True
             self.wake.clear()
             if fleet.finished:
                 return
+            due = any(p.not_before <= asyncio.get_running_loop().time() for p in self.photos)
+            if not (timer or self.pending or self.outbox or due or self.poked > self.replica.watermark):
+                fleet.metrics.counters["pokes_already_pulled"] += 1
+                continue
             await self.online.wait()
+            self.pending = False
             try:
                 await self.sync_once()
             except DeviceBroken as exc:
                 self.broken = str(exc)
                 fleet.metrics.errors[f"device_broken:{exc}"] += 1
             except Offline:
+                self.pending = True
                 continue
 
     async def sync_once(self) -> None:
@@ -464,9 +478,14 @@ class Device:
                         if msg.type is not aiohttp.WSMsgType.TEXT:
                             break
                         fleet.metrics.counters["live_messages"] += 1
-                        if isinstance(decode_live(msg.data, JSON), LivePoke):
+                        frame = decode_live(msg.data, JSON)
+                        if isinstance(frame, LivePoke):
                             fleet.metrics.counters["live_pokes"] += 1
-                            self.wake.set()
+                            self.poked = max(self.poked, frame.watermark)
+                            if frame.watermark > self.replica.watermark:
+                                self.wake.set()
+                            else:
+                                fleet.metrics.counters["pokes_already_pulled"] += 1
             except (*RETRYABLE_TRANSPORT, aiohttp.WSServerHandshakeError, DecodeError) as exc:
                 fleet.metrics.errors[f"live:{type(exc).__name__}"] += 1
             attempt += 1  # every disconnect backs off a little, so a server closing sockets is not hammered
