@@ -8,10 +8,12 @@ its response without decoding it.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # no stubs or py.typed upstream
+import orjson
 
 from protocol.canonical import canonical_doc_bytes
 
@@ -25,29 +27,17 @@ class Rendered:
     hash: bytes
 
 
-def _ordered(value: Any) -> Any:
-    """Keys sorted at every level, as in the canonical JSON, so both encodings list fields alike."""
-    if isinstance(value, dict):
-        return {k: _ordered(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [_ordered(v) for v in value]
-    return value
-
-
-def canonical_doc(doc: dict[str, Any]) -> dict[str, Any]:
-    """The document in canonical order: children sorted as the checksum sorts them, keys sorted."""
-    data = dict(doc)
-    data["notes"] = sorted(doc["notes"], key=lambda n: (n["created_at"], n["id"]))
-    data["photos"] = sorted(doc["photos"], key=lambda p: (p["sha256"], p["kind"]))
-    data["items"] = sorted(doc["items"], key=lambda i: i["item_type"])
-    ordered: dict[str, Any] = _ordered(data)
-    return ordered
-
-
 def render(doc: dict[str, Any]) -> Rendered:
     """Canonical text, msgpack bytes and hash of a JSON-mode ticket document, computed once per change."""
     raw = canonical_doc_bytes(doc)
-    packed: bytes = msgpack.packb(canonical_doc(doc), use_bin_type=True)
+    # The canonical text parsed back is the document with children sorted and keys sorted at every level, the order
+    # the msgpack form lists them in, with the same values (floats round-trip exactly); orjson parses it faster than
+    # Python can re-sort the dict.
+    try:
+        ordered = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # an integer beyond 64 bits: the standard library parses it alike
+        ordered = json.loads(raw)
+    packed: bytes = msgpack.packb(ordered, use_bin_type=True)
     return Rendered(raw.decode("utf-8"), packed, hashlib.sha256(raw).digest())
 
 

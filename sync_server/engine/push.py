@@ -9,16 +9,17 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from protocol import (
     OPS,
-    ConflictInfo,
     ErrorCode,
     MutationResult,
     MutationStatus,
     ProtocolError,
     ReasonCode,
+    RemovalReason,
     TicketStatus,
 )
 from protocol.canonical import mutation_digest, op_note_id
@@ -37,6 +38,7 @@ from sync_server.storage.org import CodeCache
 from sync_server.storage.tickets import ChangeColumns, TicketRecord, load_tickets, notify_after_commit, stored_records
 
 _MUTATION = TypeAdapter(Mutation)
+_MUTATIONS = TypeAdapter(list[Mutation])
 # Fields only a supervisor may set; a crew op naming one is refused as such, not as a generic typo (mass assignment).
 SUPERVISOR_FIELDS = frozenset({"priority", "crew", "crew_id", "due_at", "service_date", "status", "department",
                                "assigned_to", "duplicate_of", "version", "cancelled"})
@@ -79,16 +81,18 @@ def parse_batch(raw: list[dict[str, Any]], now: datetime | None = None) -> list[
         seq = item.get("seq") if isinstance(item, dict) else None
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, "every mutation needs an integer seq >= 1")
-        parsed = _parse_one(seq, item, context)
+        parsed = _screen(seq, item)
         parsed.digest = mutation_digest(item)
         out.append(parsed)
     seqs = [p.seq for p in out]
     if any(b != a + 1 for a, b in zip(seqs, seqs[1:])):
         raise ProtocolError(ErrorCode.VALIDATION_FAILED, "seqs in a push must be consecutive and ascending", {"seqs": seqs[:50]})
+    _validate([p for p in out if p.error is None], context)
     return out
 
 
-def _parse_one(seq: int, item: dict[str, Any], context: dict[str, Any]) -> Parsed:
+def _screen(seq: int, item: dict[str, Any]) -> Parsed:
+    """The refusals decided before schema validation: an unknown op, a supervisor-owned field."""
     op = item.get("op")
     if op not in OPS:
         return Parsed(seq, item, error=rejected(ReasonCode.UNKNOWN_OP, f"unknown op {str(op)[:64]!r}"))
@@ -96,12 +100,25 @@ def _parse_one(seq: int, item: dict[str, Any], context: dict[str, Any]) -> Parse
     owned = sorted(SUPERVISOR_FIELDS & set(args)) if isinstance(args, dict) else []
     if owned:
         return Parsed(seq, item, error=rejected(ReasonCode.SUPERVISOR_OWNED, f"crews cannot set {', '.join(owned)}"))
+    return Parsed(seq, item)
+
+
+def _validate(todo: list[Parsed], context: dict[str, Any]) -> None:
+    """Models for the screened mutations: the whole list in one validator call (the common, all-valid batch), and
+    only when that fails each on its own, so every invalid one gets its own rejection."""
     try:
-        return Parsed(seq, item, model=_MUTATION.validate_python(item, context=context))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        return Parsed(seq, item, error=rejected(ReasonCode.INVALID_ARGS, f"{loc}: {first.get('msg', 'invalid')}"[:500]))
+        models = _MUTATIONS.validate_python([p.raw for p in todo], context=context)
+    except ValidationError:
+        for p in todo:
+            try:
+                p.model = _MUTATION.validate_python(p.raw, context=context)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                loc = ".".join(str(part) for part in first.get("loc", ()))
+                p.error = rejected(ReasonCode.INVALID_ARGS, f"{loc}: {first.get('msg', 'invalid')}"[:500])
+        return
+    for p, m in zip(todo, models):
+        p.model = m
 
 
 def _work(rec: TicketRecord, held_by: set[UUID], dev: DeviceCtx) -> WorkTicket:
@@ -222,7 +239,7 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
             results.append(_wire(*_replayed(kept.result, current, dev)))
         else:  # the first answer, byte for byte, marked as a replay
             results.append({**kept.result, "replayed": True})
-    fresh_results = [_wire(*_result(p, o, current, batch, dev, version)) for p, o in batch.outcomes]
+    fresh_results = [_result(p, o, current, batch, dev, version) for p, o in batch.outcomes]
     fresh_results = _last_carries_ticket(fresh_results)
     results.extend(fresh_results)
     if fresh:
@@ -285,8 +302,9 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], c
             batch.outcomes.append((p, rejected(ReasonCode.INVALID_ARGS, bad)))
             continue
         trial = t.copy()
-        out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time,
-                    note_id=op_note_id(dev.device_id, p.seq))
+        # the derived note id only for ops carrying a note: a uuid5 per mutation would cost more than the op
+        note_id = op_note_id(dev.device_id, p.seq) if getattr(m.args, "note", None) else None
+        out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time, note_id=note_id)
         if out.status is not MutationStatus.REJECTED:
             if out.new_note is not None:
                 note_owner[out.new_note[0]] = m.ticket_id
@@ -435,7 +453,8 @@ async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after:
     await store.apply_push(
         conn, dev.device_id, last_seq,
         [store.TicketWrite(tid, r.doc["status"], r.crew_id, r.doc["resolution_code"], r.doc["reason_code"],
-                           json.dumps(r.field_meta), r.doc["version"], r.holder_crew_id) for tid, r in after.items()],
+                           orjson.dumps(r.field_meta).decode(), r.doc["version"], r.holder_crew_id)
+         for tid, r in after.items()],
         ChangeColumns.of(entries), [store.NoteRow(*n) for n in batch.notes], items, batch.audits, results,
         [store.ConflictRow(tid, after[tid].department_id if tid in after else dev.department_id, dev.crew_id, seq,
                            c.kind, c.field, json.dumps(c.kept), json.dumps(c.discarded), c.detail)
@@ -448,15 +467,26 @@ async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after:
 
 
 def _result(p: Parsed, o: Outcome, current: dict[UUID, TicketRecord], batch: _Batch, dev: DeviceCtx,
-            version: int) -> tuple[MutationResult, dict[str, Any] | None]:
-    """Tell the device exactly what happened, with the ticket as it now stands if the crew still holds it."""
+            version: int) -> dict[str, Any]:
+    """Tell the device exactly what happened, with the ticket as it now stands if the crew still holds it.
+
+    Built as the JSON-mode dict `MutationResult.model_dump(mode="json")` gives, key for key and in its order (the wire
+    bytes and stored results must not change; tests/test_push_results.py compares the two): building and dumping a
+    model per mutation cost more than the rest of the result.
+    """
     tid = p.ticket_id
     rec = (current.get(tid) or batch.records.get(tid)) if tid is not None else None
     doc, removed = _holding(rec, batch.work.get(tid) if tid is not None else None, dev)
-    return MutationResult(
-        seq=p.seq, status=o.status, reason=o.reason, message=o.message, removed=removed,
-        conflicts=[_info(c) for c in o.conflicts], server_version=version,
-    ), doc
+    return result_dict(p.seq, o.status, o.reason, o.message, doc, removed, [_info(c) for c in o.conflicts], version)
+
+
+def result_dict(seq: int, status: MutationStatus, reason: ReasonCode | None, message: str | None,
+                ticket: dict[str, Any] | None, removed: RemovalReason | None, conflicts: list[dict[str, Any]],
+                server_version: int) -> dict[str, Any]:
+    """A fresh MutationResult in its JSON-mode form (keys in the model's field order), with the ticket document."""
+    return {"seq": seq, "status": status.value, "reason": None if reason is None else reason.value, "message": message,
+            "ticket": ticket, "removed": None if removed is None else removed.value, "conflicts": conflicts,
+            "server_version": server_version, "replayed": False}
 
 
 def _holding(rec: TicketRecord | None, wt: WorkTicket | None, dev: DeviceCtx) -> tuple[Any, Any]:
@@ -476,8 +506,9 @@ def _last_carries_ticket(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r if r["ticket"] is None or last[r["ticket"]["id"]] == i else {**r, "ticket": None} for i, r in enumerate(results)]
 
 
-def _info(c: Conflict) -> ConflictInfo:
-    return ConflictInfo(kind=c.kind, field=c.field, kept=_scalar(c.kept), discarded=_scalar(c.discarded), detail=c.detail)
+def _info(c: Conflict) -> dict[str, Any]:
+    """A conflict as ConflictInfo's JSON-mode dict."""
+    return {"kind": c.kind, "field": c.field, "kept": _scalar(c.kept), "discarded": _scalar(c.discarded), "detail": c.detail}
 
 
 def _scalar(v: Any) -> Any:
