@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -182,13 +183,15 @@ def _device_token(header: str | None) -> str | None:
 
 
 class TouchMemo:
-    """When this process last recorded each device's contact: touch_device writes at most once a minute anyway, so
-    asking PostgreSQL again within that minute is a wasted round trip on every sync request. Bounded: forgetting an
-    entry only costs one more (no-op) UPDATE."""
+    """Device contacts not yet written: a request only notes its device here, and touch_loop writes the noted ones
+    in one UPDATE a second, so no sync request waits for a write (or its WAL flush) to say "seen". Each device is
+    noted at most once a minute (the column's resolution), and the memo stays bounded: forgetting an entry only
+    costs one more (no-op) UPDATE."""
 
     def __init__(self, interval_s: float = 60.0, max_entries: int = 100_000) -> None:
         self.interval_s, self.max_entries = interval_s, max_entries
         self._at: dict[str, float] = {}
+        self._pending: set[str] = set()
 
     def due(self, device_id: str, now: float) -> bool:
         """True when the device's contact should be written now (and remembers that it will be)."""
@@ -200,14 +203,44 @@ class TouchMemo:
         self._at[device_id] = now
         return True
 
+    def seen(self, device_id: str, now: float) -> None:
+        """A request from this device: queue its contact for the next write when one is due."""
+        if self.due(device_id, now) and len(self._pending) < self.max_entries:
+            self._pending.add(device_id)
+
+    def take(self) -> list[str]:
+        """The devices to write now (sorted: concurrent writers lock rows in one order); the queue empties."""
+        out, self._pending = sorted(self._pending), set()
+        return out
+
+
+_TOUCH_SQL = ("UPDATE devices SET last_seen_at = now() WHERE id = ANY($1::text[])"
+              " AND (last_seen_at IS NULL OR last_seen_at < now() - interval '60 seconds')")
+
 
 async def touch_device(conn: asyncpg.Connection, device_id: str) -> None:
     """Record last contact at most once a minute, so auth does not turn every read into a write."""
-    await conn.execute(
-        "UPDATE devices SET last_seen_at = now() WHERE id = $1"
-        " AND (last_seen_at IS NULL OR last_seen_at < now() - interval '60 seconds')",
-        device_id,
-    )
+    await conn.execute(_TOUCH_SQL, [device_id])
+
+
+async def flush_touches(pool: asyncpg.Pool, memo: TouchMemo) -> int:
+    """Write the queued contacts in one statement; how many devices were queued."""
+    ids = memo.take()
+    if ids:
+        async with pool.acquire() as conn:
+            await conn.execute(_TOUCH_SQL, ids)
+    return len(ids)
+
+
+async def touch_loop(pool: asyncpg.Pool, memo: TouchMemo, interval_s: float = 1.0) -> None:
+    """Every `interval_s`, write the contacts requests queued (cancelled at shutdown, after which the caller flushes
+    once more). A failed write is logged; its devices are written again after their next request a minute on."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await flush_touches(pool, memo)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.warning("auth.touch_failed", error=type(exc).__name__)
 
 
 async def enroll_device(conn: asyncpg.Connection, crew_id: int, label: str | None, enrolled_by: str) -> tuple[str, str]:

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Minimum log level.")
     access_log_sample: int = Field(100, ge=1, description="Successful device sync requests (POST /v1/sync/...) answered within 250 ms get an `http.request` log line one time in this many (the line says sampled=N); every other request, every error and every slow answer is always logged. 1 logs every request. Prometheus counts every request either way.")
     pg_bin_dir: Path | None = Field(None, description="Directory with initdb/pg_ctl/postgres; found via pg_config when unset.")
-    pool_min_size: int = Field(2, ge=1, description="Minimum connections in the asyncpg pool.")
+    pool_min_size: int | None = Field(None, ge=1, description="Connections the asyncpg pool opens before the server reports ready and keeps open while idle; unset: pool_max_size, so a burst of requests never waits for PostgreSQL to start backends (each new connection costs ~10-30 ms of fork, authentication and cold catalogue caches). Small values suit many short-lived servers (the test suite uses 1).")
     pool_max_size: int = Field(20, ge=1, description="Maximum connections in the asyncpg pool.")
     cursor_secret: SecretStr | None = Field(None, description="HMAC key for sync cursors; generated into the data dir when unset.")
     max_push_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted push body in bytes.")
@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     open311_sr_format: str = Field("{year}-{seq:07d}", description="Format of service request numbers created by Open311 POST: Python format fields {seq} (a database sequence) and {year}.")
     open311_contact: str = Field("311 service desk", description="Contact text of the Open311 discovery document.")
     open311_key_service: str = Field("Ask the city's 311 team for an API key.", description="How citizen-app developers get an Open311 API key (discovery document).")
+
+    def pool_floor(self) -> int:
+        """Connections opened at start and kept while idle: pool_min_size, by default the whole pool (never above it)."""
+        return min(self.pool_min_size or self.pool_max_size, self.pool_max_size)
 
     def wants_demo(self) -> bool:
         """Demo data is for trying FieldSync on a laptop: on by default only for the embedded cluster, so pointing

@@ -23,6 +23,9 @@ from sync_server.storage.tickets import load_tickets
 from tests.factories import World, build_world
 
 TEMPLATE = "fs_template"
+# A server's pool opens pool_min_size connections before it is ready (default: the whole pool, for production
+# bursts); the suite starts hundreds of short-lived servers, in-process and as subprocesses, so one is enough here.
+os.environ.setdefault("FIELDSYNC_POOL_MIN_SIZE", "1")
 
 
 @pytest.fixture(scope="session")

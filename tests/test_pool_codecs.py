@@ -1,5 +1,6 @@
 """The server's pool learns every array codec once per connection, when it opens it: a request never pays asyncpg's
-catalogue introspection (a recursive query that cost ~16 ms of planning each time, 80 times in one push benchmark)."""
+catalogue introspection (a recursive query that cost ~16 ms of planning each time, 80 times in one push benchmark);
+and by default it opens all its connections before the server serves anything."""
 
 from __future__ import annotations
 
@@ -47,3 +48,17 @@ async def test_without_the_warm_up_each_new_array_type_costs_an_introspection(db
         assert _introspections(await _run_all(conn)) == len(STATEMENTS)
     finally:
         await conn.close()
+
+
+async def test_the_pool_opens_every_connection_before_serving_unless_told_a_floor(db_dsn: str, tmp_path) -> None:
+    """By default a server's pool is whole before the first request (a burst never waits for new backends); a
+    configured pool_min_size opens only that many, and a floor above the maximum is the maximum."""
+    whole = Settings(data_dir=tmp_path, pool_min_size=None, pool_max_size=4)
+    assert Settings.model_fields["pool_min_size"].default is None and whole.pool_floor() == 4
+    assert Settings(data_dir=tmp_path, pool_min_size=9, pool_max_size=3).pool_floor() == 3
+    for settings, size in ((whole, 4), (Settings(data_dir=tmp_path, pool_min_size=2, pool_max_size=4), 2)):
+        pool = await create_pool(db_dsn, settings)
+        try:
+            assert (pool.get_size(), pool.get_min_size()) == (size, size)
+        finally:
+            await pool.close()

@@ -11,7 +11,7 @@ import pytest
 
 from protocol import JSON, MSGPACK, PullResponse, decode
 from sync_server.api.splice import pull_body
-from sync_server.engine.pull import PullPage, Removal, Upsert
+from sync_server.engine.pull import PullPage, Removal
 from tests.conftest import Server
 from tests.factories import World, make_tickets, set_priority
 from tests.syncclient import DeviceClient, SupervisorClient
@@ -76,7 +76,7 @@ _DOC_B = {"id": "00000000-0000-4000-8000-00000000000b", "description": "plain", 
 
 
 def _page(docs: list[bytes] | list[str]) -> PullPage:
-    return PullPage([Upsert(docs[0]), Removal("00000000-0000-4000-8000-00000000000c", "cancelled"), Upsert(docs[1])],
+    return PullPage([docs[0], Removal("00000000-0000-4000-8000-00000000000c", "cancelled"), docs[1]],  # upserts: stored docs
                     cursor="c1", has_more=False, reset=False, scope_checksum="ab" * 32 + ":2", watermark=7,
                     server_time="2026-01-02T03:04:05.000006Z")
 

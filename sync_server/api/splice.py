@@ -34,9 +34,9 @@ def _packed(page: PullPage) -> bytes:
         if isinstance(change, Removal):
             parts.append(packer.pack({"kind": "remove", "ticket_id": change.ticket_id, "reason": change.reason}))
         else:
-            assert isinstance(change.doc, bytes), "a msgpack answer needs documents read as doc_mp"
+            assert isinstance(change, bytes), "a msgpack answer needs documents read as doc_mp"
             parts.append(_UPSERT_MP)
-            parts.append(change.doc)
+            parts.append(change)
     for key, value in _tail(page).items():
         parts.append(packer.pack(key))
         parts.append(packer.pack(value))
@@ -51,8 +51,8 @@ def _text(page: PullPage) -> bytes:
             items.append(json.dumps({"kind": "remove", "ticket_id": change.ticket_id, "reason": change.reason},
                                     separators=(",", ":"), ensure_ascii=False))
         else:
-            assert isinstance(change.doc, str), "a JSON answer needs documents read as doc_json"
-            items.append(_UPSERT_JSON + change.doc + "}")
+            assert isinstance(change, str), "a JSON answer needs documents read as doc_json"
+            items.append(_UPSERT_JSON + change + "}")
     tail = json.dumps(_tail(page), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return ('{"changes":[' + ",".join(items) + "]," + tail[1:]).encode("utf-8")
 

@@ -19,11 +19,9 @@ from sync_server.storage import sync as store
 _EXPIRY_MARGIN = 0.95
 
 
-@dataclass(frozen=True, slots=True)
-class Upsert:
-    """The whole current ticket, as its stored document (msgpack bytes or canonical JSON text), never decoded here."""
-
-    doc: bytes | str
+# An upsert is the whole current ticket as its stored document (msgpack bytes or canonical JSON text), never decoded
+# here; a plain value, not an object per ticket (a snapshot page holds hundreds).
+Upsert = bytes | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +36,7 @@ class Removal:
 class PullPage:
     """One PullResponse (protocol/models.py) with the documents still in their stored form: api/splice.py writes it."""
 
-    changes: list[Upsert | Removal]
+    changes: list[Upsert | Removal]  # in ticket id order
     cursor: str
     has_more: bool
     reset: bool
@@ -65,6 +63,7 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
     state = signer.decode(req.cursor, scope=scope) if req.cursor else None
     now = int(time.time())
     rows: list[Any]
+    held = False  # every row is a ticket the crew holds (a snapshot's first page)
     if state is not None and state.head is not None:  # a later page of a page set: same snapshot, no checksum work
         base = None if state.reset else state.snapshot
         head, checksum, reset = state.head, state.checksum or "", state.reset
@@ -85,16 +84,20 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
             else:
                 first = await store.first_page(conn, who.crew_id, base, req.limit + 1, need_hashes=known is None,
                                                packed=packed)
-        head, rows = first.head, first.rows
+        head, rows, held = first.head, first.rows, first.held
         checksum = ScopeChecksum.of(first.hashes).hexdigest() if first.hashes is not None else str(known)
     has_more = len(rows) > req.limit
     rows = rows[: req.limit]
-    changes: list[Upsert | Removal] = []
-    for r in rows:
-        if r["holder_crew_id"] == who.crew_id:
-            changes.append(Upsert(r["doc"]))
-        elif not reset:  # a fresh snapshot has nothing to remove from
-            changes.append(Removal(str(r["ticket_id"]), r["removal_reason"] or "unassigned"))
+    changes: list[Upsert | Removal]
+    if held:
+        changes = [r["doc"] for r in rows]
+    else:
+        changes = []
+        for r in rows:
+            if r["holder_crew_id"] == who.crew_id:
+                changes.append(r["doc"])
+            elif not reset:  # a fresh snapshot has nothing to remove from
+                changes.append(Removal(str(r["ticket_id"]), r["removal_reason"] or "unassigned"))
     if has_more:
         nxt = CursorState(PROTOCOL_VERSION, scope, base or head, state.issued_at if state and state.head else now,
                           head=head, after=str(rows[-1]["ticket_id"]), checksum=checksum, reset=reset)

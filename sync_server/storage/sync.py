@@ -112,11 +112,13 @@ _DELTA_SQL, _SNAPSHOT_SQL, _FIRST_DELTA_SQL, _FIRST_SNAPSHOT_SQL = map(_forms, (
 @dataclass(frozen=True)
 class FirstPage:
     """The first page of a pull: its head snapshot, the crew's ticket hashes (None: unchanged since base), the rows
-    (ticket_id, holder_crew_id, prev_crew_id, removal_reason and `doc`, the stored document bytes or text)."""
+    (ticket_id, holder_crew_id, prev_crew_id, removal_reason and `doc`, the stored document bytes or text; only
+    ticket_id and doc when `held`: a snapshot's rows are all tickets the crew holds)."""
 
     head: str
     hashes: list[bytes] | None
     rows: list[Any]
+    held: bool = False
 
 
 async def first_page(conn: asyncpg.Connection, crew_id: int, base: str, limit: int, need_hashes: bool,
@@ -130,27 +132,11 @@ async def first_page(conn: asyncpg.Connection, crew_id: int, base: str, limit: i
     return FirstPage(head, hashes, rows[1:])
 
 
-@dataclass(frozen=True, slots=True)
-class HeldTicket:
-    """A row of a snapshot page: the crew holds this ticket at the snapshot."""
-
-    ticket_id: UUID
-    doc: bytes | str
-    holder_crew_id: int
-    prev_crew_id: None = None
-    removal_reason: None = None
-
-    def __getitem__(self, key: str) -> Any:
-        """Read like a change row, so pull handles both kinds alike."""
-        return getattr(self, key)
-
-
 async def first_snapshot(conn: asyncpg.Connection, crew_id: int, limit: int, packed: bool) -> FirstPage:
     """Head, every held ticket's hash and the first `limit` held tickets, at one snapshot, in one statement."""
     rows = await conn.fetch(_FIRST_SNAPSHOT_SQL[packed], crew_id, limit)
-    hashes = [r["doc_hash"] for r in rows[1:]]
-    page = [HeldTicket(r["ticket_id"], r["doc"], crew_id) for r in rows[1 : limit + 1]]
-    return FirstPage(rows[0]["head"], hashes, page)
+    # The records themselves are the page (no object per ticket: a 200-ticket snapshot is on every device's first pull).
+    return FirstPage(rows[0]["head"], [r["doc_hash"] for r in rows[1:]], rows[1 : limit + 1], held=True)
 
 
 async def change_page(conn: asyncpg.Connection, crew_id: int, base: str | None, head: str, after: UUID | None,
