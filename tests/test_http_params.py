@@ -16,7 +16,8 @@ from tests.factories import World, make_tickets
 from tests.rawhttp import RawResponse, send
 
 HUGE = str(2**64)
-HOSTILE = ("%00", "a%00b", HUGE, "99999999999999999999", "%C2%B2", "-1", "%ED%A0%80")
+# 2**31 and 2**63-1: past an int4 column, and the largest bigint (an int4 id bounded as a bigint was a 500)
+HOSTILE = ("%00", "a%00b", HUGE, "99999999999999999999", "%C2%B2", "-1", "%ED%A0%80", str(2**31), str(2**63 - 1))
 
 
 def staff(world: World) -> dict[str, str]:

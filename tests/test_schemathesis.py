@@ -26,8 +26,8 @@ async def st_run(server: Server, token: str) -> tuple[int, str]:
         str(ST), "run", server.url + "/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {token}",
         "--phases", "fuzzing", "--max-examples", "2", "--generation-deterministic", "--no-color",
         "--request-timeout", "10",
-        # Open311 GeoReport routes answer XML and .{fmt} paths by their own standard; they have their own tests
-        "--exclude-path-regex", "^/open311/", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        # Open311 GeoReport routes included: their XML/JSON answers and error lists are documented as they are
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 240)

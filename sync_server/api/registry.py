@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from protocol import ErrorCode, ErrorEnvelope, ProtocolError, PushRequest
 from protocol.version import MIN_SUPPORTED_VERSION, PROTOCOL_VERSION, VERSION_HEADER
 from protocol.codec import negotiate
+from sync_server.api import openapi_docs
 from sync_server.api.params import PATH, QUERY, default_path_model, parse_path, parse_query
 from sync_server.keys import PRINCIPAL
 
@@ -93,7 +94,7 @@ def openapi(app: web.Application, version: str) -> dict[str, Any]:
     keyed, defs = models_json_schema(
         [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
     )
-    schemas = dict(defs.get("$defs", {}))
+    schemas = {**defs.get("$defs", {}), **openapi_docs.COMPONENTS}
     paths: dict[str, dict[str, Any]] = {}
     for d in docs:
         op: dict[str, Any] = {
@@ -117,10 +118,6 @@ def openapi(app: web.Application, version: str) -> dict[str, Any]:
             params.append({"name": VERSION_HEADER, "in": "header", "required": True,
                            "description": "Protocol version the client speaks (protocol/SPEC.md §4).",
                            "schema": {"type": "integer", "minimum": MIN_SUPPORTED_VERSION, "maximum": PROTOCOL_VERSION}})
-        if d.path.startswith("/v1/uploads") and d.method != "OPTIONS":  # tus 1.0.0 (sync_server/api/uploads.py)
-            params += _tus_headers(d.method)
-            if d.method == "PATCH":  # not a requestBody: OpenAPI tools cannot serialise offset+octet-stream
-                op["description"] += " Body: the bytes at Upload-Offset, Content-Type application/offset+octet-stream."
         if d.query is not None:
             qs = d.query.model_json_schema()
             for name, sch in qs.get("properties", {}).items():
@@ -135,6 +132,7 @@ def openapi(app: web.Application, version: str) -> dict[str, Any]:
         op["responses"][str(d.status)] = ok
         for code, why in _refusals(d).items():
             op["responses"].setdefault(str(code), {"description": why, "content": _content(_ENVELOPE)})
+        openapi_docs.refine(d.method, d.path, op, str(d.status))  # tus, Open311 and the shared rate limit
         paths.setdefault(_oa_path(d.path), {})[d.method.lower()] = op
     del keyed
     return {
@@ -144,21 +142,6 @@ def openapi(app: web.Application, version: str) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
-
-
-def _tus_headers(method: str) -> list[dict[str, Any]]:
-    """The tus request headers each upload method needs (tus 1.0.0 core, creation, checksum extensions)."""
-    def header(name: str, schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
-        return {"name": name, "in": "header", "required": required, "schema": schema}
-
-    out = [header("Tus-Resumable", {"type": "string", "enum": ["1.0.0"]})]
-    if method == "POST":
-        out += [header("Upload-Length", {"type": "string", "pattern": "^[0-9]{1,15}$"}),
-                header("Upload-Metadata", {"type": "string", "maxLength": 4096})]
-    if method == "PATCH":
-        out += [header("Upload-Offset", {"type": "string", "pattern": "^[0-9]{1,15}$"}),
-                header("Upload-Checksum", {"type": "string"}, required=False)]
-    return out
 
 
 _ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}

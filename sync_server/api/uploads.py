@@ -240,6 +240,22 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+_TUNNELLED: dict[str, Handler] = {"PATCH": patch, "DELETE": delete, "HEAD": head}
+
+
+async def method_override(request: web.Request) -> web.StreamResponse:
+    """tus 1.0.0: X-HTTP-Method-Override MUST be read as the request's method, for clients whose HTTP stack or proxy
+    cannot send PATCH or DELETE (tus-js-client's overridePatchMethod); a POST without one is refused like any other
+    method the upload URL does not serve."""
+    target = _TUNNELLED.get(request.headers.get("X-HTTP-Method-Override", "").strip().upper())
+    if target is None:
+        allowed = sorted({*_TUNNELLED, "OPTIONS"})
+        err = ProtocolError(ErrorCode.METHOD_NOT_ALLOWED, "POST on an upload needs X-HTTP-Method-Override: PATCH, "
+                            "DELETE or HEAD", {"allowed": allowed, "header": "X-HTTP-Method-Override"})
+        return _tus_headers(error_response(request, err, {"Allow": ", ".join(allowed)}))
+    return await target(request)
+
+
 class _BlobFileResponse(web.FileResponse):
     """sendfile with Range support, but with the content-addressed ETag instead of aiohttp's mtime-based one."""
 
@@ -412,6 +428,8 @@ def setup(app: web.Application) -> None:
           tags=t, status=204)
     route(app, "DELETE", "/v1/uploads/{upload_id}", delete, summary="tus termination", roles=("device",), tags=t,
           status=204)
+    route(app, "POST", "/v1/uploads/{upload_id}", method_override, roles=("device",), tags=t, status=204,
+          summary="tus PATCH, DELETE or HEAD sent as POST with X-HTTP-Method-Override (tus 1.0.0 core)")
     route(app, "GET", "/v1/photos/{sha256}", download, summary="Download a photo (thumb, display, or original for supervisors)",
           roles=("device", "supervisor", "admin"), query=PhotoQuery, tags=("photos",))
     route(app, "GET", "/v1/tickets/{ticket_id}/photos", ticket_photo_list, summary="A ticket's photos",

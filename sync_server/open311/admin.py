@@ -96,9 +96,10 @@ async def list_rules(request: web.Request) -> web.Response:
 
 
 class RulePath(ParamModel):
-    """A dispatch rule id in the path: a bigint, so a larger number names no rule (404), never a 500."""
+    """A dispatch rule id in the path: an integer column (int4), so a larger number names no rule (404), never a
+    500 from the driver (a bigint bound let 2**31..2**63-1 through)."""
 
-    id: ParamInt(1)  # type: ignore[valid-type]
+    id: ParamInt(1, 2**31 - 1)  # type: ignore[valid-type]
 
 
 async def delete_rule(request: web.Request) -> web.Response:
