@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--plot", type=Path, help="PNG of throughput and latency over time (needs fieldsync[plot])")
     r.add_argument("--keep-server-dir", action="store_true", help="with --spawn: keep the temp dir (server log)")
+    r.add_argument("--server-workers", type=int, default=1, metavar="N",
+                   help="with --spawn: run `fieldsync serve --workers N` (N processes on one port, one pool each)")
     return p
 
 
@@ -140,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.spawn:
-            with SpawnedServer(keep=args.keep_server_dir) as srv:
+            if args.server_workers < 1:
+                raise SystemExit("--server-workers must be >= 1")
+            with SpawnedServer(keep=args.keep_server_dir, workers=args.server_workers) as srv:
                 creds = srv.credentials
                 if args.credentials is not None:
                     creds = json.loads(args.credentials.read_text())
@@ -150,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 probe = Probe(metrics_url=config.metrics_url, server_pids=srv.server_pids(),
                               postgres_pids=srv.postgres_pids(), database_url=srv.database_url())
                 rep, fleet = _run(config, creds, probe)
+                rep["server_side"]["workers"] = args.server_workers
                 if not rep["ok"]:
                     sys.stderr.write(f"server log tail:\n{srv.log_tail(15)}\n")
                 return _finish(rep, fleet, config)

@@ -110,6 +110,8 @@ class Device:
         # the crew app does (clients/js onPoke): every push pokes its own device and its crew mates.
         self.pending = True
         self.poked = 0
+        self.live_ws: aiohttp.ClientWebSocketResponse | None = None
+        self.closing_ws: asyncio.Task[bool] | None = None
         self.broken: str | None = None
         self.sent_max = 0
         self.intents = 0
@@ -172,6 +174,8 @@ class Device:
             self.intents += 1
             if isinstance(intent, OfflineIntent):
                 self.online.clear()
+                if self.live_ws is not None:  # the dead spot cuts the live socket too (its close is not waited for)
+                    self.closing_ws = asyncio.create_task(self.live_ws.close())
                 await fleet.sleep(intent.seconds)
                 self.online.set()
                 self.pending = True
@@ -228,8 +232,9 @@ class Device:
         while not fleet.finished and self.broken is None:
             timer = False
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=poll)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(poll):
+                    await self.wake.wait()
+            except TimeoutError:
                 timer = True
             self.wake.clear()
             if fleet.finished:
@@ -470,11 +475,9 @@ class Device:
                     heartbeat=30,
                 ) as ws:
                     fleet.metrics.counters["live_connects"] += 1
+                    self.live_ws = ws  # going offline closes it (crew_loop): no timer per device to notice
                     while self.online.is_set() and not fleet.finished:
-                        try:
-                            msg = await ws.receive(timeout=1.0)
-                        except asyncio.TimeoutError:
-                            continue
+                        msg = await ws.receive()
                         if msg.type is not aiohttp.WSMsgType.TEXT:
                             break
                         fleet.metrics.counters["live_messages"] += 1
@@ -488,5 +491,7 @@ class Device:
                                 fleet.metrics.counters["pokes_already_pulled"] += 1
             except (*RETRYABLE_TRANSPORT, aiohttp.WSServerHandshakeError, DecodeError) as exc:
                 fleet.metrics.errors[f"live:{type(exc).__name__}"] += 1
+            finally:
+                self.live_ws = None
             attempt += 1  # every disconnect backs off a little, so a server closing sockets is not hammered
             await asyncio.sleep(backoff_delay(min(attempt, 6), self.retry_rng, base=0.5, cap=10.0))

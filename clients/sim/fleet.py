@@ -104,9 +104,10 @@ class Fleet:
         """Sleep that ends early when the shift ends, so the quiesce starts promptly."""
         if self.stopping or seconds <= 0:
             return
-        try:
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+        try:  # asyncio.timeout, not wait_for: no task per sleep (every tap of every device sleeps)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        except TimeoutError:
             pass
 
     # ------------------------------------------------------------------------------------------ setup

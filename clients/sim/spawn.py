@@ -36,10 +36,10 @@ def _command() -> list[str]:
 
 
 class SpawnedServer:
-    """Context manager: start `fieldsync serve --port 0`, wait for its credentials file, stop it on exit."""
+    """Context manager: start `fieldsync serve --port 0 [--workers N]`, wait for its credentials file, stop it on exit."""
 
-    def __init__(self, keep: bool = False, env: dict[str, str] | None = None) -> None:
-        self.keep = keep
+    def __init__(self, keep: bool = False, env: dict[str, str] | None = None, workers: int = 1) -> None:
+        self.keep, self.workers = keep, workers
         self.extra_env = env or {}
         self.dir = Path(tempfile.mkdtemp(prefix="fieldsync-sim-"))
         self.dir.chmod(0o755)  # as root the embedded cluster runs as `postgres`, which must traverse this dir
@@ -81,7 +81,8 @@ class SpawnedServer:
         env = {**os.environ, "FIELDSYNC_LOG_LEVEL": "warning", "FIELDSYNC_LOG_FORMAT": "json",
                "FIELDSYNC_METRICS_PORT": str(self.metrics_port), **self.extra_env}
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([*_command(), "serve", "--data-dir", str(self.data), "--port", "0"],
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+        self.proc = subprocess.Popen([*_command(), "serve", "--data-dir", str(self.data), "--port", "0", *workers],
                                      stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         try:
