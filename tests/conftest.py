@@ -18,6 +18,7 @@ from sync_server.app import create_app, start_runner
 from sync_server.embedded_pg import EmbeddedPostgres
 from sync_server.settings import Settings
 from sync_server.domain.document import render
+from sync_server.storage import integrity
 from sync_server.storage.migrate import migrate
 from sync_server.storage.tickets import load_tickets
 from tests.factories import World, build_world
@@ -86,12 +87,29 @@ async def scratch_database(pg_cluster: EmbeddedPostgres, prefix: str, template: 
 async def db_dsn(pg_cluster: EmbeddedPostgres, template_db: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """A fresh migrated database for one test, dropped afterwards; on the way out, every ticket's stored document
     (doc_json, doc_mp, doc_hash) must equal a fresh render of its rows, whichever writers the test ran (a test that
-    edits rows by hand on purpose says so with @pytest.mark.rows_edited_by_hand)."""
+    edits rows by hand on purpose says so with @pytest.mark.rows_edited_by_hand); and no stored result, note or item
+    line may lack its device or ticket (they have no foreign keys since migration 0017)."""
     async with scratch_database(pg_cluster, "t_", template_db) as dsn:
         yield dsn
         if request.node.get_closest_marker("rows_edited_by_hand") is None:
             stale = await stale_documents(dsn)
             assert not stale, f"stored ticket documents differ from their rows (a writer bypassed commit_changes): {stale[:5]}"
+        orphans = await orphan_children(dsn)
+        assert not orphans, f"results, notes or item lines without their device or ticket (no foreign key since 0017): {orphans[:5]}"
+
+
+async def orphan_children(dsn: str) -> list[tuple[str, str]]:
+    """Stored results, notes and item lines whose device or ticket is missing (storage/integrity.orphan_children)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:  # the test dropped its database (loss and restore drills)
+        return []
+    try:
+        if await conn.fetchval("SELECT to_regclass('ticket_items') IS NULL"):
+            return []
+        return await integrity.orphan_children(conn, 5)
+    finally:
+        await conn.close()
 
 
 async def stale_documents(dsn: str) -> list[str]:

@@ -52,6 +52,8 @@ async def check(pool: asyncpg.Pool, store: BlobStore, *, hash_photos: bool = Tru
         await _tickets(conn, report)
         for ticket_id in await integrity.orphan_changes(conn, MAX_PROBLEMS):
             report.problem("change_without_ticket", ticket_id=ticket_id)
+        for kind, parent in await integrity.orphan_children(conn, MAX_PROBLEMS):
+            report.problem(kind, parent=parent)
         await _devices(conn, report)
     await _photos(pool, store, report, hash_photos)
     return report

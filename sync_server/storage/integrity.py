@@ -26,6 +26,24 @@ async def orphan_changes(conn: asyncpg.Connection, limit: int) -> list[UUID]:
     return [r["ticket_id"] for r in rows]
 
 
+# Children whose parent has no foreign key to guard it (migration 0017): the push writes them under the parent's lock.
+_ORPHAN_CHILDREN = """
+(SELECT 'result_without_device' AS kind, r.device_id AS parent FROM mutation_results r
+ WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = r.device_id) LIMIT $1)
+UNION ALL
+(SELECT 'note_without_ticket', n.ticket_id::text FROM ticket_notes n
+ WHERE NOT EXISTS (SELECT 1 FROM tickets t WHERE t.id = n.ticket_id) LIMIT $1)
+UNION ALL
+(SELECT 'item_without_ticket', i.ticket_id::text FROM ticket_items i
+ WHERE NOT EXISTS (SELECT 1 FROM tickets t WHERE t.id = i.ticket_id) LIMIT $1)
+"""
+
+
+async def orphan_children(conn: asyncpg.Connection, limit: int) -> list[tuple[str, str]]:
+    """(kind, parent id) of stored results without their device and notes or item lines without their ticket."""
+    return [(r["kind"], r["parent"]) for r in await conn.fetch(_ORPHAN_CHILDREN, limit)]
+
+
 async def blob_page(conn: asyncpg.Connection, after: str, limit: int) -> list[asyncpg.Record]:
     """Verified photos (a blobs row exists only once bytes were complete and checked) after a hash (exclusive)."""
     return list(await conn.fetch("SELECT sha256, size FROM blobs WHERE sha256 > $1 ORDER BY sha256 LIMIT $2",

@@ -269,24 +269,6 @@ def result_text(result: dict[str, Any]) -> str:
     return orjson.dumps(result).decode()
 
 
-def _audit_results_ctes(device: int, audit: int) -> str:
-    """The audit rows (I9) and stored results (I1) of a push as two CTEs, `a` and `r`: one text for both push
-    statements. `$device` is the device id; eight audit arrays start at `$audit`, eight result arrays follow them."""
-    p = [f"${audit + i}" for i in range(16)]
-    return (
-        "a AS (\n"
-        "  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)\n"
-        f"  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[],\n"
-        f"    {p[3]}::uuid[], {p[4]}::smallint[], {p[5]}::text[], {p[6]}::text[], {p[7]}::text[]) WITH ORDINALITY\n"
-        "    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord),\n"
-        "r AS (\n"
-        "  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)\n"
-        f"  SELECT ${device}, seq, op, tid, st, why, res, ver, dig FROM unnest({p[8]}::bigint[], {p[9]}::text[], {p[10]}::uuid[],\n"
-        f"    {p[11]}::text[], {p[12]}::text[], {p[13]}::text[], {p[14]}::bigint[], {p[15]}::bytea[])"
-        " AS v(seq, op, tid, st, why, res, ver, dig))"
-    )
-
-
 @dataclass(frozen=True)
 class TicketWrite:
     """One ticket's new crew-owned state as a push writes it, with its version and the holder for the change log
@@ -300,68 +282,6 @@ class TicketWrite:
     field_meta: str  # JSON text
     version: int
     holder_crew_id: int | None
-
-
-# A whole push in ONE statement (data-modifying CTEs over unnest; every part sees the same snapshot and they touch
-# different rows, so none needs another's effects): each ticket's new state, version, stored document and hash in a
-# single UPDATE (one tuple version per ticket; PostgreSQL derives tickets.holder_crew_id, a generated column, while $8
-# is domain.states.holder of the same state for the log: tests/test_holder_rule.py pins the two to one table), new
-# notes, changed item lines, holding history (I5), the change rows (I2), audit rows (I9), conflicts for supervisors,
-# attached photos (their possession decided before, photo_possession), self-reported tickets (`nt`: inserted with their
-# final state, so `w` finds nothing to update for them; the other parts' foreign keys are checked at the statement's
-# end, when the row exists), the stored results and the device's last_seq (I1: they commit with the effects or not at
-# all). The documents were rendered in Python (domain.document) from the fold's state.
-_APPLY = """
-WITH w AS (
-  UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,
-    field_meta = v.meta::jsonb, version = v.ver, updated_at = now(), doc_hash = v.h, doc_json = v.doc, doc_mp = v.mp
-  FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::integer[],
-              $9::bytea[], $10::text[], $11::bytea[]) AS v(id, st, crew, res, why, meta, ver, h, doc, mp)
-  WHERE t.id = v.id),
-n AS (
-  INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)
-  SELECT * FROM unnest($12::uuid[], $13::uuid[], $14::text[], $15::text[], $16::timestamptz[])),
-i AS (
-  INSERT INTO ticket_items (ticket_id, item_type, count)
-  SELECT * FROM unnest($17::uuid[], $18::text[], $19::integer[])
-  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count),
-th AS (
-  INSERT INTO ticket_holders (ticket_id, crew_id)
-  SELECT DISTINCT v.id, v.c FROM unnest($1::uuid[], $8::integer[]) AS v(id, c) WHERE v.c IS NOT NULL
-  ON CONFLICT DO NOTHING),
-c AS (
-  INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc_hash,
-                       changed, actor, doc_json, doc_mp)
-  SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.ver, v.h,
-    CASE WHEN v.changed = '' THEN '{}'::text[] ELSE string_to_array(v.changed, ',') END, $24, v.doc, v.mp
-  FROM unnest($1::uuid[], $20::smallint[], $8::integer[], $21::integer[], $22::text[], $7::integer[], $10::text[],
-              $9::bytea[], $23::text[], $11::bytea[]) WITH ORDINALITY
-    AS v(id, dept, holder, prev, reason, ver, doc, h, changed, mp, ord)
-  ORDER BY v.ord),
-""" + _audit_results_ctes(device=24, audit=25) + """,
-f AS (
-  INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)
-  SELECT tid, dep, crew, $24, seq, kind, fld, kept::jsonb, disc::jsonb, detail FROM unnest($41::uuid[], $42::smallint[],
-    $43::integer[], $44::bigint[], $45::text[], $46::text[], $47::text[], $48::text[], $49::text[]) WITH ORDINALITY
-    AS v(tid, dep, crew, seq, kind, fld, kept, disc, detail, ord) ORDER BY ord),
-ph AS (
-  INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by, verified)
-  SELECT tid, sha, kind, taken, lat, lon, $24, ok FROM unnest($51::uuid[], $52::text[], $53::text[], $54::timestamptz[],
-    $55::float8[], $56::float8[], $57::boolean[]) AS v(tid, sha, kind, taken, lat, lon, ok)
-  ON CONFLICT DO NOTHING),
-nt AS (
-  INSERT INTO tickets (id, service_type_id, department_id, status, address, zip, lat, lon, description, source,
-                       requested_at, crew_id, created_by_device, resolution_code, reason_code, field_meta, version,
-                       doc_hash, doc_json, doc_mp)
-  SELECT n.id, n.stid, v.dept, v.st, n.addr, n.zip, n.lat, n.lon, n.descr, n.src, n.req, v.crew, $24, v.res, v.why,
-    v.meta::jsonb, v.ver, v.h, v.doc, v.mp
-  FROM unnest($58::uuid[], $59::smallint[], $60::text[], $61::text[], $62::float8[], $63::float8[], $64::text[],
-              $65::text[], $66::timestamptz[]) AS n(id, stid, addr, zip, lat, lon, descr, src, req)
-  JOIN unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::integer[], $9::bytea[],
-              $10::text[], $11::bytea[], $20::smallint[]) AS v(id, st, crew, res, why, meta, ver, h, doc, mp, dept)
-    ON v.id = n.id)
-UPDATE devices SET last_seq = $50 WHERE id = $24
-"""
 
 
 @dataclass(frozen=True)
@@ -407,6 +327,150 @@ class CreatedRow:
     requested_at: Any
 
 
+class _Params:
+    """Numbered parameters of one composed statement: each array is bound once, however many parts read it."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self._index: dict[str, int] = {}
+
+    def __call__(self, name: str, value: Any, cast: str) -> str:
+        """`$n::cast` for the array called `name` (bound on first use)."""
+        if name not in self._index:
+            self.values.append(value)
+            self._index[name] = len(self.values)
+        return f"${self._index[name]}::{cast}"
+
+
+# A whole push in ONE statement (data-modifying CTEs over unnest; every part sees the same snapshot and they touch
+# different rows, so none needs another's effects): each ticket's new state, version, stored document and hash in a
+# single UPDATE (`w`: one tuple version per ticket; PostgreSQL derives tickets.holder_crew_id, a generated column,
+# while the log's holder is domain.states.holder of the same state: tests/test_holder_rule.py pins the two to one
+# table), new notes (`n`), changed item lines (`i`), holding history (`th`, I5), the change rows (`c`, I2), audit rows
+# (`a`, I9), the stored results (`r`), conflicts for supervisors (`f`), attached photos (`ph`: their possession decided
+# before, photo_possession), self-reported tickets (`nt`: inserted with their final state, so `w` finds nothing to
+# update for them; ticket_photos' foreign key is checked at the statement's end, when the row exists), and the device's
+# last_seq (I1: results and last_seq commit with the effects or not at all). The documents were rendered in Python
+# (domain.document) from the fold's state.
+# Only the parts a push has are in its statement: PostgreSQL sets up every part of a statement on each execution
+# (relations, indexes, triggers, constraint expressions) even when its arrays are empty, which cost a one-mutation push
+# more than its writes. The text depends only on which parts are present, so a connection prepares a handful of
+# statements once (asyncpg's statement cache) and reuses their generic plans.
+def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], changes: ChangeColumns,
+               notes: Sequence[NoteRow], items: Sequence[ItemRow], audits: Sequence[tuple[Any, ...]],
+               results: Sequence[StoredResult], conflicts: Sequence[ConflictRow], photos: Sequence[PhotoRow],
+               created: Sequence[CreatedRow]) -> tuple[str, list[Any]]:
+    """The push statement with only the parts this push has, and its arguments."""
+    p = _Params()
+    ctes: list[str] = []
+    dev = p("device", device_id, "text")
+    ids = [t.id for t in tickets]
+
+    def ticket(name: str, cast: str) -> str:
+        return p(name, [getattr(t, name) for t in tickets], cast)
+
+    if len(tickets) > len(created):
+        ctes.append(
+            "w AS (\n"
+            "  UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,\n"
+            "    field_meta = v.meta::jsonb, version = v.ver, updated_at = now(), doc_hash = v.h, doc_json = v.doc, doc_mp = v.mp\n"
+            f"  FROM unnest({p('ids', ids, 'uuid[]')}, {ticket('status', 'text[]')}, {ticket('crew_id', 'integer[]')},"
+            f" {ticket('resolution_code', 'text[]')}, {ticket('reason_code', 'text[]')}, {ticket('field_meta', 'text[]')},"
+            f" {ticket('version', 'integer[]')}, {p('hashes', changes.hashes, 'bytea[]')}, {p('docs', changes.docs, 'text[]')},"
+            f" {p('mps', changes.mps, 'bytea[]')}) AS v(id, st, crew, res, why, meta, ver, h, doc, mp)\n"
+            "  WHERE t.id = v.id)")
+    if notes:
+        ctes.append(
+            "n AS (\n  INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)\n"
+            f"  SELECT * FROM unnest({p('n.id', [n.id for n in notes], 'uuid[]')},"
+            f" {p('n.ticket', [n.ticket_id for n in notes], 'uuid[]')}, {p('n.text', [n.text for n in notes], 'text[]')},"
+            f" {p('n.author', [n.author for n in notes], 'text[]')},"
+            f" {p('n.time', [n.device_time for n in notes], 'timestamptz[]')}))")
+    if items:
+        ctes.append(
+            "i AS (\n  INSERT INTO ticket_items (ticket_id, item_type, count)\n"
+            f"  SELECT * FROM unnest({p('i.ticket', [i.ticket_id for i in items], 'uuid[]')},"
+            f" {p('i.type', [i.item_type for i in items], 'text[]')}, {p('i.count', [i.count for i in items], 'integer[]')})\n"
+            "  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count)")
+    holders = p("holders", [t.holder_crew_id for t in tickets], "integer[]") if tickets else ""
+    if any(t.holder_crew_id is not None for t in tickets):
+        ctes.append(
+            "th AS (\n  INSERT INTO ticket_holders (ticket_id, crew_id)\n"
+            f"  SELECT DISTINCT v.id, v.c FROM unnest({p('ids', ids, 'uuid[]')}, {holders}) AS v(id, c) WHERE v.c IS NOT NULL\n"
+            "  ON CONFLICT DO NOTHING)")
+    if tickets:
+        ctes.append(
+            "c AS (\n"
+            "  INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc_hash,\n"
+            "                       changed, actor, doc_json, doc_mp)\n"
+            "  SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.ver, v.h,\n"
+            f"    CASE WHEN v.changed = '' THEN '{{}}'::text[] ELSE string_to_array(v.changed, ',') END, {dev}, v.doc, v.mp\n"
+            f"  FROM unnest({p('ids', ids, 'uuid[]')}, {p('depts', changes.depts, 'smallint[]')}, {holders},"
+            f" {p('prevs', changes.prevs, 'integer[]')}, {p('reasons', changes.reasons, 'text[]')},"
+            f" {ticket('version', 'integer[]')}, {p('docs', changes.docs, 'text[]')}, {p('hashes', changes.hashes, 'bytea[]')},"
+            f" {p('changed', changes.changed, 'text[]')}, {p('mps', changes.mps, 'bytea[]')}) WITH ORDINALITY\n"
+            "    AS v(id, dept, holder, prev, reason, ver, doc, h, changed, mp, ord)\n"
+            "  ORDER BY v.ord)")
+    if audits:
+        cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
+        for k, a, act, tid, dep, b, af, why in audits:
+            for col, v in zip(cols, (k, a, act, tid, dep, _jtext(b), _jtext(af), why)):
+                col.append(v)
+        a = [p(f"a{i}", col, cast) for i, (col, cast) in enumerate(zip(cols, (
+            "text[]", "text[]", "text[]", "uuid[]", "smallint[]", "text[]", "text[]", "text[]")))]
+        ctes.append(
+            "a AS (\n  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)\n"
+            f"  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest({', '.join(a)}) WITH ORDINALITY\n"
+            "    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord)")
+    if results:
+        r = [p(f"r.{name}", [getattr(x, name) for x in results], cast) for name, cast in (
+            ("seq", "bigint[]"), ("op", "text[]"), ("ticket_id", "uuid[]"), ("status", "text[]"), ("reason", "text[]"))]
+        r.append(p("r.result", [result_text(x.result) for x in results], "text[]"))
+        r += [p(f"r.{name}", [getattr(x, name) for x in results], cast) for name, cast in (
+            ("server_version", "bigint[]"), ("digest", "bytea[]"))]
+        ctes.append(
+            "r AS (\n  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)\n"
+            f"  SELECT {dev}, seq, op, tid, st, why, res, ver, dig FROM unnest({', '.join(r)})\n"
+            "    AS v(seq, op, tid, st, why, res, ver, dig))")
+    if conflicts:
+        f = [p(f"f.{name}", [getattr(x, name) for x in conflicts], cast) for name, cast in (
+            ("ticket_id", "uuid[]"), ("department_id", "smallint[]"), ("crew_id", "integer[]"), ("seq", "bigint[]"),
+            ("kind", "text[]"), ("field", "text[]"), ("kept", "text[]"), ("discarded", "text[]"), ("detail", "text[]"))]
+        ctes.append(
+            "f AS (\n  INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)\n"
+            f"  SELECT tid, dep, crew, {dev}, seq, kind, fld, kept::jsonb, disc::jsonb, detail FROM unnest({', '.join(f)})"
+            " WITH ORDINALITY\n    AS v(tid, dep, crew, seq, kind, fld, kept, disc, detail, ord) ORDER BY ord)")
+    if photos:
+        ph = [p(f"ph.{name}", [getattr(x, name) for x in photos], cast) for name, cast in (
+            ("ticket_id", "uuid[]"), ("sha256", "text[]"), ("kind", "text[]"), ("taken_at", "timestamptz[]"),
+            ("lat", "float8[]"), ("lon", "float8[]"), ("verified", "boolean[]"))]
+        ctes.append(
+            "ph AS (\n  INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by, verified)\n"
+            f"  SELECT tid, sha, kind, taken, lat, lon, {dev}, ok FROM unnest({', '.join(ph)})\n"
+            "    AS v(tid, sha, kind, taken, lat, lon, ok)\n  ON CONFLICT DO NOTHING)")
+    if created:
+        nt = [p(f"nt.{name}", [getattr(x, name) for x in created], cast) for name, cast in (
+            ("id", "uuid[]"), ("service_type_id", "smallint[]"), ("address", "text[]"), ("zip", "text[]"),
+            ("lat", "float8[]"), ("lon", "float8[]"), ("description", "text[]"), ("source", "text[]"),
+            ("requested_at", "timestamptz[]"))]
+        ctes.append(
+            "nt AS (\n"
+            "  INSERT INTO tickets (id, service_type_id, department_id, status, address, zip, lat, lon, description, source,\n"
+            "                       requested_at, crew_id, created_by_device, resolution_code, reason_code, field_meta, version,\n"
+            "                       doc_hash, doc_json, doc_mp)\n"
+            f"  SELECT n.id, n.stid, v.dept, v.st, n.addr, n.zip, n.lat, n.lon, n.descr, n.src, n.req, v.crew, {dev}, v.res, v.why,\n"
+            "    v.meta::jsonb, v.ver, v.h, v.doc, v.mp\n"
+            f"  FROM unnest({', '.join(nt)}) AS n(id, stid, addr, zip, lat, lon, descr, src, req)\n"
+            f"  JOIN unnest({p('ids', ids, 'uuid[]')}, {ticket('status', 'text[]')}, {ticket('crew_id', 'integer[]')},"
+            f" {ticket('resolution_code', 'text[]')}, {ticket('reason_code', 'text[]')}, {ticket('field_meta', 'text[]')},"
+            f" {ticket('version', 'integer[]')}, {p('hashes', changes.hashes, 'bytea[]')}, {p('docs', changes.docs, 'text[]')},"
+            f" {p('mps', changes.mps, 'bytea[]')}, {p('depts', changes.depts, 'smallint[]')})"
+            " AS v(id, st, crew, res, why, meta, ver, h, doc, mp, dept)\n    ON v.id = n.id)")
+    sql = ("WITH " + ",\n".join(ctes) + "\n" if ctes else "") + \
+        f"UPDATE devices SET last_seq = {p('last_seq', last_seq, 'bigint')} WHERE id = {dev}"
+    return sql, p.values
+
+
 async def apply_push(conn: asyncpg.Connection, device_id: str, last_seq: int, tickets: Sequence[TicketWrite],
                      changes: ChangeColumns, notes: Sequence[NoteRow], items: Sequence[ItemRow],
                      audits: Sequence[tuple[Any, ...]], results: Sequence[StoredResult],
@@ -414,34 +478,10 @@ async def apply_push(conn: asyncpg.Connection, device_id: str, last_seq: int, ti
                      created: Sequence[CreatedRow] = ()) -> None:
     """Every write of a push in one round trip; `tickets` and `changes` list the same tickets in the same order (the
     `created` ones among them), and the caller holds the device row, the photo locks and the tickets' row locks."""
-    acols: list[list[Any]] = [[], [], [], [], [], [], [], []]
-    for k, a, act, tid, dep, b, af, why in audits:
-        for col, v in zip(acols, (k, a, act, tid, dep, _jtext(b), _jtext(af), why)):
-            col.append(v)
     assert [t.id for t in tickets] == changes.ids
-    await conn.execute(
-        _APPLY,
-        [t.id for t in tickets], [t.status for t in tickets], [t.crew_id for t in tickets],
-        [t.resolution_code for t in tickets], [t.reason_code for t in tickets], [t.field_meta for t in tickets],
-        [t.version for t in tickets], [t.holder_crew_id for t in tickets], changes.hashes, changes.docs, changes.mps,
-        [n.id for n in notes], [n.ticket_id for n in notes], [n.text for n in notes], [n.author for n in notes],
-        [n.device_time for n in notes],
-        [i.ticket_id for i in items], [i.item_type for i in items], [i.count for i in items],
-        changes.depts, changes.prevs, changes.reasons, changes.changed, device_id,
-        *acols,
-        [r.seq for r in results], [r.op for r in results], [r.ticket_id for r in results], [r.status for r in results],
-        [r.reason for r in results], [result_text(r.result) for r in results],
-        [r.server_version for r in results], [r.digest for r in results],
-        [c.ticket_id for c in conflicts], [c.department_id for c in conflicts], [c.crew_id for c in conflicts],
-        [c.seq for c in conflicts], [c.kind for c in conflicts], [c.field for c in conflicts], [c.kept for c in conflicts],
-        [c.discarded for c in conflicts], [c.detail for c in conflicts],
-        last_seq,
-        [p.ticket_id for p in photos], [p.sha256 for p in photos], [p.kind for p in photos], [p.taken_at for p in photos],
-        [p.lat for p in photos], [p.lon for p in photos], [p.verified for p in photos],
-        [n.id for n in created], [n.service_type_id for n in created], [n.address for n in created],
-        [n.zip for n in created], [n.lat for n in created], [n.lon for n in created], [n.description for n in created],
-        [n.source for n in created], [n.requested_at for n in created],
-    )
+    sql, args = _apply_sql(device_id, last_seq, tickets, changes, notes, items, audits, results, conflicts, photos,
+                           created)
+    await conn.execute(sql, *args)
 
 
 # Possession of photos a push attaches, read under the push's photo locks (a statement after begin_push: its snapshot
