@@ -70,3 +70,25 @@ async def test_check_reports_results_notes_and_item_lines_without_their_parent(p
             await tx.rollback()
     assert found == sorted([("result_without_device", "dev-gone"), ("note_without_ticket", str(gone)),
                             ("item_without_ticket", str(gone))])
+
+
+async def test_a_push_writes_its_crews_holding_row_only_when_it_is_missing(server: Server, pool: asyncpg.Pool,
+                                                                          world: World, http) -> None:
+    # the push skips the (ticket, crew) holding rows it read under the tickets' locks (I5 history is never deleted),
+    # so a row lost to hand-made SQL must come back with the crew's next push, not stay missing
+    kept, lost = (r.ticket.id for r in await make_tickets(pool, world, 2))
+    crew = world.crews["san-1"]
+    async with pool.acquire() as conn:
+        before = await conn.fetchval("SELECT first_held_at FROM ticket_holders WHERE ticket_id = $1 AND crew_id = $2",
+                                     kept, crew)
+        await conn.execute("DELETE FROM ticket_holders WHERE ticket_id = $1", lost)
+    dev = DeviceClient(http, server.url, world.device("san-1").token)
+    await dev.pull()
+    resp = await dev.push([dev.mutation("set_items", t, {"items": [{"item_type": "sofa", "count": 1}]}) for t in (kept, lost)])
+    assert [r.status for r in resp.results] == ["applied", "applied"]
+    async with pool.acquire() as conn:
+        rows = {r["ticket_id"]: r["first_held_at"] for r in await conn.fetch(
+            "SELECT ticket_id, first_held_at FROM ticket_holders WHERE crew_id = $1 AND ticket_id = ANY($2::uuid[])",
+            crew, [kept, lost])}
+    assert set(rows) == {kept, lost}
+    assert rows[kept] == before and rows[lost] > before

@@ -147,6 +147,7 @@ class _Batch:
     outcomes: list[tuple[Parsed, Outcome]] = field(default_factory=list)
     types: store.ServiceTypes = field(default_factory=lambda: store.ServiceTypes({}, None))
     possessed: dict[str, bool] = field(default_factory=dict)  # per attached photo: the crew has its bytes
+    held: set[UUID] = field(default_factory=set)  # tickets whose holding row for this crew exists (read under the lock)
 
 
 async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], codes: CodeCache | None = None) -> dict[str, Any]:
@@ -270,7 +271,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], c
     """
     batch = _Batch()
     records, held_by = await stored_records(conn, start.tickets)  # ever held: ticket_holders, kept by retention
-    batch.records = records
+    batch.records, batch.held = records, held_by
     for tid, rec in records.items():
         batch.work[tid] = _work(rec, held_by, dev)
     if any(p.model is not None and p.model.op == "self_report" for p in fresh):
@@ -463,6 +464,7 @@ async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after:
          for tid, sha, kind, taken_at, lat, lon, _ in batch.photos],
         [store.CreatedRow(n.id, batch.types.by_key[n.service_type][0], n.address, n.zip, n.lat, n.lon, n.description,
                           n.source, n.requested_at) for n in batch.created],
+        {(tid, dev.crew_id) for tid in batch.held},
     )
 
 

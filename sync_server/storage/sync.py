@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -359,7 +359,7 @@ class _Params:
 def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], changes: ChangeColumns,
                notes: Sequence[NoteRow], items: Sequence[ItemRow], audits: Sequence[tuple[Any, ...]],
                results: Sequence[StoredResult], conflicts: Sequence[ConflictRow], photos: Sequence[PhotoRow],
-               created: Sequence[CreatedRow]) -> tuple[str, list[Any]]:
+               created: Sequence[CreatedRow], known_holders: Collection[tuple[UUID, int]]) -> tuple[str, list[Any]]:
     """The push statement with only the parts this push has, and its arguments."""
     p = _Params()
     ctes: list[str] = []
@@ -393,10 +393,14 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             f" {p('i.type', [i.item_type for i in items], 'text[]')}, {p('i.count', [i.count for i in items], 'integer[]')})\n"
             "  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count)")
     holders = p("holders", [t.holder_crew_id for t in tickets], "integer[]") if tickets else ""
-    if any(t.holder_crew_id is not None for t in tickets):
+    # holding history: only pairs not already read under the tickets' locks (rows there are never deleted)
+    held = list(dict.fromkeys((t.id, t.holder_crew_id) for t in tickets
+                              if t.holder_crew_id is not None and (t.id, t.holder_crew_id) not in known_holders))
+    if held:
         ctes.append(
             "th AS (\n  INSERT INTO ticket_holders (ticket_id, crew_id)\n"
-            f"  SELECT DISTINCT v.id, v.c FROM unnest({p('ids', ids, 'uuid[]')}, {holders}) AS v(id, c) WHERE v.c IS NOT NULL\n"
+            f"  SELECT * FROM unnest({p('th.ids', [h[0] for h in held], 'uuid[]')},"
+            f" {p('th.crews', [h[1] for h in held], 'integer[]')})\n"
             "  ON CONFLICT DO NOTHING)")
     if tickets:
         ctes.append(
@@ -475,12 +479,13 @@ async def apply_push(conn: asyncpg.Connection, device_id: str, last_seq: int, ti
                      changes: ChangeColumns, notes: Sequence[NoteRow], items: Sequence[ItemRow],
                      audits: Sequence[tuple[Any, ...]], results: Sequence[StoredResult],
                      conflicts: Sequence[ConflictRow], photos: Sequence[PhotoRow] = (),
-                     created: Sequence[CreatedRow] = ()) -> None:
+                     created: Sequence[CreatedRow] = (), known_holders: Collection[tuple[UUID, int]] = ()) -> None:
     """Every write of a push in one round trip; `tickets` and `changes` list the same tickets in the same order (the
-    `created` ones among them), and the caller holds the device row, the photo locks and the tickets' row locks."""
+    `created` ones among them), and the caller holds the device row, the photo locks and the tickets' row locks.
+    `known_holders`: (ticket, crew) holding rows the caller read under those locks, which need no insert (I5)."""
     assert [t.id for t in tickets] == changes.ids
     sql, args = _apply_sql(device_id, last_seq, tickets, changes, notes, items, audits, results, conflicts, photos,
-                           created)
+                           created, known_holders)
     await conn.execute(sql, *args)
 
 
