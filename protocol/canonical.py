@@ -57,8 +57,9 @@ def mutation_digest(mutation: Mapping[str, Any]) -> bytes:
     sent (not over the validated model), so the same bytes digest alike whether the mutation was valid or rejected,
     and msgpack and JSON bodies of one mutation agree.
     """
-    text = _MUTATION_JSON.encode(mutation)
-    return hashlib.sha256(_MUTATION_DOMAIN + text.encode("utf-8")).digest()
+    fast = _fast_bytes(mutation, 3) if isinstance(mutation, dict) else None  # mutation, args, item lines, an item
+    raw = fast if fast is not None else _MUTATION_JSON.encode(mutation).encode("utf-8")
+    return hashlib.sha256(_MUTATION_DOMAIN + raw).digest()
 
 
 def op_note_id(device_id: str, seq: int) -> uuid.UUID:
@@ -83,7 +84,7 @@ def canonical_doc_bytes(doc: dict[str, Any]) -> bytes:
     data["notes"] = sorted(doc["notes"], key=lambda n: (n["created_at"], n["id"]))
     data["photos"] = sorted(doc["photos"], key=lambda p: (p["sha256"], p["kind"]))
     data["items"] = sorted(doc["items"], key=lambda i: i["item_type"])
-    fast = _fast_bytes(data)
+    fast = _fast_bytes(data, 1)
     return fast if fast is not None else _pure_doc_bytes(data)
 
 
@@ -122,12 +123,13 @@ def _flat(values: Iterable[Any], depth: int) -> bool:
     return True
 
 
-def _fast_bytes(data: dict[str, Any]) -> bytes | None:
-    """The canonical bytes through orjson (several times faster on a server rendering every changed ticket) when the
-    document holds only values it writes byte for byte like `_pure_doc_bytes`; None: take the pure path. Strings
+def _fast_bytes(data: dict[str, Any], depth: int) -> bytes | None:
+    """The canonical bytes through orjson (several times faster on a server rendering every changed ticket and
+    digesting every mutation) when `data` holds only values it writes byte for byte like the standard library's sorted,
+    compact, raw-UTF-8 JSON, with dicts nested at most `depth` levels below it; None: take the pure path. Strings
     (escapes, raw UTF-8), key order and integers agree; integers beyond 64 bits, non-str keys and lone surrogates
     make orjson raise, and so fall back."""
-    if orjson is None or not _flat(data.values(), 1):
+    if orjson is None or not _flat(data.values(), depth):
         return None
     try:
         return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)

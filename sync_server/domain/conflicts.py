@@ -171,7 +171,7 @@ def apply(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, *, base_version: in
     append-only, dedup-by-id rule as `add_note`, so a replay can never add it twice.
     """
     out = _apply(t, op, args, dev, base_version, device_time)
-    note = getattr(args, "note", None)
+    note = op_note(args)
     if note and note_id is not None and out.status is not MutationStatus.REJECTED and note_id not in t.note_ids:
         t.note_ids.add(note_id)
         t.touched = True
@@ -179,6 +179,17 @@ def apply(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, *, base_version: in
         if out.audit_action is None:
             out.audit_action = "add_note"
     return out
+
+
+def op_note(args: Any) -> str | None:
+    """The `note` argument of an op that carries one (complete, unable_to_complete, decline, self_report), else None.
+
+    Looked up in the model's declared fields first: getattr with a default on a pydantic model without the field
+    raises and catches an AttributeError, a measurable cost when every mutation of a push asks."""
+    fields = getattr(type(args), "model_fields", None)
+    if fields is not None:
+        return args.note if "note" in fields else None
+    return getattr(args, "note", None)
 
 
 def _apply(t: WorkTicket, op: str, args: Any, dev: DeviceCtx, base_version: int | None, device_time: datetime) -> Outcome:

@@ -27,7 +27,8 @@ from protocol.fields import DEVICE_CLOCK_SKEW, format_datetime
 from protocol.push import Mutation
 from sync_server.auth import Principal
 from sync_server.domain.catalog import CODE_FIELDS, code_refusal
-from sync_server.domain.conflicts import Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, rejected, removed_reason
+from sync_server.domain.conflicts import (Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, op_note, rejected,
+                                          removed_reason)
 from sync_server.domain.document import NewNote, created_doc, next_doc, photo_entry
 from sync_server.domain.states import holder
 from sync_server.engine.changes import change_entries
@@ -121,10 +122,11 @@ def _validate(todo: list[Parsed], context: dict[str, Any]) -> None:
         p.model = m
 
 
-def _work(rec: TicketRecord, held_by: set[UUID], dev: DeviceCtx) -> WorkTicket:
+def _work(tid: UUID, rec: TicketRecord, held_by: set[UUID], dev: DeviceCtx) -> WorkTicket:
+    """The fold's mutable view of a locked ticket."""
     d = rec.doc
     return WorkTicket(
-        id=rec.id, status=TicketStatus(d["status"]), crew_id=rec.crew_id, department_id=rec.department_id,
+        id=tid, status=TicketStatus(d["status"]), crew_id=rec.crew_id, department_id=rec.department_id,
         version=d["version"], resolution_code=d["resolution_code"], reason_code=d["reason_code"],
         items={i["item_type"]: i["count"] for i in d["items"]}, note_ids={UUID(n["id"]) for n in d["notes"]},
         photos={(p["sha256"], p["kind"]) for p in d["photos"]}, field_meta=dict(rec.field_meta),
@@ -273,7 +275,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], c
     records, held_by = await stored_records(conn, start.tickets)  # ever held: ticket_holders, kept by retention
     batch.records, batch.held = records, held_by
     for tid, rec in records.items():
-        batch.work[tid] = _work(rec, held_by, dev)
+        batch.work[tid] = _work(tid, _known_id(rec, tid), held_by, dev)
     if any(p.model is not None and p.model.op == "self_report" for p in fresh):
         batch.types = await store.department_service_types(conn, dev.department_id)
     # Note ids are client-made and global: one already used on another ticket must be refused, not dropped by the
@@ -304,7 +306,7 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], c
             continue
         trial = t.copy()
         # the derived note id only for ops carrying a note: a uuid5 per mutation would cost more than the op
-        note_id = op_note_id(dev.device_id, p.seq) if getattr(m.args, "note", None) else None
+        note_id = op_note_id(dev.device_id, p.seq) if op_note(m.args) else None
         out = apply(trial, m.op, m.args, dev, base_version=m.base_version, device_time=m.device_time, note_id=note_id)
         if out.status is not MutationStatus.REJECTED:
             if out.new_note is not None:
@@ -380,8 +382,10 @@ def _collect(batch: _Batch, p: Parsed, out: Outcome, t: WorkTicket, dev: DeviceC
         batch.conflicts.append((p.seq, t.id, c))
     if out.audit_action is not None:
         batch.audits.append(("device", dev.device_id, out.audit_action, t.id, t.department_id, None,
-                             {"seq": p.seq, "op": m.op, "args": m.args.model_dump(mode="json"), "status": out.status.value},
-                             out.reason.value if out.reason else None))
+                             # the args as JSON text in place (orjson.Fragment): the row's jsonb reads the same value
+                             {"seq": p.seq, "op": m.op, "args": orjson.Fragment(m.args.model_dump_json()),
+                              "status": out.status._value_},
+                             out.reason._value_ if out.reason else None))
 
 
 async def _possessed(conn: asyncpg.Connection, batch: _Batch, dev: DeviceCtx) -> dict[str, bool]:
@@ -431,13 +435,20 @@ def _next_records(batch: _Batch, dev: DeviceCtx, now: datetime, crew_name: str) 
         if not t.touched or rec is None or tid not in batch.before:
             continue
         crew = rec.doc["crew"] if t.crew_id == rec.crew_id else (None if t.crew_id is None else crew_name)
-        doc = next_doc(rec.doc, status=t.status.value, crew=crew, resolution_code=t.resolution_code,
+        doc = next_doc(rec.doc, status=t.status._value_, crew=crew, resolution_code=t.resolution_code,
                        reason_code=t.reason_code, items=t.items, notes=notes.get(tid, []), version=t.version + 1,
                        updated_at=stamp, photos=photos.get(tid))
-        out[tid] = TicketRecord(doc=doc, department_id=rec.department_id, crew_id=t.crew_id,
-                                holder_crew_id=holder(t.status, t.crew_id), field_meta=t.field_meta,
-                                duplicate_of=rec.duplicate_of)
+        out[tid] = _known_id(TicketRecord(doc=doc, department_id=rec.department_id, crew_id=t.crew_id,
+                                          holder_crew_id=holder(t.status, t.crew_id), field_meta=t.field_meta,
+                                          duplicate_of=rec.duplicate_of), tid)
     return out
+
+
+def _known_id(rec: TicketRecord, tid: UUID) -> TicketRecord:
+    """`rec` with its id already in place: TicketRecord.id is a cached_property, and the push knows every id as a
+    UUID, so filling the cache spares parsing it back from the document's text (several times per ticket)."""
+    rec.__dict__["id"] = tid
+    return rec
 
 
 async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after: dict[UUID, TicketRecord],
@@ -486,9 +497,10 @@ def result_dict(seq: int, status: MutationStatus, reason: ReasonCode | None, mes
                 ticket: dict[str, Any] | None, removed: RemovalReason | None, conflicts: list[dict[str, Any]],
                 server_version: int) -> dict[str, Any]:
     """A fresh MutationResult in its JSON-mode form (keys in the model's field order), with the ticket document."""
-    return {"seq": seq, "status": status.value, "reason": None if reason is None else reason.value, "message": message,
-            "ticket": ticket, "removed": None if removed is None else removed.value, "conflicts": conflicts,
-            "server_version": server_version, "replayed": False}
+    # _value_, the member's stored value: `.value` is a Python-level descriptor, read 3 times per mutation
+    return {"seq": seq, "status": status._value_, "reason": None if reason is None else reason._value_,
+            "message": message, "ticket": ticket, "removed": None if removed is None else removed._value_,
+            "conflicts": conflicts, "server_version": server_version, "replayed": False}
 
 
 def _holding(rec: TicketRecord | None, wt: WorkTicket | None, dev: DeviceCtx) -> tuple[Any, Any]:

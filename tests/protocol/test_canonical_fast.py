@@ -3,6 +3,7 @@ steps aside: clients without orjson and the server must hash every ticket alike 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import protocol.canonical as canonical
-from protocol.canonical import canonical_doc_bytes
+from protocol.canonical import canonical_doc_bytes, mutation_digest
 from tests.protocol.test_golden_vectors import CANON_A, CANON_B, INPUT_A, INPUT_B
 import protocol as p
 
@@ -58,7 +59,7 @@ def test_golden_bytes_with_and_without_orjson(body: bytes, canon: bytes, fast: b
     assert canonical_doc_bytes(doc) == canon
     # A takes the fast path (so the server really uses it); B's photo at lat 1e-05 is written in exponent form by
     # repr, not by orjson, so it must step aside
-    assert canonical._fast_bytes(json.loads(canon)) == (canon if fast else None)
+    assert canonical._fast_bytes(json.loads(canon), 1) == (canon if fast else None)
     monkeypatch.setattr(canonical, "orjson", None)  # a client without orjson
     assert canonical_doc_bytes(doc) == canon
 
@@ -76,3 +77,37 @@ def test_any_json_document_gives_the_oracles_bytes(doc: dict[str, Any], lats: li
     full = _doc(**doc)
     full["photos"] = [{"sha256": f"{i:064x}", "kind": "before", "lat": lat} for i, lat in enumerate(lats)]
     assert canonical_doc_bytes(full) == _oracle(full)
+
+
+def _digest_oracle(mutation: Any) -> bytes:
+    """protocol.canonical.mutation_digest as SPEC defines it, with the standard library only."""
+    text = json.dumps(mutation, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=repr)
+    return hashlib.sha256(b"fieldsync-mutation-v1\x00" + text.encode("utf-8")).digest()
+
+
+_mutations = st.fixed_dictionaries({
+    "seq": st.integers(min_value=-(2**70), max_value=2**70), "op": st.text(max_size=10),
+    "args": st.dictionaries(st.text(max_size=6), _scalars | st.lists(_child | _scalars, max_size=3)
+                            | st.dictionaries(st.text(max_size=4), _scalars | st.lists(_child, max_size=2), max_size=3),
+                            max_size=5),
+    "gps": st.none() | st.fixed_dictionaries({"lat": st.floats(allow_nan=False, allow_infinity=False),
+                                              "lon": st.floats(allow_nan=False, allow_infinity=False)}),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_mutations)
+def test_mutation_digest_is_the_oracles_whatever_the_path(mutation: dict[str, Any]) -> None:
+    assert mutation_digest(mutation) == _digest_oracle(mutation)
+
+
+def test_mutation_digest_hand_written() -> None:
+    # sha256 of the bytes written out by hand (not produced by protocol/): the digest stored results were kept with
+    body = b'fieldsync-mutation-v1\x00{"args":{"items":[{"count":2,"item_type":"sof\xc3\xa4"}]},"gps":{"lat":1e-05,"lon":34.5},"op":"set_items","seq":3}'
+    mutation = {"seq": 3, "op": "set_items", "args": {"items": [{"item_type": "sof\u00e4", "count": 2}]},
+                "gps": {"lat": 1e-05, "lon": 34.5}}
+    assert mutation_digest(mutation) == hashlib.sha256(body).digest()
+    assert canonical._fast_bytes(mutation, 3) is None  # repr's exponent form: the pure path writes it
+    mutation["gps"]["lat"] = 34.25
+    assert canonical._fast_bytes(mutation, 3) is not None  # the server's common case takes the fast path
+    assert mutation_digest(mutation) == hashlib.sha256(body.replace(b"1e-05", b"34.25")).digest()
