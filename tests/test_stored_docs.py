@@ -43,7 +43,7 @@ def test_render_gives_the_golden_bytes_and_a_msgpack_of_the_same_document(body: 
 
 
 async def _assert_stored_equals_fresh(conn: asyncpg.Connection) -> int:
-    """Every ticket's stored text/msgpack/hash equals a fresh SQL render; every change row's bytes hash to its hash."""
+    """Every ticket's stored text/msgpack/hash equals a fresh render of its rows; every change row's bytes hash to its hash."""
     rows = await conn.fetch("SELECT id, doc_json, doc_mp, doc_hash FROM tickets ORDER BY id")
     fresh = await load_tickets(conn, [r["id"] for r in rows])
     for r in rows:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
+from uuid import UUID
 
 import msgpack  # no stubs or py.typed upstream
 import orjson
 
+from protocol import Ticket
 from protocol.canonical import canonical_doc_bytes
+from protocol.fields import format_datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +95,36 @@ def created_doc(*, id: str, service_type: str, department: str | None, status: s
             "photos": [], "priority": "normal", "reason_code": None, "requested_at": requested_at,
             "resolution_code": None, "service_date": None, "service_type": service_type, "source": source,
             "sr_number": None, "status": status, "updated_at": updated_at, "version": 1, "zip": zip}
+
+
+# The document's own fields (everything but its children), named as on the wire: a reader selects them under these
+# names, and the model, not a copy of its field list, says what they are.
+SCALAR_FIELDS = tuple(k for k in Ticket.model_fields if k not in ("notes", "photos", "items"))
+
+
+def _wire(value: Any) -> Any:
+    """A column value in its wire form: the one UTC timestamp form, ISO dates, ids as text."""
+    if isinstance(value, datetime):  # before date: a datetime is a date
+        return format_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return value
+
+
+def ticket_doc(fields: Mapping[str, Any], notes: Iterable[tuple[Any, ...]], photos: Iterable[tuple[Any, ...]],
+               items: Iterable[tuple[str, int]]) -> dict[str, Any]:
+    """A ticket's wire document from its typed row: `fields` has SCALAR_FIELDS as column values, notes are (id, text,
+    author, device_time, created_at), photos (sha256, kind, taken_at, lat, lon, verified), items (item_type, count)."""
+    doc = {k: _wire(fields[k]) for k in SCALAR_FIELDS}
+    for k in ("lat", "lon"):
+        if doc[k] is not None:
+            doc[k] = float(doc[k])
+    doc["notes"] = sorted(({"author": author, "created_at": format_datetime(created), "device_time": _wire(device_time),
+                            "id": str(nid), "text": text} for nid, text, author, device_time, created in notes),
+                          key=lambda n: (n["created_at"], n["id"]))
+    doc["photos"] = sorted((photo_entry(sha, kind, format_datetime(taken), lat, lon, verified)
+                            for sha, kind, taken, lat, lon, verified in photos), key=lambda p: (p["sha256"], p["kind"]))
+    doc["items"] = [{"count": count, "item_type": kind} for kind, count in sorted(items)]
+    return doc

@@ -419,7 +419,7 @@ def _created(batch: _Batch, dev: DeviceCtx, crew_name: str, stamp: str) -> dict[
 
 def _next_records(batch: _Batch, dev: DeviceCtx, now: datetime, crew_name: str) -> dict[UUID, TicketRecord]:
     """Each touched ticket as the fold left it, its document built from the locked one (or, for a self-reported
-    ticket, from its mutation): no re-read, no SQL render."""
+    ticket, from its mutation): no re-read."""
     stamp = format_datetime(now)
     notes: dict[UUID, list[NewNote]] = {}
     for nid, tid, text, author, device_time in batch.notes:

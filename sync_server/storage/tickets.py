@@ -13,39 +13,27 @@ import asyncpg
 import orjson
 
 from protocol import Ticket
-from sync_server.domain.document import render
+from sync_server.domain.document import render, ticket_doc
 
-# One statement per batch of tickets, rendering the whole wire document (children as arrays in canonical order,
-# timestamps in the canonical UTC form via fs_ts), so loading N tickets is one round trip and no model is built
-# on the hot path: the push engine and the change log work on these documents directly.
-_TICKET_SQL = """
-SELECT t.id, t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of,
-  json_build_object(
-    'id', t.id, 'sr_number', t.sr_number, 'service_type', st.name, 'department', d.code, 'status', t.status,
-    'priority', t.priority, 'address', t.address, 'zip', t.zip, 'lat', t.lat, 'lon', t.lon,
-    'council_district', t.council_district, 'description', t.description, 'source', t.source,
-    'requested_at', fs_ts(t.requested_at), 'service_date', t.service_date, 'due_at', fs_ts(t.due_at),
-    'crew', c.name, 'resolution_code', t.resolution_code, 'reason_code', t.reason_code,
-    'created_by_device', t.created_by_device, 'updated_at', fs_ts(t.updated_at), 'version', t.version,
-    'notes', (SELECT coalesce(json_agg(json_build_object('id', n.id, 'text', n.text, 'author', n.author,
-                'device_time', fs_ts(n.device_time), 'created_at', fs_ts(n.created_at)) ORDER BY n.created_at, n.id), '[]')
-              FROM ticket_notes n WHERE n.ticket_id = t.id),
-    'photos', (SELECT coalesce(json_agg(json_build_object('sha256', p.sha256, 'kind', p.kind, 'taken_at', fs_ts(p.taken_at),
-                'lat', p.lat, 'lon', p.lon,
-                'state', CASE WHEN p.verified THEN 'available' ELSE 'pending' END)
-                ORDER BY p.sha256, p.kind), '[]')
-              FROM ticket_photos p WHERE p.ticket_id = t.id),
-    'items', (SELECT coalesce(json_agg(json_build_object('item_type', i.item_type, 'count', i.count) ORDER BY i.item_type), '[]')
-              FROM ticket_items i WHERE i.ticket_id = t.id)
-  )::text AS doc
+# One statement per batch of tickets: each ticket's own fields under their wire names (domain.document.SCALAR_FIELDS)
+# and its children as arrays of typed rows, in one round trip at one snapshot; the document is built and rendered in
+# Python (domain.document.ticket_doc, render), the one renderer every writer shares with the push.
+_TICKET_ROWS = """
+SELECT t.id, t.sr_number, st.name AS service_type, d.code AS department, t.status, t.priority, t.address, t.zip,
+  t.lat, t.lon, t.council_district, t.description, t.source, t.requested_at, t.service_date, t.due_at, c.name AS crew,
+  t.resolution_code, t.reason_code, t.created_by_device, t.updated_at, t.version,
+  t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of,
+  ARRAY(SELECT ROW(n.id, n.text, n.author, n.device_time, n.created_at) FROM ticket_notes n WHERE n.ticket_id = t.id)
+    AS notes,
+  ARRAY(SELECT ROW(p.sha256, p.kind, p.taken_at, p.lat, p.lon, p.verified) FROM ticket_photos p WHERE p.ticket_id = t.id)
+    AS photos,
+  ARRAY(SELECT ROW(i.item_type, i.count) FROM ticket_items i WHERE i.ticket_id = t.id) AS items
 FROM tickets t
 JOIN service_types st ON st.id = t.service_type_id
 JOIN departments d ON d.id = t.department_id
 LEFT JOIN crews c ON c.id = t.crew_id
 WHERE t.id = ANY($1::uuid[])
 """
-# The same, taking the row locks in id order: a fixed order, so concurrent batches and bulk actions never deadlock.
-_TICKET_LOCK_SQL = _TICKET_SQL + " ORDER BY t.id FOR UPDATE OF t"
 
 
 def _floats(doc: dict[str, Any]) -> dict[str, Any]:
@@ -79,19 +67,19 @@ class TicketRecord:
         return UUID(self.doc["id"])
 
 
-async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID], *, lock: bool = False) -> dict[UUID, TicketRecord]:
-    """Whole current tickets in one set query (never a query per ticket); `lock` also row-locks them in id order."""
+async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, TicketRecord]:
+    """Whole current tickets in one set query (never a query per ticket), their documents built from the rows."""
     id_list = list(dict.fromkeys(ids))
     if not id_list:
         return {}
-    rows = await conn.fetch(_TICKET_LOCK_SQL if lock else _TICKET_SQL, id_list)
-    return {r["id"]: _record(r) for r in rows}
+    rows = await conn.fetch(_TICKET_ROWS, id_list)
+    return {r["id"]: _record(r, ticket_doc(r, r["notes"], r["photos"], r["items"])) for r in rows}
 
 
-def _record(r: asyncpg.Record) -> TicketRecord:
-    """A loaded row as the engine's typed record."""
-    return TicketRecord(  # orjson: a push parses every locked ticket's document, and json.loads was a visible share
-        doc=_floats(orjson.loads(r["doc"])),
+def _record(r: asyncpg.Record, doc: dict[str, Any]) -> TicketRecord:
+    """A loaded row and its document as the engine's typed record."""
+    return TicketRecord(
+        doc=doc,
         department_id=r["department_id"],
         crew_id=r["crew_id"],
         holder_crew_id=r["holder_crew_id"],
@@ -105,7 +93,9 @@ async def stored_records(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record
     held it) as records, plus the ids the crew ever held: the push reads documents instead of rendering them."""
     # a row without a stored document (written by a writer that predates stored documents): render it, already locked
     rendered = await load_tickets(conn, [r["id"] for r in rows if r["doc"] is None])
-    return {r["id"]: rendered.get(r["id"]) or _record(r) for r in rows}, {r["id"] for r in rows if r["held"]}
+    # orjson: a push parses every locked ticket's document, and json.loads was a visible share
+    return ({r["id"]: rendered.get(r["id"]) or _record(r, _floats(orjson.loads(r["doc"]))) for r in rows},
+            {r["id"] for r in rows if r["held"]})
 
 
 async def lock_tickets(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, asyncpg.Record]:
@@ -270,7 +260,7 @@ async def update_tickets(conn: asyncpg.Connection, ids: Sequence[UUID], values: 
 async def backfill_docs(conn: asyncpg.Connection, page: int = 500) -> tuple[int, int]:
     """Store rendered documents on rows written before documents were stored: (tickets, change rows) filled.
 
-    Idempotent (only NULL columns are filled). Tickets are rendered from their rows by the SQL renderer; change rows
+    Idempotent (only NULL columns are filled). Tickets are rendered from their rows (load_tickets); change rows
     from their own jsonb document, so each keeps the exact state it logged (and its doc_hash stays true).
     """
     tickets = changes = 0
