@@ -10,7 +10,8 @@ import asyncpg
 
 from protocol import TicketStatus
 from sync_server.domain.states import removal_reason
-from sync_server.storage.tickets import ChangeEntry, TicketRecord, audit, load_tickets, record_changes
+from sync_server.domain.ticket import TicketRecord
+from sync_server.storage.tickets import ChangeEntry, audit, load_tickets, record_changes
 
 
 _SKIP = frozenset({"version", "updated_at"})

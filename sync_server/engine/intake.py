@@ -11,7 +11,7 @@ import asyncpg
 
 from protocol import ErrorCode, Priority, ProtocolError, TicketStatus
 from sync_server.engine.changes import commit_changes
-from sync_server.storage.tickets import TicketRecord
+from sync_server.domain.ticket import TicketRecord
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,15 @@ from sync_server.auth import Principal
 from sync_server.domain.catalog import CODE_FIELDS, code_refusal
 from sync_server.domain.conflicts import (Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, op_note, rejected,
                                           removed_reason)
-from sync_server.domain.document import NewNote, created_doc, next_doc, photo_entry
+from sync_server.domain.document import NewNote, created_doc, photo_entry
 from sync_server.domain.states import holder
 from sync_server.engine.changes import change_entries
 from sync_server.engine.intake import NewTicket
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import sync as store
 from sync_server.storage.org import CodeCache
-from sync_server.storage.tickets import ChangeColumns, TicketRecord, load_tickets, notify_after_commit, stored_records
+from sync_server.domain.ticket import TicketRecord
+from sync_server.storage.tickets import ChangeColumns, load_tickets, notify_after_commit, stored_records
 
 _MUTATION = TypeAdapter(Mutation)
 _MUTATIONS = TypeAdapter(list[Mutation])
@@ -122,18 +123,6 @@ def _validate(todo: list[Parsed], context: dict[str, Any]) -> None:
         p.model = m
 
 
-def _work(tid: UUID, rec: TicketRecord, held_by: set[UUID], dev: DeviceCtx) -> WorkTicket:
-    """The fold's mutable view of a locked ticket."""
-    d = rec.doc
-    return WorkTicket(
-        id=tid, status=TicketStatus(d["status"]), crew_id=rec.crew_id, department_id=rec.department_id,
-        version=d["version"], resolution_code=d["resolution_code"], reason_code=d["reason_code"],
-        items={i["item_type"]: i["count"] for i in d["items"]}, note_ids={UUID(n["id"]) for n in d["notes"]},
-        photos={(p["sha256"], p["kind"]) for p in d["photos"]}, field_meta=dict(rec.field_meta),
-        ever_held_by={dev.crew_id} if rec.id in held_by else set(), created_by_device=d["created_by_device"],
-    )
-
-
 @dataclass
 class _Batch:
     """Accumulated writes of one push, flushed in sets at the end."""
@@ -150,6 +139,9 @@ class _Batch:
     types: store.ServiceTypes = field(default_factory=lambda: store.ServiceTypes({}, None))
     possessed: dict[str, bool] = field(default_factory=dict)  # per attached photo: the crew has its bytes
     held: set[UUID] = field(default_factory=set)  # tickets whose holding row for this crew exists (read under the lock)
+    bases: dict[UUID, TicketRecord] = field(default_factory=dict)  # self-reported tickets as inserted, before the fold
+    crew_name: str = ""  # the pushing crew's, and the transaction's time in wire form: what the fold's changes show
+    stamp: str = ""
 
 
 async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], codes: CodeCache | None = None) -> dict[str, Any]:
@@ -222,7 +214,7 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     # results and last_seq included, in one statement below.
     if fresh:
         batch.possessed = await _possessed(conn, batch, dev)
-    after = _next_records(batch, dev, row["now"], row["crew_name"]) if fresh else {}
+    after = _next_records(batch) if fresh else {}
     depts = {r.department_id for r in after.values()} | {dev.department_id for _ in batch.conflicts}
     if depts:
         crews = {c for r in (*after.values(), *(b for b in batch.before.values() if b is not None))
@@ -274,8 +266,10 @@ async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], c
     batch = _Batch()
     records, held_by = await stored_records(conn, start.tickets)  # ever held: ticket_holders, kept by retention
     batch.records, batch.held = records, held_by
+    assert start.device is not None  # the caller refused an unknown device
+    batch.crew_name, batch.stamp = start.device["crew_name"], format_datetime(start.device["now"])
     for tid, rec in records.items():
-        batch.work[tid] = _work(tid, _known_id(rec, tid), held_by, dev)
+        batch.work[tid] = rec.known_id(tid).work({dev.crew_id} if tid in held_by else set())
     if any(p.model is not None and p.model.op == "self_report" for p in fresh):
         batch.types = await store.department_service_types(conn, dev.department_id)
     # Note ids are client-made and global: one already used on another ticket must be refused, not dropped by the
@@ -351,17 +345,15 @@ def _self_report(batch: _Batch, m: Any, dev: DeviceCtx, codes: dict[str, Any], n
     bad = code_refusal(m.op, a, codes.get(a.service_type))
     if bad is not None:
         return rejected(ReasonCode.INVALID_ARGS, bad)
-    batch.created.append(NewTicket(
+    new = NewTicket(
         id=m.ticket_id, service_type=a.service_type, address=a.address, lat=a.lat, lon=a.lon, zip=a.zip,
         description=a.description, source="self_report", requested_at=m.device_time, crew_id=dev.crew_id,
         status=TicketStatus.COMPLETED, created_by_device=dev.device_id,
-    ))
-    wt = WorkTicket(
-        id=m.ticket_id, status=TicketStatus.COMPLETED, crew_id=dev.crew_id, department_id=dev.department_id, version=1,
-        resolution_code=a.resolution_code, reason_code=None, items={i.item_type: i.count for i in a.items},
-        note_ids=set(), photos=set(), field_meta={}, ever_held_by={dev.crew_id}, created_by_device=dev.device_id,
-        touched=True,
     )
+    batch.created.append(new)
+    base = batch.bases[new.id] = _created(batch, new, dev)
+    wt = base.work({dev.crew_id})  # the fold's state of the new ticket, from its value like any other ticket's
+    wt.resolution_code, wt.items, wt.touched = a.resolution_code, {i.item_type: i.count for i in a.items}, True
     batch.work[m.ticket_id] = wt
     batch.before[m.ticket_id] = None
     out = Outcome(MutationStatus.APPLIED, audit_action="self_report")
@@ -402,53 +394,37 @@ async def _possessed(conn: asyncpg.Connection, batch: _Batch, dev: DeviceCtx) ->
     return {sha: f.proven or any(held(t) for t in f.shown) for sha, f in facts.items()}
 
 
-def _created(batch: _Batch, dev: DeviceCtx, crew_name: str, stamp: str) -> dict[UUID, TicketRecord]:
-    """Self-reported tickets as their rows are inserted, before the fold's state is laid over them."""
-    out: dict[UUID, TicketRecord] = {}
-    for n in batch.created:
-        status = n.status or (TicketStatus.ASSIGNED if n.crew_id is not None else TicketStatus.UNASSIGNED)
-        doc = created_doc(id=str(n.id), service_type=batch.types.by_key[n.service_type][1],
-                          department=batch.types.department, status=status.value, address=n.address, zip=n.zip,
-                          lat=n.lat, lon=n.lon, description=n.description, source=n.source,
-                          requested_at=format_datetime(n.requested_at), crew=crew_name if n.crew_id is not None else None,
-                          created_by_device=n.created_by_device, updated_at=stamp)
-        out[n.id] = TicketRecord(doc=doc, department_id=dev.department_id, crew_id=n.crew_id,
-                                 holder_crew_id=holder(status, n.crew_id))
-    return out
+def _created(batch: _Batch, n: NewTicket, dev: DeviceCtx) -> TicketRecord:
+    """A self-reported ticket as its row is inserted, before the fold's state is laid over it."""
+    status = n.status or (TicketStatus.ASSIGNED if n.crew_id is not None else TicketStatus.UNASSIGNED)
+    doc = created_doc(id=str(n.id), service_type=batch.types.by_key[n.service_type][1],
+                      department=batch.types.department, status=status.value, address=n.address, zip=n.zip,
+                      lat=n.lat, lon=n.lon, description=n.description, source=n.source,
+                      requested_at=format_datetime(n.requested_at),
+                      crew=batch.crew_name if n.crew_id is not None else None, created_by_device=n.created_by_device,
+                      updated_at=batch.stamp)
+    return TicketRecord(doc=doc, department_id=dev.department_id, crew_id=n.crew_id,
+                        holder_crew_id=holder(status, n.crew_id)).known_id(n.id)
 
 
-def _next_records(batch: _Batch, dev: DeviceCtx, now: datetime, crew_name: str) -> dict[UUID, TicketRecord]:
-    """Each touched ticket as the fold left it, its document built from the locked one (or, for a self-reported
-    ticket, from its mutation): no re-read."""
-    stamp = format_datetime(now)
+def _next_records(batch: _Batch) -> dict[UUID, TicketRecord]:
+    """Each touched ticket as the fold left it, its value advanced from the locked one (or, for a self-reported
+    ticket, from its mutation's): no re-read."""
     notes: dict[UUID, list[NewNote]] = {}
     for nid, tid, text, author, device_time in batch.notes:
         notes.setdefault(tid, []).append(NewNote(str(nid), text, author, format_datetime(device_time) if device_time
-                                                 else None, stamp))
+                                                 else None, batch.stamp))
     photos: dict[UUID, list[dict[str, Any]]] = {}
     for tid, sha, kind, taken_at, lat, lon, _ in batch.photos:
         photos.setdefault(tid, []).append(photo_entry(sha, kind, format_datetime(taken_at), lat, lon, batch.possessed[sha]))
-    created = _created(batch, dev, crew_name, stamp) if batch.created else {}
     out: dict[UUID, TicketRecord] = {}
     for tid, t in batch.work.items():
-        rec = batch.records.get(tid) or created.get(tid)
+        rec = batch.records.get(tid) or batch.bases.get(tid)
         if not t.touched or rec is None or tid not in batch.before:
             continue
-        crew = rec.doc["crew"] if t.crew_id == rec.crew_id else (None if t.crew_id is None else crew_name)
-        doc = next_doc(rec.doc, status=t.status._value_, crew=crew, resolution_code=t.resolution_code,
-                       reason_code=t.reason_code, items=t.items, notes=notes.get(tid, []), version=t.version + 1,
-                       updated_at=stamp, photos=photos.get(tid))
-        out[tid] = _known_id(TicketRecord(doc=doc, department_id=rec.department_id, crew_id=t.crew_id,
-                                          holder_crew_id=holder(t.status, t.crew_id), field_meta=t.field_meta,
-                                          duplicate_of=rec.duplicate_of), tid)
+        out[tid] = rec.advanced(t, crew_name=batch.crew_name, updated_at=batch.stamp, notes=notes.get(tid, []),
+                                photos=photos.get(tid))
     return out
-
-
-def _known_id(rec: TicketRecord, tid: UUID) -> TicketRecord:
-    """`rec` with its id already in place: TicketRecord.id is a cached_property, and the push knows every id as a
-    UUID, so filling the cache spares parsing it back from the document's text (several times per ticket)."""
-    rec.__dict__["id"] = tid
-    return rec
 
 
 async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after: dict[UUID, TicketRecord],

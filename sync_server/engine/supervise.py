@@ -21,7 +21,8 @@ from sync_server.engine.intake import NewTicket, insert_tickets
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import queries
 from sync_server.storage.queries import TicketFilter
-from sync_server.storage.tickets import TicketRecord, audit, load_tickets, lock_tickets, update_tickets
+from sync_server.domain.ticket import TicketRecord
+from sync_server.storage.tickets import audit, load_tickets, lock_tickets, update_tickets
 
 HISTORY_LIMIT = 1000  # audit rows returned with one ticket; a ticket with more is flagged as truncated
 Values = dict[str, Any]

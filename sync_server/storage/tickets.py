@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import orjson
 
-from protocol import Ticket
 from sync_server.domain.document import render, ticket_doc
+from sync_server.domain.ticket import TicketRecord as TicketRecord  # the one ticket value, read and written here
 
 # One statement per batch of tickets: each ticket's own fields under their wire names (domain.document.SCALAR_FIELDS)
 # and its children as arrays of typed rows, in one round trip at one snapshot; the document is built and rendered in
@@ -43,28 +42,6 @@ def _floats(doc: dict[str, Any]) -> dict[str, Any]:
             if isinstance(obj.get(k), int):
                 obj[k] = float(obj[k])
     return doc
-
-
-@dataclass(frozen=True)
-class TicketRecord:
-    """A ticket's wire document plus the server-only columns the engine decides with."""
-
-    doc: dict[str, Any]
-    department_id: int
-    crew_id: int | None
-    holder_crew_id: int | None
-    field_meta: dict[str, Any] = field(default_factory=dict)
-    duplicate_of: UUID | None = None
-
-    @cached_property
-    def ticket(self) -> Ticket:
-        """The validated model, built only when a caller needs one (supervisor answers, uploads)."""
-        return Ticket.model_validate(self.doc)
-
-    @cached_property
-    def id(self) -> UUID:
-        """Ticket id (parsed once: a push asks for it several times per ticket)."""
-        return UUID(self.doc["id"])
 
 
 async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UUID, TicketRecord]:
