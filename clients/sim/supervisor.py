@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
+from uuid import UUID
 
 from protocol import FIELD_DONE_STATUSES, HELD_STATUSES, WORKABLE_STATUSES, ErrorCode, Ticket
 
@@ -20,6 +22,8 @@ from .transport import RETRYABLE_TRANSPORT, SimHttpError, Transport, with_retrie
 
 if TYPE_CHECKING:
     from .fleet import Fleet
+
+LIST_OVERLAP = timedelta(seconds=10)  # updated_at is taken at a transaction's start; it may commit a little later
 
 class StaffApi:
     """The supervisor/admin JSON API with the protocol's retry policy; one instance per token."""
@@ -88,6 +92,8 @@ class SupervisorActor:
         self.open: list[Ticket] = []
         self.done: list[Ticket] = []
         self.actions = 0
+        self.held: dict[UUID, Ticket] = {}  # the department's held tickets as last listed
+        self.listed_up_to: datetime | None = None  # newest updated_at seen: later refreshes list only what changed
 
     @property
     def crews(self) -> list[str]:
@@ -95,11 +101,26 @@ class SupervisorActor:
         return sorted({d.creds.crew for d in self.fleet.devices if d.creds.department == self.department})
 
     async def refresh(self) -> None:
-        """Re-read the department's open and finished work (a supervisor's list view)."""
-        tickets = await self.api.tickets(status=",".join(sorted(HELD_STATUSES)))
+        """Re-read the department's open and finished work (a supervisor's list view): the whole list once, then only
+        tickets updated since (with an overlap for transactions that committed late), as a console refreshes.
+
+        Re-reading every held ticket of a city-sized department (thousands, in pages of 500) five times a minute per
+        process was a tenth of the server's CPU at 1,000 devices: load no supervisor generates."""
+        if self.listed_up_to is None:
+            tickets = await self.api.tickets(status=",".join(sorted(HELD_STATUSES)))
+        else:
+            since = self.listed_up_to - LIST_OVERLAP
+            tickets = await self.api.tickets(updated_since=since.isoformat())
+        for t in tickets:
+            if t.status in HELD_STATUSES:
+                self.held[t.id] = t
+            else:
+                self.held.pop(t.id, None)
+            if self.listed_up_to is None or t.updated_at > self.listed_up_to:
+                self.listed_up_to = t.updated_at
         crews = set(self.crews)
-        self.open = [t for t in tickets if t.status in WORKABLE_STATUSES and t.crew in crews]
-        self.done = [t for t in tickets if t.status in FIELD_DONE_STATUSES and t.crew in crews]
+        self.open = [t for t in self.held.values() if t.status in WORKABLE_STATUSES and t.crew in crews]
+        self.done = [t for t in self.held.values() if t.status in FIELD_DONE_STATUSES and t.crew in crews]
 
     async def run(self) -> None:
         """Act until the shift ends; races with crews (409s) are expected and counted, not errors."""
