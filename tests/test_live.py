@@ -481,3 +481,27 @@ async def test_supervisor_events_flow_while_every_pooled_connection_is_taken(
         for conn in held:
             await app_pool.release(conn)
     await sup.close()
+
+
+def test_ticket_event_frame_is_written_around_the_stored_document() -> None:
+    # The stored canonical text goes into the JSON frame as is (non-ASCII raw, 34.0 stays a float); msgpack subscribers
+    # get the same event. Expected values written by hand.
+    from sync_server.engine.live_frames import event_frame
+
+    doc = '{"description":"Sofá – nº 12 ☕","id":"00000000-0000-4000-8000-00000000000a","lat":34.0,"version":3}'
+    row = {"x": 5, "rank": 2, "src": 0, "ticket_id": uuid.UUID("00000000-0000-4000-8000-00000000000a"), "doc": doc,
+           "changed": ["status", "notes"], "id": 9}
+    frame = event_frame(row)  # type: ignore[arg-type]
+    expected = {"type": "event", "position": (5 << 20) | 2, "event": "ticket_changed",
+                "ticket_id": "00000000-0000-4000-8000-00000000000a",
+                "ticket": {"description": "Sofá – nº 12 ☕", "id": "00000000-0000-4000-8000-00000000000a", "lat": 34.0,
+                           "version": 3},
+                "changed": ["status", "notes"], "detail": {}}
+    text = frame.data(JSON)
+    assert "Sofá – nº 12 ☕".encode() in text
+    assert json.loads(text) == expected and isinstance(json.loads(text)["ticket"]["lat"], float)
+    assert list(json.loads(text)) == ["type", "position", "event", "ticket_id", "ticket", "changed", "detail"]
+    import msgpack
+
+    assert msgpack.unpackb(frame.data(MSGPACK), raw=False) == expected
+    assert frame.data(JSON) is text  # encoded once per encoding, however many sockets get it
