@@ -14,9 +14,10 @@ from protocol.cursor import CursorSigner
 from sync_server import metrics
 from sync_server.api import catalog, conflicts, devices, limits, live, metrics_mw, middleware, ops, org, supervisor, sync, uploads
 from sync_server.engine import maintenance
+from sync_server.engine.pull_batch import FirstPages
 from sync_server.auth import AuthCache, TouchMemo, flush_touches, touch_loop
 from sync_server.dbpool import MeteredPool, pool_kwargs
-from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, POOL, SETTINGS, TOUCHED
+from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, FIRST_PAGES, POOL, SETTINGS, TOUCHED
 from sync_server.settings import Settings
 from sync_server.storage.org import CodeCache
 from sync_server.storage.errors import DatabaseUnreachable
@@ -113,6 +114,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[CURSORS] = CursorSigner(settings.resolved_cursor_secret())
     app[metrics.METRICS] = metrics.Metrics()
     app[TOUCHED] = TouchMemo()
+    app[FIRST_PAGES] = FirstPages()
     app[AUTH_CACHE] = AuthCache()
     app[CODES] = CodeCache()
 

@@ -12,6 +12,7 @@ from sync_server.settings import Settings
 if TYPE_CHECKING:
     from protocol.cursor import CursorSigner
     from sync_server.auth import AuthCache, Principal, TouchMemo
+    from sync_server.engine.pull_batch import FirstPages
     from sync_server.storage.org import CodeCache
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -20,5 +21,6 @@ DSN = web.AppKey("dsn", str)  # the live feed's LISTEN connection cannot come fr
 CURSORS: web.AppKey["CursorSigner"] = web.AppKey("cursors")
 AUTH_CACHE: web.AppKey["AuthCache"] = web.AppKey("auth_cache")  # device principals of /v1/sync/, dropped on NOTIFY (1 s old at most without it)
 CODES: web.AppKey["CodeCache"] = web.AppKey("codes")  # service types' allowed codes, for the push's checks
-TOUCHED: web.AppKey["TouchMemo"] = web.AppKey("touched")  # device contact already recorded by this process
+TOUCHED: web.AppKey["TouchMemo"] = web.AppKey("touched")  # device contacts this process queued or wrote
+FIRST_PAGES: web.AppKey["FirstPages"] = web.AppKey("first_pages")  # concurrent delta pulls' shared statements
 PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("fieldsync.principal")  # set by the auth middleware

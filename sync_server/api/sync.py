@@ -16,7 +16,7 @@ from sync_server.api.registry import route
 from sync_server.auth import Role
 from sync_server.engine import pull as pull_engine
 from sync_server.engine import push as push_engine
-from sync_server.keys import CODES, CURSORS, POOL, SETTINGS
+from sync_server.keys import CODES, CURSORS, FIRST_PAGES, POOL, SETTINGS
 from sync_server.metrics import METRICS
 
 
@@ -53,7 +53,8 @@ async def pull(request: web.Request) -> web.Response:
     req = await read_model(request, PullRequest)
     media = negotiate(request.headers.get("Accept"), request.headers.get("Content-Type"))
     page = await pull_engine.pull(request.app[POOL], who, req, request.app[CURSORS],
-                                  request.app[SETTINGS].retention_days * 86400, packed=media == MSGPACK)
+                                  request.app[SETTINGS].retention_days * 86400, packed=media == MSGPACK,
+                                  batch=request.app[FIRST_PAGES])
     # Documents are spliced as stored (api/splice.py): decoding, re-validating and re-encoding them would dominate.
     body = pull_body(page, media)
     request.app[METRICS].count_pull(page.reset, page.has_more, len(body))

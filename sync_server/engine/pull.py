@@ -12,7 +12,9 @@ import asyncpg
 
 from protocol import PROTOCOL_VERSION, CursorSigner, CursorState, PullRequest, ScopeChecksum, format_datetime
 from sync_server.auth import Principal
+from sync_server.engine.pull_batch import FirstPages
 from sync_server.storage import sync as store
+from sync_server.storage.sync import DeltaAsk
 
 # Cursors older than this fraction of the retention window get a fresh snapshot: pruning keeps history for the
 # whole window, so the margin only guards against clock skew between the pruner and this process.
@@ -56,7 +58,7 @@ def _xmin(snapshot: str) -> int:
 
 
 async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: CursorSigner, retention_s: float,
-               packed: bool) -> PullPage:
+               packed: bool, batch: FirstPages) -> PullPage:
     """One page of the crew's changes; documents are read in the form the answer is written in (packed: msgpack)."""
     assert who.crew_id is not None
     scope = scope_of(who)
@@ -78,12 +80,11 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
         # One statement at one snapshot either way, no transaction round trips. A snapshot reads the crew's current
         # ticket rows; a delta reads the log since base, and an empty poll neither scans history nor re-sums the
         # checksum (the previous page set's checksum rides in the cursor, signed).
-        async with pool.acquire() as conn:
-            if base is None:
+        if base is None:
+            async with pool.acquire() as conn:
                 first = await store.first_snapshot(conn, who.crew_id, req.limit + 1, packed)
-            else:
-                first = await store.first_page(conn, who.crew_id, base, req.limit + 1, need_hashes=known is None,
-                                               packed=packed)
+        else:  # with the other deltas and polls waiting at this moment, in one statement (engine/pull_batch.py)
+            first = await batch.read(pool, DeltaAsk(who.crew_id, base, req.limit + 1, known is None), packed)
         head, rows, held = first.head, first.rows, first.held
         checksum = ScopeChecksum.of(first.hashes).hexdigest() if first.hashes is not None else str(known)
     has_more = len(rows) > req.limit

@@ -71,32 +71,39 @@ LIMIT $4
 """
 MIN_UUID = UUID(int=0)
 
-# The first page of a delta in ONE statement, at one snapshot (as _FIRST_SNAPSHOT): the head the cursor is cut at,
-# the crew's ticket hashes for the scope checksum, and the page, with no transaction round trips. Row 0 is the header
-# (head, hashes); the rest are the page. The hashes are read only when asked to ($3: the cursor does not carry a
-# checksum) or when the page is not empty: "nothing of the crew committed in (base, head]" means the scope, and so its
-# checksum, is what it was at base, which makes an empty poll a range scan of the (crew, xid) indexes from base's xmin
-# and nothing else (I2, I4).
-_FIRST_DELTA = """
+# The first pages of several deltas in ONE statement, at one snapshot (as _FIRST_SNAPSHOT): the head every cursor is
+# cut at, each crew's ticket hashes for its scope checksum, and each page, with no transaction round trips. Request i
+# ($1..$4 are arrays, one element per request) gets a header row (k = 0: head, hashes) and its page rows (k = 1).
+# The hashes are read only when asked to (the cursor carries no checksum) or when the page is not empty: "nothing of
+# the crew committed in (base, head]" means the scope, and so its checksum, is what it was at base, which makes an
+# empty poll a range scan of the (crew, xid) indexes from base's xmin and nothing else (I2, I4). Concurrent pulls of a
+# process share one statement (engine/pull_batch.py): for an empty poll the statement, not the scan, was the cost.
+_FIRST_DELTAS = """
 WITH h AS MATERIALIZED (SELECT pg_current_snapshot() AS head),
+q AS MATERIALIZED (
+  SELECT r.crew, r.base::pg_snapshot AS base, r.need, r.lim, r.i
+  FROM unnest($1::integer[], $2::text[], $3::boolean[], $4::integer[]) WITH ORDINALITY AS r(crew, base, need, lim, i)
+),
 p AS MATERIALIZED (
-  SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, {doc} AS doc
-  FROM changes
-  WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
-    AND xid >= pg_snapshot_xmin($4::text::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $4::text::pg_snapshot)
-    AND pg_visible_in_snapshot(xid, (SELECT head FROM h))
-  ORDER BY ticket_id, id DESC
-  LIMIT $2
+  SELECT q.i, c.* FROM q CROSS JOIN LATERAL (
+    SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, {doc} AS doc
+    FROM changes
+    WHERE (holder_crew_id = q.crew OR prev_crew_id = q.crew)
+      AND xid >= pg_snapshot_xmin(q.base) AND NOT pg_visible_in_snapshot(xid, q.base)
+      AND pg_visible_in_snapshot(xid, (SELECT head FROM h))
+    ORDER BY ticket_id, id DESC
+    LIMIT q.lim) AS c
 )
-SELECT 0 AS k, (SELECT head::text FROM h) AS head,
-  CASE WHEN $3::bool OR EXISTS (SELECT 1 FROM p)
-       THEN coalesce((SELECT string_agg(doc_hash, ''::bytea) FROM tickets WHERE holder_crew_id = $1), ''::bytea)
+SELECT q.i, 0 AS k, (SELECT head::text FROM h) AS head,
+  CASE WHEN q.need OR EXISTS (SELECT 1 FROM p WHERE p.i = q.i)
+       THEN coalesce((SELECT string_agg(doc_hash, ''::bytea) FROM tickets WHERE holder_crew_id = q.crew), ''::bytea)
   END AS hashes,
   NULL::uuid AS ticket_id, NULL::integer AS holder_crew_id, NULL::integer AS prev_crew_id, NULL::text AS removal_reason,
   NULL::{type} AS doc
+FROM q
 UNION ALL
-SELECT 1, NULL, NULL, ticket_id, holder_crew_id, prev_crew_id, removal_reason, doc FROM p
-ORDER BY k, ticket_id
+SELECT p.i, 1, NULL, NULL, p.ticket_id, p.holder_crew_id, p.prev_crew_id, p.removal_reason, p.doc FROM p
+ORDER BY 1, 2, 5
 """
 
 
@@ -106,7 +113,7 @@ def _forms(sql: str) -> dict[bool, str]:
             False: sql.replace("{doc}", "doc_json").replace("{type}", "text")}
 
 
-_DELTA_SQL, _SNAPSHOT_SQL, _FIRST_DELTA_SQL, _FIRST_SNAPSHOT_SQL = map(_forms, (_DELTA, _SNAPSHOT, _FIRST_DELTA, _FIRST_SNAPSHOT))
+_DELTA_SQL, _SNAPSHOT_SQL, _FIRST_DELTAS_SQL, _FIRST_SNAPSHOT_SQL = map(_forms, (_DELTA, _SNAPSHOT, _FIRST_DELTAS, _FIRST_SNAPSHOT))
 
 
 @dataclass(frozen=True)
@@ -121,15 +128,37 @@ class FirstPage:
     held: bool = False
 
 
-async def first_page(conn: asyncpg.Connection, crew_id: int, base: str, limit: int, need_hashes: bool,
-                     packed: bool) -> FirstPage:
-    """Head, checksum input and first page of the crew's changes since `base`, at one snapshot, in one statement."""
-    rows = await conn.fetch(_FIRST_DELTA_SQL[packed], crew_id, limit, need_hashes, base)
-    head, joined = rows[0]["head"], rows[0]["hashes"]
-    # The hashes come concatenated (one bytea), not as bytea[]: asyncpg has no built-in codec for bytea[] and
-    # introspects it on every new pool connection, a catalog query PostgreSQL plans for ~30 ms under generic plans.
-    hashes = None if joined is None else [joined[i : i + 32] for i in range(0, len(joined), 32)]
-    return FirstPage(head, hashes, rows[1:])
+@dataclass(frozen=True, slots=True)
+class DeltaAsk:
+    """One pull's first delta page to read: the crew, the cursor's snapshot, the page size (one more than the
+    answer's, to learn has_more) and whether the cursor lacks the scope checksum."""
+
+    crew_id: int
+    base: str
+    limit: int
+    need_hashes: bool
+
+
+async def first_pages(conn: asyncpg.Connection, asks: Sequence[DeltaAsk], packed: bool) -> list[FirstPage]:
+    """Head, checksum input and first page of each crew's changes since its `base`, all at one snapshot, in one
+    statement; one FirstPage per ask, in order."""
+    rows = await conn.fetch(_FIRST_DELTAS_SQL[packed], [a.crew_id for a in asks], [a.base for a in asks],
+                            [a.need_hashes for a in asks], [a.limit for a in asks])
+    out: list[FirstPage] = []
+    n = len(rows)
+    at = 0
+    while at < n:  # per ask: its header row, then its page rows (ordered by ask, kind, ticket id)
+        head, joined, i = rows[at]["head"], rows[at]["hashes"], rows[at]["i"]
+        end = at + 1
+        while end < n and rows[end]["i"] == i:
+            end += 1
+        # The hashes come concatenated (one bytea), not as bytea[]: asyncpg has no built-in codec for bytea[] and
+        # introspects it on every new pool connection, a catalog query PostgreSQL plans for ~30 ms under generic plans.
+        hashes = None if joined is None else [joined[j : j + 32] for j in range(0, len(joined), 32)]
+        out.append(FirstPage(head, hashes, rows[at + 1 : end]))
+        at = end
+    assert len(out) == len(asks), "one header row per ask"
+    return out
 
 
 async def first_snapshot(conn: asyncpg.Connection, crew_id: int, limit: int, packed: bool) -> FirstPage:
