@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ class CursorSigner:
     @staticmethod
     def _mac(secret: bytes, payload: bytes) -> bytes:
         """Truncated HMAC-SHA256; 128 bits is ample against online forgery."""
-        return hmac.new(secret, _MAC_DOMAIN + payload, hashlib.sha256).digest()[:_MAC_LEN]
+        return hmac.digest(secret, _MAC_DOMAIN + payload, "sha256")[:_MAC_LEN]  # one-shot C path, twice per pull
 
     def encode(self, state: CursorState) -> str:
         """Serialise compactly and sign; the device treats the result as opaque text."""

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
 
 from sync_server.settings import LogFormat
+
+
+# The fields of the request being served (request_id, then principal), added to every line logged while it runs. One
+# ContextVar holding one dict per request, set once: structlog's bind/unbind_contextvars cost a ContextVar set per
+# field and per unbind on every request, though all but a sampled few of them log nothing.
+REQUEST_FIELDS: ContextVar[dict[str, str] | None] = ContextVar("fieldsync_request_fields", default=None)
+
+
+def add_request_fields(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the current request's fields, unless the line sets them itself."""
+    fields = REQUEST_FIELDS.get()
+    if fields:
+        for key, value in fields.items():
+            event.setdefault(key, value)
+    return event
 
 
 def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> None:
@@ -16,6 +33,7 @@ def configure_logging(fmt: LogFormat | None = None, level: str = "info") -> None
         fmt = LogFormat.CONSOLE if sys.stderr.isatty() else LogFormat.JSON
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_request_fields,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
