@@ -23,7 +23,9 @@ from protocol.canonical import canonical_doc_bytes
 from protocol.fields import format_datetime
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds one of these per ticket or per mutation
+@dataclass(slots=True)
 class Rendered:
     """The stored forms of one ticket document: `json` is the canonical text, `hash` its SHA-256 (I4)."""
 
@@ -46,7 +48,9 @@ def render(doc: dict[str, Any]) -> Rendered:
     return Rendered(raw.decode("utf-8"), packed, hashlib.sha256(raw).digest())
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds one of these per ticket or per mutation
+@dataclass(slots=True)
 class NewNote:
     """A note the fold adds to a ticket: `created_at` is the transaction's time, the value the row will carry."""
 

@@ -15,7 +15,9 @@ from sync_server.domain.document import NewNote, next_doc
 from sync_server.domain.states import holder
 
 
-@dataclass(frozen=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds two of these per ticket it changes
+@dataclass
 class TicketRecord:
     """A ticket's wire document plus the server-only columns the engine decides with."""
 

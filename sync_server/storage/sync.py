@@ -237,7 +237,9 @@ class Kept:
     digest: bytes | None  # None for rows stored before digests existed
 
 
-@dataclass(frozen=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds one of these per ticket or per mutation
+@dataclass(slots=True)
 class StoredResult:
     """One row of mutation_results to write: the answer exactly as sent, with the digest of the mutation."""
 
@@ -262,7 +264,9 @@ async def stored_results(conn: asyncpg.Connection, device_id: str, seqs: Sequenc
     return {r["seq"]: Kept(json.loads(r["result"]), r["digest"]) for r in rows}
 
 
-@dataclass(frozen=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds one of these per ticket or per mutation
+@dataclass(slots=True)
 class NoteRow:
     """A note to add; its id is client-made (or derived from device and seq), so a replay is a no-op."""
 
@@ -273,7 +277,9 @@ class NoteRow:
     device_time: Any
 
 
-@dataclass(frozen=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds one of these per ticket or per mutation
+@dataclass(slots=True)
 class ItemRow:
     """An item line after field-level merge."""
 
@@ -298,7 +304,9 @@ def result_text(result: dict[str, Any]) -> str:
     return orjson.dumps(result).decode()
 
 
-@dataclass(frozen=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds one of these per ticket or per mutation
+@dataclass(slots=True)
 class TicketWrite:
     """One ticket's new crew-owned state as a push writes it, with its version and the holder for the change log
     (tickets.holder_crew_id is generated, never written); its stored document travels in ChangeColumns."""
@@ -313,7 +321,9 @@ class TicketWrite:
     holder_crew_id: int | None
 
 
-@dataclass(frozen=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds one of these per ticket or per mutation
+@dataclass(slots=True)
 class ConflictRow:
     """A conflict or late report for supervisors (I5), from one mutation of this device."""
 

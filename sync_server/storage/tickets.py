@@ -85,7 +85,9 @@ async def lock_tickets(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UU
     return {r["id"]: r for r in rows}
 
 
-@dataclass(frozen=True)
+# not frozen: a frozen dataclass's __init__ (object.__setattr__ per field) costs several times a plain one's, and a
+# push builds one of these per ticket or per mutation
+@dataclass(slots=True)
 class ChangeEntry:
     """One committed change of one ticket, as devices and supervisors will read it."""
 
