@@ -92,3 +92,13 @@ async def test_a_push_writes_its_crews_holding_row_only_when_it_is_missing(serve
             crew, [kept, lost])}
     assert set(rows) == {kept, lost}
     assert rows[kept] == before and rows[lost] > before
+
+
+@pytest.mark.rows_edited_by_hand  # the update is refused; nothing is left edited
+async def test_a_held_ticket_cannot_name_a_crew_that_does_not_exist(pool: asyncpg.Pool, world: World) -> None:
+    # holder_crew_id (generated: crew_id or NULL) lost its own foreign key in 0020; crew_id's covers it
+    (ticket,) = (r.ticket.id for r in await make_tickets(pool, world, 1))
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="tickets_crew_id_fkey"):
+            await conn.execute("UPDATE tickets SET crew_id = 999999, status = 'assigned' WHERE id = $1", ticket)
+        assert await conn.fetchval("SELECT holder_crew_id FROM tickets WHERE id = $1", ticket) == world.crews["san-1"]

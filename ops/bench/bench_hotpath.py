@@ -83,6 +83,23 @@ def tree_cpu(root: int) -> float:
     return total
 
 
+def backend_cpu(root: int, database: str) -> float:
+    """CPU seconds of the live client backends of one database under a postmaster (the server's pool connections are
+    long-lived): what its statements cost, apart from autovacuum, checkpoints and WAL writing (the rest of tree_cpu)."""
+    total = 0.0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cpu, _, ppid = _ticks(int(d))
+            title = Path(f"/proc/{d}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == root and title.startswith(f"postgres: fieldsync {database} ".encode()):
+            total += cpu
+    return total
+
+
 def client_cpu() -> float:
     """This process's CPU seconds."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -95,12 +112,15 @@ class Meter:
     def __init__(self, server_pid: int, pg_pid: int) -> None:
         self.server_pid, self.pg_pid = server_pid, pg_pid
 
-    def now(self) -> tuple[float, float, float]:
-        return tree_cpu(self.server_pid), tree_cpu(self.pg_pid), client_cpu()
+    def now(self) -> tuple[float, float, float, float]:
+        return tree_cpu(self.server_pid), tree_cpu(self.pg_pid), client_cpu(), backend_cpu(self.pg_pid, "fieldsync")
 
     @staticmethod
-    def delta(a: tuple[float, float, float], b: tuple[float, float, float]) -> dict[str, float]:
-        return {"server_cpu_s": round(b[0] - a[0], 2), "pg_cpu_s": round(b[1] - a[1], 2), "client_cpu_s": round(b[2] - a[2], 2)}
+    def delta(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> dict[str, float]:
+        """pg_backends_cpu_s: the part of pg_cpu_s spent by the server's connections (statements), the rest being
+        PostgreSQL's background work (autovacuum, checkpointer, WAL writer) and connections that came and went."""
+        return {"server_cpu_s": round(b[0] - a[0], 2), "pg_cpu_s": round(b[1] - a[1], 2), "client_cpu_s": round(b[2] - a[2], 2),
+                "pg_backends_cpu_s": round(b[3] - a[3], 2)}
 
 
 async def seed(dsn: str) -> dict[str, Any]:
