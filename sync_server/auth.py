@@ -67,7 +67,8 @@ async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principa
     if not header or not header.startswith("Bearer "):
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing bearer token")
     token = header[len("Bearer "):].strip()
-    if len(token) > 200:
+    # tokens are ASCII; a header byte above 0x7f arrives as a lone surrogate that cannot even be hashed (was a 500)
+    if len(token) > 200 or not token.isascii():
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
     digest = hash_token(token)
     if token.startswith(DEVICE_PREFIX):

@@ -21,7 +21,7 @@ from sync_server.keys import POOL, SETTINGS
 from sync_server.storage import board as store
 from sync_server.storage import feed
 from sync_server.web.console import mapsvg
-from sync_server.web.console.frame import SESSION, page, render
+from sync_server.web.console.frame import SESSION, page, read_form, render
 
 PAGE_SIZE = 50
 STATUSES = [s.value for s in TicketStatus]
@@ -47,7 +47,7 @@ async def board_context(request: web.Request, q: MultiDictProxy[str]) -> dict[st
     sort = q.get("sort", "requested") if q.get("sort") in store.SORTS else "requested"
     descending = q.get("dir", "desc") != "asc"
     try:
-        page_no = max(1, int(q.get("page", "1")))
+        page_no = min(max(1, int(q.get("page", "1"))), 1_000_000)  # an offset beyond bigint was a 500
     except ValueError:
         page_no = 1
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -101,6 +101,8 @@ def _selection(form: MultiDictProxy[Any]) -> dict[UUID, int]:
         try:
             tid, version = str(raw).split(":", 1)
             out[UUID(tid)] = int(version)
+            if not 0 <= out[UUID(tid)] < 2**31:  # tickets.version is an integer: the driver refused more (a 500)
+                raise ValueError
         except ValueError:
             raise ProtocolError(ErrorCode.VALIDATION_FAILED, "a selected ticket is malformed", {"field": "sel"}) from None
     if not out:
@@ -180,7 +182,7 @@ async def apply(request: web.Request, form: MultiDictProxy[Any]) -> str:
 @page()
 async def dispatch(request: web.Request) -> web.Response:
     """POST /console/dispatch: apply, then show the board as it is now (with what changed when the page was stale)."""
-    form = await request.post()
+    form = await read_form(request)
     flash, error, stale = None, None, []
     try:
         flash = await apply(request, form)

@@ -13,8 +13,10 @@ from zoneinfo import ZoneInfo
 import jinja2
 import structlog
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from protocol import ErrorCode, ProtocolError
+from sync_server.api.params import text_ok
 from sync_server.keys import POOL, SETTINGS
 from sync_server.web.console import session as sessions
 from sync_server.web.console.session import ConsoleSession
@@ -112,6 +114,11 @@ def page(*, public: bool = False) -> Callable[[Handler], Handler]:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             settings = request.app[SETTINGS]
             try:
+                # PostgreSQL text cannot hold NUL: a filter or id holding one names nothing (they reached SQL: 500s)
+                if not all(text_ok(k) and text_ok(v) for k, v in request.query.items()):
+                    raise ProtocolError(ErrorCode.VALIDATION_FAILED, "A filter holds a character that cannot be used.")
+                if not all(text_ok(v) for v in request.match_info.values()):
+                    raise ProtocolError(ErrorCode.NOT_FOUND, "No such page.")
                 if not public:
                     sess = await sessions.load(request.app[POOL], settings,
                                                request.cookies.get(sessions.cookie_name(request, settings)))
@@ -136,9 +143,22 @@ def page(*, public: bool = False) -> Callable[[Handler], Handler]:
     return wrap
 
 
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The posted form, or a typed refusal: a malformed body (a multipart without its boundary was a 500) or a field
+    PostgreSQL cannot store (a NUL in a user name reached the audit INSERT) changes nothing."""
+    try:
+        form = await request.post()
+    except ValueError:
+        raise ProtocolError(ErrorCode.MALFORMED_BODY, "The form could not be read. Nothing was changed.") from None
+    if not all(text_ok(k) and (not isinstance(v, str) or text_ok(v)) for k, v in form.items()):
+        raise ProtocolError(ErrorCode.VALIDATION_FAILED,
+                            "A field holds a character that cannot be stored (such as NUL). Nothing was changed.")
+    return form
+
+
 async def _check_csrf(request: web.Request, sess: ConsoleSession) -> None:
     """Every state-changing request carries the session's token (form field or htmx header) from our own origin."""
-    form = await request.post()
+    form = await read_form(request)
     given = request.headers.get("X-CSRF-Token") or form.get("csrf")
     if not sessions.same_origin(request) or not sessions.csrf_ok(sess.csrf, given if isinstance(given, str) else None):
         log.warning("console.csrf_refused", path=request.path)

@@ -18,7 +18,8 @@ from sync_server.engine import supervise
 from sync_server.engine.tx import run_in_tx
 from sync_server.keys import AUTH_CACHE, POOL, PRINCIPAL, SETTINGS
 from sync_server.web.console import session as sessions
-from sync_server.web.console.frame import SESSION, page, render
+from sync_server.api.params import MAX_BIGINT
+from sync_server.web.console.frame import SESSION, page, read_form, render
 
 ONLINE_WINDOW = timedelta(minutes=5)  # a device that talked to us this recently counts as online
 
@@ -42,7 +43,7 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     """POST /console/login: throttled password check, then a fresh session cookie."""
     settings = request.app[SETTINGS]
-    form = await request.post()
+    form = await read_form(request)
     name = str(form.get("username", "")).strip()[:200]
     password = str(form.get("password", ""))
     if not sessions.same_origin(request) or not sessions.csrf_ok(request.cookies.get(sessions.LOGIN_CSRF_COOKIE, ""),
@@ -125,10 +126,12 @@ async def conflicts(request: web.Request) -> web.Response:
 async def resolve(request: web.Request) -> web.Response:
     """POST /console/conflicts/{id}/resolve: resolved once, with the comment, audited (same path as the API)."""
     who = request[SESSION].principal
-    form = await request.post()
+    form = await read_form(request)
     comment = str(form.get("resolution", "")).strip()
     try:
         cid = int(request.match_info["id"])
+        if not 1 <= cid <= MAX_BIGINT:  # beyond bigint names no conflict (the driver refused it: a 500)
+            raise ValueError
     except ValueError:
         raise ProtocolError(ErrorCode.NOT_FOUND, "no such conflict") from None
     if not 1 <= len(comment) <= 2000:
@@ -166,7 +169,7 @@ async def crews(request: web.Request) -> web.Response:
 async def enroll(request: web.Request) -> web.Response:
     """POST /console/devices: enrol a device; the token is shown once, also as a QR code (SVG drawn here, no network)."""
     who = request[SESSION].principal
-    form = await request.post()
+    form = await read_form(request)
     crew = str(form.get("crew", "")).strip()
     label = str(form.get("label", "")).strip()[:100] or None
     try:

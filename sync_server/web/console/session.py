@@ -102,7 +102,7 @@ async def sign_in(pool: asyncpg.Pool, settings: Settings, name: str, password: s
 
 async def load(pool: asyncpg.Pool, settings: Settings, cookie: str | None) -> ConsoleSession | None:
     """The session a cookie names, if it is still valid; refreshes the idle clock at most once a minute."""
-    if not cookie or len(cookie) > 100:
+    if not cookie or len(cookie) > 100 or not cookie.isascii():  # a byte above 0x7f cannot be hashed (was a 500)
         return None
     id_hash = hash_token(cookie)
     async with pool.acquire() as conn:
@@ -134,7 +134,8 @@ async def _audit_sign_in(conn: asyncpg.Connection, name: str, user: asyncpg.Reco
 
 def csrf_ok(expected: str, given: str | None) -> bool:
     """Constant-time comparison, so the token cannot be guessed byte by byte."""
-    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    return (given is not None and expected.isascii() and given.isascii()  # tokens are ASCII; others cannot match
+            and hmac.compare_digest(expected.encode(), given.encode()))
 
 
 def same_origin(request: web.Request) -> bool:
