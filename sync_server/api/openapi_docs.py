@@ -31,7 +31,7 @@ _TUS_REFUSALS: dict[str, dict[int, str]] = {
     "PATCH": {405: "method_not_allowed: POST without X-HTTP-Method-Override",
               409: "upload_offset_mismatch (Upload-Offset says where to resume) / upload_busy (Retry-After)",
               410: "upload_expired", 412: "unsupported_version: Tus-Resumable missing or not 1.0.0",
-              413: "body_too_large: more bytes than Upload-Length",
+              413: "upload_too_large: the body runs past Upload-Length",
               415: "unsupported_media_type: not application/offset+octet-stream",
               422: "validation_failed: Upload-Offset or Upload-Checksum malformed",
               460: "checksum_mismatch: the bytes do not hash to Upload-Checksum or the declared sha256"},
