@@ -133,7 +133,9 @@ class Ticket(WireModel):
 class PullRequest(WireModel):
     """Ask for the next page; a null cursor starts a fresh snapshot."""
 
-    cursor: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    # No max_length here: SPEC §9 promises `cursor_invalid` (pull with null) for a cursor over 2048 characters, and
+    # CursorSigner.decode refuses it so; a schema bound made it validation_failed, which a client cannot recover from.
+    cursor: Annotated[str, StringConstraints(min_length=1)] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 500
 
 
