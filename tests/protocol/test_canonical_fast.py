@@ -111,3 +111,12 @@ def test_mutation_digest_hand_written() -> None:
     mutation["gps"]["lat"] = 34.25
     assert canonical._fast_bytes(mutation, 3) is not None  # the server's common case takes the fast path
     assert mutation_digest(mutation) == hashlib.sha256(body.replace(b"1e-05", b"34.25")).digest()
+
+
+def test_keys_sort_by_code_point_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python sorts str keys by code point, which is UTF-8 byte order; UTF-16 order would put U+10000 before U+E000.
+    keys = {"\uffff": 1, "\U00010000": 2, "\ue000": 3, "a": 4, "\u00e9": 5}
+    expected = '{"a":4,"items":[],"notes":[],"photos":[],"\u00e9":5,"\ue000":3,"\uffff":1,"\U00010000":2}'.encode("utf-8")
+    assert canonical_doc_bytes(_doc(**keys)) == expected
+    monkeypatch.setattr(canonical, "orjson", None)
+    assert canonical_doc_bytes(_doc(**keys)) == expected
