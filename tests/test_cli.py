@@ -32,7 +32,8 @@ CLI = [sys.executable, "-m", "sync_server.cli"]
 def _env(**extra: str) -> dict[str, str]:
     """A clean FIELDSYNC_* environment, so the developer's own settings never leak into a test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDSYNC_")}
-    env.update(FIELDSYNC_LOG_FORMAT="json", **extra)
+    # a server opens pool_min_size connections before it is ready (default: all of them); a test needs a few
+    env.update(FIELDSYNC_LOG_FORMAT="json", FIELDSYNC_POOL_MIN_SIZE="2", **extra)
     return env
 
 

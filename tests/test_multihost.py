@@ -172,6 +172,8 @@ async def deployment(shared_db: str, moto_url: str, tmp_path_factory: pytest.Tem
         "FIELDSYNC_S3_ACCESS_KEY_ID": "test", "FIELDSYNC_S3_SECRET_ACCESS_KEY": "test",
         "FIELDSYNC_UPLOAD_PARTIALS": "store", "FIELDSYNC_CURSOR_SECRET": SECRET, "FIELDSYNC_LIVE_POLL_S": "120",
         "FIELDSYNC_RATE_LIMIT_TRUST_FORWARDED": "true",
+        # production opens the whole pool before ready (20 connections per host: seconds of CPU on a loaded machine)
+        "FIELDSYNC_POOL_MIN_SIZE": "2",
     })
     lb_port = free_port()
     env["FIELDSYNC_PUBLIC_URL"] = f"http://127.0.0.1:{lb_port}"  # what devices are told (tus Location)

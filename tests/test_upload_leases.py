@@ -42,6 +42,7 @@ class Serve:
         self.log = open(self.log_path, "w")
         env = {k: v for k, v in os.environ.items() if not k.startswith("FIELDSYNC_")}
         env["FIELDSYNC_LOG_FORMAT"] = "json"
+        env["FIELDSYNC_POOL_MIN_SIZE"] = "2"  # not the production default (the whole pool) before ready
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--data-dir", str(data_dir),
              "--port", "0", "--no-demo"], cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
