@@ -27,7 +27,8 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
     """Observe one latency sample per request, labelled by method, route template and final status."""
     started = time.perf_counter()
     status = 500
-    token = ROUTE.set(route_label(request))  # pool timings are labelled with the route that held the connection
+    route = route_label(request)
+    token = ROUTE.set(route)  # pool timings are labelled with the route that held the connection
     try:
         resp = await handler(request)
         status = resp.status
@@ -37,6 +38,5 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         ROUTE.reset(token)
-        route = route_label(request)
         if route not in UNTIMED_ROUTES:
             request.app[METRICS].observe_request(request.method, route, status, time.perf_counter() - started)
