@@ -313,7 +313,8 @@ class ConflictInfo(WireModel):
     """What a merge kept and discarded, so the device can show the crew (I5, I9)."""
 
     kind: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    field: Annotated[str, StringConstraints(max_length=64)] | None = None
+    # a ticket field, or `items.<item_type>` for an item line: item types are up to 64 characters, so 6 + 64
+    field: Annotated[str, StringConstraints(max_length=70)] | None = None
     kept: Scalar = None
     discarded: Scalar = None
     detail: Annotated[str, StringConstraints(max_length=4000)] | None = None

@@ -162,3 +162,25 @@ async def test_live_connect_uses_the_device_cache_and_honours_a_revoke(server: S
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await http.ws_connect(url, headers={"Authorization": header})
     assert refused.value.status == 401
+
+
+async def test_upload_requests_use_the_device_cache_but_never_cache_staff(server: Server, world: World, http) -> None:
+    # A photo upload is several requests (POST, PATCHes, HEADs after every dead spot): a device's are answered from the
+    # same revoke-invalidated cache as its sync requests; a staff token is never cached there (no revoke NOTIFY for it).
+    creds = world.device("san-1")
+    header = f"Bearer {creds.token}"
+    url = f"{server.url}/v1/uploads/0123456789abcdef0123456789abcdef"
+    tus = {"Tus-Resumable": "1.0.0"}
+    assert server.app[AUTH_CACHE].get(header, time.monotonic()) is None
+    async with http.head(url, headers={**tus, "Authorization": header}) as r:
+        assert r.status == 404  # authenticated; no such upload
+    cached = server.app[AUTH_CACHE].get(header, time.monotonic())
+    assert cached is not None and (cached.role, cached.device_id) == (Role.DEVICE, creds.device_id)
+    staff = f"Bearer {world.supervisors['sanitation']}"
+    async with http.head(url, headers={**tus, "Authorization": staff}) as r:
+        assert r.status in (403, 404)
+    assert server.app[AUTH_CACHE].get(staff, time.monotonic()) is None
+    sup = SupervisorClient(http, server.url, world.supervisors["sanitation"])
+    await sup.call("POST", f"/v1/devices/{creds.device_id}/revoke", {})
+    async with http.head(url, headers={**tus, "Authorization": header}) as r:
+        assert r.status == 401

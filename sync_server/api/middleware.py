@@ -33,6 +33,7 @@ SELF_AUTHENTICATED = frozenset({"/v1/live"})
 COOKIE_AUTHENTICATED_PREFIXES = ("/console",)
 # Device sync endpoints speak the versioned protocol; every request carries the version header.
 VERSIONED_PREFIXES = ("/v1/sync/",)
+UPLOAD_PREFIX = "/v1/uploads"
 
 
 # A sync answer slower than this is always logged, whatever access_log_sample says.
@@ -130,15 +131,20 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     header = request.headers.get("Authorization")
     sync = request.path.startswith(VERSIONED_PREFIXES)
+    # sync and photo uploads are the fleet's hot paths: no query per request for a device (the cache is invalidated by
+    # NOTIFY on every revoke/rotate/move of a device; staff credentials have no such trigger, so uploads cache devices only)
+    cached = sync or request.path.startswith(UPLOAD_PREFIX)
     cache = request.app[AUTH_CACHE]
-    who = cache.get(header, time.monotonic()) if sync else None  # sync hot path: no query per request
+    who = cache.get(header, time.monotonic()) if cached else None
+    if who is not None and not sync and who.role is not Role.DEVICE:
+        who = None
     if who is None:
         mark = cache.mark()
         async with request.app[POOL].acquire() as conn:
             who = await authenticate(conn, header)
         if who.role is Role.DEVICE and who.device_id is not None:  # written by auth.touch_loop, off the request
             request.app[TOUCHED].seen(who.device_id, time.monotonic())
-        if sync:
+        if sync or (cached and who.role is Role.DEVICE):
             cache.put(header, who, time.monotonic(), mark)
     # credentials first: a request without a token is a 401 whatever else is wrong with it
     if sync:

@@ -163,3 +163,13 @@ def test_protocol_package_is_pure() -> None:
             for name in names:
                 assert name.split(".")[0] not in forbidden, (path.name, name)
         assert len(path.read_text(encoding="utf-8").splitlines()) < 500, path.name
+
+
+def test_a_conflict_on_the_longest_item_type_is_a_valid_result() -> None:
+    # An item line's conflict names `items.<item_type>`; item types may be 64 characters, so the answer to a set_items
+    # conflict on one must still validate for a strict client (a 64-character field limit made it a poison pill).
+    from protocol.push import ConflictInfo
+
+    field = "items." + "x" * 64
+    info = ConflictInfo.model_validate({"kind": "field_overwritten", "field": field, "kept": 2, "discarded": 3})
+    assert info.field == field and len(field) == 70
