@@ -48,7 +48,14 @@ async function boot(): Promise<void> {
   await refresh();
   await renderMessages();
   client.run();
-  void client.catalog(navigator.onLine).then((c) => { catalog = c; }).catch(() => undefined);
+  void client.catalog(navigator.onLine).then((c) => {
+    catalog = c;
+    // a report form opened before the catalog arrived offers free text: give it the list, unless the crew began typing
+    const form = document.querySelector("form.self-report");
+    const untouched = form !== null && [...form.querySelectorAll<HTMLInputElement | HTMLTextAreaElement>("input, textarea")]
+      .every((el) => el.value === "");
+    if (untouched && location.hash.startsWith("#/new")) selfReportScreen();
+  }).catch(() => undefined);
 }
 
 let lastFix: { lat: number; lon: number; accuracy_m: number | null } | null = null;
@@ -406,7 +413,7 @@ function selfReportScreen(): void {
   const fallback = lastFix ?? (withCoords.length > 0
     ? { lat: withCoords.reduce((a, v) => a + v.lat!, 0) / withCoords.length, lon: withCoords.reduce((a, v) => a + v.lon!, 0) / withCoords.length }
     : { lat: 34.0522, lon: -118.2437 });
-  mount(main, tabs("list"), h("form", { class: "card", onsubmit: async (ev: Event) => {
+  mount(main, tabs("list"), h("form", { class: "card self-report", onsubmit: async (ev: Event) => {
     ev.preventDefault();
     const code = (codeBox.querySelector("select") as HTMLSelectElement).value;
     const m = await client!.selfReport({ service_type: type.value.trim(), address: address.value.trim(), lat: fallback.lat, lon: fallback.lon,
