@@ -219,11 +219,6 @@ _TOUCH_SQL = ("UPDATE devices SET last_seen_at = now() WHERE id = ANY($1::text[]
               " AND (last_seen_at IS NULL OR last_seen_at < now() - interval '60 seconds')")
 
 
-async def touch_device(conn: asyncpg.Connection, device_id: str) -> None:
-    """Record last contact at most once a minute, so auth does not turn every read into a write."""
-    await conn.execute(_TOUCH_SQL, [device_id])
-
-
 async def flush_touches(pool: asyncpg.Pool, memo: TouchMemo) -> int:
     """Write the queued contacts in one statement; how many devices were queued."""
     ids = memo.take()

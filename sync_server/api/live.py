@@ -9,7 +9,6 @@ subprotocol, or the hello's `encoding`; JSON travels in text frames, msgpack in 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -23,7 +22,8 @@ from protocol.codec import decode_live
 from protocol.live import LiveHello
 from sync_server.api.params import ParamInt, ParamModel, read_query
 from sync_server.api.registry import route
-from sync_server.auth import Principal, Role, authenticate, touch_device
+from sync_server.api.middleware import cached_principal
+from sync_server.auth import Principal, Role
 from sync_server.engine.live import (
     CLOSE_BAD_REQUEST,
     CLOSE_REVOKED,
@@ -32,7 +32,7 @@ from sync_server.engine.live import (
     LiveHub,
     Subscriber,
 )
-from sync_server.keys import AUTH_CACHE, DSN, POOL, SETTINGS, TOUCHED
+from sync_server.keys import AUTH_CACHE, DSN, POOL, SETTINGS
 from sync_server.storage import feed
 from sync_server.metrics import METRICS
 
@@ -59,18 +59,7 @@ async def _authenticate(request: web.Request, header: str) -> Principal:
     """Same token rules and device-principal cache as a sync request: a fleet's phones reconnect after every dead
     spot, and a query (plus a contact write) per reconnect was a sixth of the pool's acquires in a 1,000-device
     shift. A revoked device's socket is closed by the hub's revocation sweep either way."""
-    cache = request.app[AUTH_CACHE]
-    who = cache.get(header, time.monotonic())
-    if who is not None:
-        return who
-    mark = cache.mark()
-    async with request.app[POOL].acquire() as conn:
-        who = await authenticate(conn, header)
-        if (who.role is Role.DEVICE and who.device_id is not None
-                and request.app[TOUCHED].due(who.device_id, time.monotonic())):
-            await touch_device(conn, who.device_id)
-    cache.put(header, who, time.monotonic(), mark)
-    return who
+    return await cached_principal(request, header, any_role=True)
 
 
 async def _hello(ws: web.WebSocketResponse, timeout: float) -> LiveHello | int:

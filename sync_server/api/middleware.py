@@ -13,7 +13,7 @@ from protocol import ErrorCode, ProtocolError
 from protocol.codec import encode_error
 from protocol.version import VERSION_HEADER, check_version
 from sync_server.api.http import ClientGone, response_type
-from sync_server.auth import Role, authenticate
+from sync_server.auth import Principal, Role, authenticate
 from sync_server.keys import AUTH_CACHE, POOL, PRINCIPAL, SETTINGS, TOUCHED
 from sync_server.logging import REQUEST_FIELDS
 from sync_server.storage.errors import database_unavailable_cause
@@ -119,6 +119,29 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(request, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error"))
 
 
+async def _login(request: web.Request, header: str | None) -> Principal:
+    """One login query; a device's contact is queued for auth.touch_loop, written off the request."""
+    async with request.app[POOL].acquire() as conn:
+        who = await authenticate(conn, header)
+    if who.role is Role.DEVICE and who.device_id is not None:
+        request.app[TOUCHED].seen(who.device_id, time.monotonic())
+    return who
+
+
+async def cached_principal(request: web.Request, header: str | None, *, any_role: bool) -> Principal:
+    """A phone's requests and reconnects answered from the revoke-invalidated login cache instead of a query each;
+    `any_role=False` caches and trusts device principals only (staff revocations send no NOTIFY)."""
+    cache = request.app[AUTH_CACHE]
+    who = cache.get(header, time.monotonic())
+    if who is not None and (any_role or who.role is Role.DEVICE):
+        return who
+    mark = cache.mark()
+    who = await _login(request, header)
+    if any_role or who.role is Role.DEVICE:
+        cache.put(header, who, time.monotonic(), mark)
+    return who
+
+
 @web.middleware
 async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate every non-public request before any handler runs; device sync also checks the protocol version."""
@@ -133,19 +156,12 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     sync = request.path.startswith(VERSIONED_PREFIXES)
     # sync and photo uploads are the fleet's hot paths: no query per request for a device (the cache is invalidated by
     # NOTIFY on every revoke/rotate/move of a device; staff credentials have no such trigger, so uploads cache devices only)
-    cached = sync or request.path.startswith(UPLOAD_PREFIX)
-    cache = request.app[AUTH_CACHE]
-    who = cache.get(header, time.monotonic()) if cached else None
-    if who is not None and not sync and who.role is not Role.DEVICE:
-        who = None
-    if who is None:
-        mark = cache.mark()
-        async with request.app[POOL].acquire() as conn:
-            who = await authenticate(conn, header)
-        if who.role is Role.DEVICE and who.device_id is not None:  # written by auth.touch_loop, off the request
-            request.app[TOUCHED].seen(who.device_id, time.monotonic())
-        if sync or (cached and who.role is Role.DEVICE):
-            cache.put(header, who, time.monotonic(), mark)
+    if sync:
+        who = await cached_principal(request, header, any_role=True)
+    elif request.path.startswith(UPLOAD_PREFIX):
+        who = await cached_principal(request, header, any_role=False)
+    else:
+        who = await _login(request, header)
     # credentials first: a request without a token is a 401 whatever else is wrong with it
     if sync:
         check_version(request.headers.get(VERSION_HEADER))
