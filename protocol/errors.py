@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     UPLOAD_EXPIRED = "upload_expired"
     REQUEST_TIMEOUT = "request_timeout"
     UPLOAD_BUSY = "upload_busy"
+    CHECKSUM_UNSUPPORTED = "checksum_unsupported"
 
     @property
     def http_status(self) -> int:
@@ -118,6 +119,7 @@ ERROR_TABLE: Final[Mapping[ErrorCode, ErrorSpec]] = MappingProxyType({
     _E.UNSUPPORTED_IMAGE: ErrorSpec(415, False, "The photo is not a supported image format (JPEG, PNG, HEIC, WebP)."),
     _E.UPLOAD_EXPIRED: ErrorSpec(410, False, "An unfinished upload was expired; start a new upload."),
     _E.REQUEST_TIMEOUT: ErrorSpec(408, True, "The request body did not arrive within the server's body timeout; resend it (the connection is closed)."),
+    _E.CHECKSUM_UNSUPPORTED: ErrorSpec(400, False, "tus Upload-Checksum names an algorithm other than sha1/sha256, or its digest is not base64 of that algorithm's length; the chunk was discarded."),
     _E.UPLOAD_BUSY: ErrorSpec(409, True, "Another live request is writing this upload (often the client's own earlier PATCH); retry after `Retry-After`, then HEAD and resume."),
 })
 

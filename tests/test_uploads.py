@@ -150,7 +150,11 @@ async def test_chunk_checksum_mismatch_is_460_and_keeps_offset(
     assert r.status == 460
     assert await head_offset(http, loc, tok) == (200, 0)
     r = await patch(http, loc, tok, 0, chunk, **{"Upload-Checksum": "md5 AAAA"})
-    assert r.status == 422
+    assert r.status == 400 and (await r.json())["error"]["code"] == "checksum_unsupported"  # tus checksum extension
+    assert await head_offset(http, loc, tok) == (200, 0)
+    r = await patch(http, loc, tok, 0, chunk, **{"Upload-Checksum": "sha256 not-base64!"})
+    assert r.status == 400 and (await r.json())["error"]["code"] == "checksum_unsupported"
+    assert await head_offset(http, loc, tok) == (200, 0)
     good = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
     r = await patch(http, loc, tok, 0, chunk, **{"Upload-Checksum": f"sha256 {good}"})
     assert r.status == 204 and r.headers["Upload-Offset"] == "500"

@@ -188,14 +188,14 @@ def _checksum(request: web.Request) -> tuple[str, bytes] | None:
     algo, _, digest = value.strip().partition(" ")
     algo = algo.lower()
     if algo not in CHECKSUM_ALGORITHMS:
-        raise ProtocolError(ErrorCode.VALIDATION_FAILED, "Upload-Checksum algorithm must be sha256 or sha1",
+        raise ProtocolError(ErrorCode.CHECKSUM_UNSUPPORTED, "Upload-Checksum algorithm must be sha256 or sha1",
                             {"header": "Upload-Checksum"})
     try:
         raw = base64.b64decode(digest, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != CHECKSUM_ALGORITHMS[algo]:
-        raise ProtocolError(ErrorCode.VALIDATION_FAILED, "Upload-Checksum digest is not valid base64 of the right length",
+        raise ProtocolError(ErrorCode.CHECKSUM_UNSUPPORTED, "Upload-Checksum digest is not valid base64 of the right length",
                             {"header": "Upload-Checksum"})
     return algo, raw
 

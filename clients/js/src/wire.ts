@@ -237,6 +237,7 @@ export const ERROR_CODES: Readonly<Record<string, { status: number; retry: boole
   // Announced for protocol v1 by concurrent server work; harmless if a server never sends them.
   seq_reused: { status: 409, retry: false },
   upload_busy: { status: 409, retry: true },
+  checksum_unsupported: { status: 400, retry: false },
 };
 
 /** GET /v1/catalog (when the server offers it): the codes a crew may close each service type with. */

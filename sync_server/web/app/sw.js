@@ -1,7 +1,7 @@
 // FieldSync crew app service worker: the app shell is precached at install, so the app starts with no network at all.
 // The build fills in the file list and version below; API requests (/v1/...) are never cached (the library owns sync).
-const VERSION = "d7a45eb6da77433f";
-const PRECACHE = ["/app/","/app/manifest.webmanifest","/app/icon.svg","/app/assets/index-BQXfrwPW.css","/app/assets/index-DkapW8r3.js"];
+const VERSION = "1041caf660cc1644";
+const PRECACHE = ["/app/","/app/manifest.webmanifest","/app/icon.svg","/app/assets/index-BQXfrwPW.css","/app/assets/index-HKcHDv42.js"];
 const CACHE = `fieldsync-app-${VERSION}`;
 
 self.addEventListener("install", (event) => {
