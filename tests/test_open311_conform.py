@@ -127,3 +127,22 @@ async def test_a_plain_client_gets_the_first_1000_requests(server: Server, pool:
         assert len(await r.json()) == 120
     async with http.get(f"{server.url}/open311/v2/requests.json?page_size=100&page=2") as r:
         assert len(await r.json()) == 20
+
+
+async def test_path_ids_with_nul_or_bad_utf8_answer_in_the_spec_format(
+    server: Server, http: aiohttp.ClientSession, city: dict[str, Any],  # noqa: F811
+) -> None:
+    """An id in the path is text the client chose: NUL or a percent-escape that is not UTF-8 must get the spec's error
+    body in the requested format (an Open311 client parses nothing else), not FieldSync's own envelope."""
+    for path in ("requests/a%00b", "services/%00", "tokens/%00x", "requests/%FF%FE", "services/%C0"):
+        async with http.get(f"{server.url}/open311/v2/{path}.json") as r:
+            body = await r.text()
+            assert r.status in (400, 404), (path, r.status, body)
+            assert r.content_type == "application/json", (path, r.content_type)
+            assert spec_error(json.loads(body), r.status), (path, body)
+        async with http.get(f"{server.url}/open311/v2/{path}.xml") as r:
+            body = await r.text()
+            assert r.status in (400, 404), (path, r.status, body)
+            assert r.content_type in ("text/xml", "application/xml"), (path, r.content_type)
+            root = ET.fromstring(body)
+            assert root.tag == "errors" and root.find("error/code").text == str(r.status), (path, body)

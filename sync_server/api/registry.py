@@ -44,7 +44,7 @@ def route(
     app: web.Application, method: str, path: str, handler: Handler, *, summary: str, roles: tuple[str, ...],
     request: type[BaseModel] | None = None, response: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None, status: int = 200, tags: tuple[str, ...] = (),
-    path_model: type[BaseModel] | None = None,
+    path_model: type[BaseModel] | None = None, own_path_errors: bool = False,
 ) -> None:
     """Register a handler and its documentation in one call, so neither can exist without the other.
 
@@ -54,7 +54,10 @@ def route(
     names = _path_params(path)
     if path_model is None and names:
         path_model = default_path_model(path, names)
-    app.router.add_route(method, path, _typed(handler, roles, response is not None, path_model, query))
+    # own_path_errors: the handler answers bad path parameters in its own protocol's error format (Open311), so they
+    # are documented by the model but not refused here with FieldSync's envelope
+    checked = None if own_path_errors else path_model
+    app.router.add_route(method, path, _typed(handler, roles, response is not None, checked, query))
     if ROUTES not in app:
         app[ROUTES] = []
     # documented by its canonical form ({id}, as aiohttp's resource.canonical): a segment's regex is a routing detail

@@ -17,6 +17,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from sync_server.api.http import read_body
+from sync_server.api.params import text_ok
 from sync_server.api.registry import route
 from sync_server.keys import POOL, SETTINGS
 from sync_server.open311 import service
@@ -51,6 +52,8 @@ def endpoint(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         try:
             if request.match_info.get("fmt") not in FORMATS:
                 raise Open311Error(404, "no such format: Open311 paths end in .json or .xml")
+            if not all(text_ok(v) for v in request.match_info.values()):  # NUL or a lone surrogate names nothing
+                raise Open311Error(404, "no such resource: the path holds a NUL or an invalid character")
             check_text({k: request.query.getall(k) for k in request.query})
             check_jurisdiction(request, request.query)
             return await fn(request, fmt)
@@ -230,16 +233,15 @@ def setup(app: web.Application) -> None:
 
     t = ("open311",)
     doc = " (GeoReport v2, public; docs/open311.md)"
-    route(app, "GET", f"{PREFIX}/discovery.{_FMT}", discovery, summary="Open311 discovery document" + doc, roles=(), tags=t)
-    route(app, "GET", f"{V2}/services.{_FMT}", get_services, summary="Open311 service list" + doc, roles=(), tags=t)
-    route(app, "GET", f"{V2}/services/{{code}}.{_FMT}", get_service, summary="Open311 service definition" + doc,
-          roles=(), tags=t)
-    route(app, "GET", f"{V2}/requests.{_FMT}", get_requests, summary="Open311 service requests" + doc, roles=(), tags=t)
+    # Every GeoReport route answers bad path parameters itself, in the spec's error body (endpoint() above)
+    spec: dict[str, Any] = {"roles": (), "tags": t, "own_path_errors": True}
+    route(app, "GET", f"{PREFIX}/discovery.{_FMT}", discovery, summary="Open311 discovery document" + doc, **spec)
+    route(app, "GET", f"{V2}/services.{_FMT}", get_services, summary="Open311 service list" + doc, **spec)
+    route(app, "GET", f"{V2}/services/{{code}}.{_FMT}", get_service, summary="Open311 service definition" + doc, **spec)
+    route(app, "GET", f"{V2}/requests.{_FMT}", get_requests, summary="Open311 service requests" + doc, **spec)
     route(app, "POST", f"{V2}/requests.{_FMT}", post_request,
-          summary="Create an Open311 service request (form-urlencoded or JSON, api_key required)" + doc, roles=(),
-          tags=t, status=201)
-    route(app, "GET", f"{V2}/requests/{{id}}.{_FMT}", get_request, summary="One Open311 service request" + doc,
-          roles=(), tags=t)
-    route(app, "GET", f"{V2}/tokens/{{token}}.{_FMT}", get_token, summary="Open311 token lookup" + doc, roles=(), tags=t)
+          summary="Create an Open311 service request (form-urlencoded or JSON, api_key required)" + doc, status=201, **spec)
+    route(app, "GET", f"{V2}/requests/{{id}}.{_FMT}", get_request, summary="One Open311 service request" + doc, **spec)
+    route(app, "GET", f"{V2}/tokens/{{token}}.{_FMT}", get_token, summary="Open311 token lookup" + doc, **spec)
     route(app, "GET", V2 + "/media/{sha256}.jpg", media.after_photo,
           summary="Display derivative of an after-photo (extensions=true links here)" + doc, roles=(), tags=t)
