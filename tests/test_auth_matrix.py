@@ -194,3 +194,33 @@ async def test_public_paths_need_no_token(server: Server, path: str) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(server.url + path) as r:
             assert r.status == 200
+
+
+async def test_two_authorization_headers_are_refused_on_every_kind_of_route(server: Server, world: World) -> None:
+    """A request carrying two Authorization headers (one valid) was answered as the first one's owner; a proxy or
+    log reading the other would disagree on who asked. Sync, uploads, staff API and the live upgrade all refuse it."""
+    from multidict import CIMultiDict
+
+    good, other = world.device("san-1").token, world.supervisors["sanitation"]
+    cases = [("POST", "/v1/sync/pull", good), ("GET", "/v1/tickets", other), ("HEAD", "/v1/uploads/x", good)]
+    async with aiohttp.ClientSession() as http:
+        for method, path, token in cases:
+            for pair in ((token, "fsd_forged"), ("fsd_forged", token), (token, token)):
+                headers = CIMultiDict({VERSION_HEADER: str(PROTOCOL_VERSION), "Tus-Resumable": "1.0.0",
+                                       "Content-Type": "application/json"})
+                for t in pair:
+                    headers.add("Authorization", f"Bearer {t}")
+                async with http.request(method, server.url + path, data=b"{}" if method == "POST" else None,
+                                        headers=headers) as r:
+                    assert r.status == 401, (method, path, pair, r.status)
+                    if method != "HEAD":
+                        assert (await r.json())["error"]["code"] == "unauthorized"
+        headers = CIMultiDict()
+        headers.add("Authorization", f"Bearer {good}")
+        headers.add("Authorization", f"Bearer {good}")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(server.url.replace("http", "ws") + "/v1/live?encoding=json", headers=headers)
+        assert refused.value.status == 401
+        async with http.post(server.url + "/v1/sync/pull", json={"cursor": None},  # one header still works
+                             headers={"Authorization": f"Bearer {good}", VERSION_HEADER: str(PROTOCOL_VERSION)}) as r:
+            assert r.status == 200

@@ -22,7 +22,7 @@ from protocol.codec import decode_live
 from protocol.live import LiveHello
 from sync_server.api.params import ParamInt, ParamModel, read_query
 from sync_server.api.registry import route
-from sync_server.api.middleware import cached_principal
+from sync_server.api.middleware import authorization, cached_principal
 from sync_server.auth import Principal, Role
 from sync_server.engine.live import (
     CLOSE_BAD_REQUEST,
@@ -81,7 +81,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     """Authenticate, upgrade, register with the process's hub, then read until the peer or the hub closes."""
     settings = request.app[SETTINGS]
     hub = request.app[LIVE]
-    header = request.headers.get("Authorization")
+    header = authorization(request)
     ws = web.WebSocketResponse(heartbeat=settings.live_heartbeat_s, protocols=SUBPROTOCOLS, compress=False,
                                max_msg_size=16 << 10, timeout=5.0)
     who: Principal | None = None

@@ -119,6 +119,15 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(request, ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error"))
 
 
+def authorization(request: web.Request) -> str | None:
+    """The one Authorization header; two are refused: a proxy or log that reads the other one would disagree with us
+    on who is asking (RFC 9110 defines Authorization as a single value)."""
+    values = request.headers.getall("Authorization", ())
+    if len(values) > 1:
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "more than one Authorization header")
+    return values[0] if values else None
+
+
 async def _login(request: web.Request, header: str | None) -> Principal:
     """One login query; a device's contact is queued for auth.touch_loop, written off the request."""
     async with request.app[POOL].acquire() as conn:
@@ -152,7 +161,7 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if (request.path in PUBLIC_PATHS or request.path in SELF_AUTHENTICATED or request.path.startswith(PUBLIC_PREFIXES)
             or (request.method == "OPTIONS" and request.path.startswith("/v1/uploads"))):
         return await handler(request)
-    header = request.headers.get("Authorization")
+    header = authorization(request)
     sync = request.path.startswith(VERSIONED_PREFIXES)
     # sync and photo uploads are the fleet's hot paths: no query per request for a device (the cache is invalidated by
     # NOTIFY on every revoke/rotate/move of a device; staff credentials have no such trigger, so uploads cache devices only)
