@@ -5,7 +5,10 @@ pushes; 50 x 4 pushes of 25; a 1 % office change (95 updates + 5 reassignments/c
 50 empty polls at once. pgbench's one-row UPDATE at 8 and 32 clients runs first on the same cluster. Prints each
 phase's throughput, p50/p99, ratio to pgbench@32, and CPU seconds of server, PostgreSQL and client per phase.
 
-Run: .venv/bin/python ops/bench/bench_hotpath.py [--workers 1] [--pgbench-seconds 10] [--json out.json]
+Run: .venv/bin/python ops/bench/bench_hotpath.py [--workers 1] [--pgbench-seconds 10] [--client lean|aiohttp] [--json out.json]
+Every phase's requests go through the lean HTTP/1.1 client (clients/sim/http1.py) unless `--client aiohttp`: the
+client runs on the same 2 cores as the server, and aiohttp's cost per request was larger than the server's
+(ops/bench/bench_clients.py). Every pull page is still decoded and its changes counted. The JSON names the client.
 Loopback only; every loop is bounded in count.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import resource
@@ -31,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
+import bench_clients  # noqa: E402
 from common import emit, mutation, stop_server, wait_ready  # noqa: E402
 import push_replay  # noqa: E402
 from pg_limits import Counters, delta as pg_delta  # noqa: E402
@@ -152,17 +157,20 @@ async def seed(dsn: str) -> dict[str, Any]:
 
 
 def headers(token: str) -> dict[str, str]:
+    """A device's sync request headers (msgpack both ways)."""
     return {"Authorization": f"Bearer {token}", VERSION_HEADER: str(PROTOCOL_VERSION), "Content-Type": MP, "Accept": MP}
 
 
-async def pull_all(http: aiohttp.ClientSession, url: str, token: str, cursor: str | None) -> tuple[float, str, int]:
-    """(ms, cursor, changes) for one complete pull (all pages)."""
+Client = bench_clients.LeanClient | bench_clients.AiohttpClient
+
+
+async def pull_all(http: Client, dev: dict[str, Any], cursor: str | None) -> tuple[float, str, int]:
+    """(ms, cursor, changes) for one complete pull (all pages), every page decoded."""
     t0 = time.perf_counter()
     n = 0
     for _ in range(100):
-        async with http.post(url + "/v1/sync/pull", data=msgpack.packb({"cursor": cursor, "limit": 500}), headers=headers(token)) as r:
-            body = await r.read()
-            assert r.status == 200, body[:300]
+        status, body = await http.call("POST", "/v1/sync/pull", msgpack.packb({"cursor": cursor, "limit": 500}), dev["hdr"])
+        assert status == 200, body[:300]
         page = msgpack.unpackb(body)
         n += len(page["changes"])
         cursor = page["cursor"]
@@ -171,16 +179,14 @@ async def pull_all(http: aiohttp.ClientSession, url: str, token: str, cursor: st
     return (time.perf_counter() - t0) * 1000, cursor, n
 
 
-async def pushes(http: aiohttp.ClientSession, url: str, dev: dict[str, Any], n: int, size: int, lat: list[float],
-                 rnd: random.Random) -> None:
+async def pushes(http: Client, dev: dict[str, Any], n: int, size: int, lat: list[float], rnd: random.Random) -> None:
     """n pushes of `size` mutations, closed loop, each answered durably."""
     for _ in range(n):
         muts = [mutation(dev["seq"] + i + 1, rnd.choice(dev["tickets"]), rnd) for i in range(size)]
         t0 = time.perf_counter()
-        async with http.post(url + "/v1/sync/push", data=msgpack.packb({"mutations": muts}), headers=headers(dev["token"])) as r:
-            body = await r.read()
-            if r.status != 200:
-                raise RuntimeError(body[:300])
+        status, body = await http.call("POST", "/v1/sync/push", msgpack.packb({"mutations": muts}), dev["hdr"])
+        if status != 200:
+            raise RuntimeError(body[:300])
         lat.append((time.perf_counter() - t0) * 1000)
         dev["seq"] += size
 
@@ -244,21 +250,27 @@ async def pg_top(dsn: str | None, reset: bool) -> list[dict[str, Any]]:
 
 
 async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, counters: Counters,
-                 stats_dsn: str | None = None) -> dict[str, Any]:
-    devs = [dict(d, seq=0, cursor=None) for d in seed_["devices"]]
+                 stats_dsn: str | None = None, client: str = "lean") -> dict[str, Any]:
+    """Every phase through the named client; readiness is polled with aiohttp before any phase is measured."""
     out: dict[str, Any] = {}
     rnd = random.Random(7)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
-        await wait_ready(http, url, 300)
-
+    async with aiohttp.ClientSession() as ready:
+        await wait_ready(ready, url, 300)
+    http = bench_clients.make(client, url)
+    devs = [dict(d, seq=0, cursor=None, hdr=http.prepare(headers(d["token"]))) for d in seed_["devices"]]
+    try:
         async def phase(name: str, coro_fn: Any, mutations: int | None = None) -> None:
             lat: list[float] = []
             await pg_top(stats_dsn, reset=True)
             w0 = await counters.snapshot()
-            c0, t0 = meter.now(), time.perf_counter()
+            c0 = meter.now()
+            # The client's own CPU is read right around the requests: meter.now() scans /proc (~30 ms of this
+            # process's CPU with ~200 processes on the machine), which once landed in client_cpu_s (~0.5 ms per poll).
+            cli0, t0 = client_cpu(), time.perf_counter()
             await coro_fn(lat)
-            secs = time.perf_counter() - t0
-            out[name] = {**summary(lat, secs, mutations), **Meter.delta(c0, meter.now())}
+            secs, cli1 = time.perf_counter() - t0, client_cpu()
+            out[name] = {**summary(lat, secs, mutations), **Meter.delta(c0, meter.now()),
+                         "client_cpu_s": round(cli1 - cli0, 4)}
             out[name]["pg"] = pg_delta(w0, await counters.snapshot(settle=True), len(lat))
             if stats_dsn:
                 out[name]["pg_statements"] = await pg_top(stats_dsn, reset=False)
@@ -267,21 +279,21 @@ async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, co
 
         async def initial(lat: list[float]) -> None:
             async def one(d: dict[str, Any]) -> None:
-                ms, d["cursor"], n = await pull_all(http, url, d["token"], None)
+                ms, d["cursor"], n = await pull_all(http, d, None)
                 assert n == PER_CREW, n
                 lat.append(ms)
             await asyncio.gather(*(one(d) for d in devs))
 
         await phase("initial_pull_50x200", initial)
         await phase("push_50x100x1", lambda lat: asyncio.gather(
-            *(pushes(http, url, d, 100, 1, lat, random.Random(rnd.random())) for d in devs)), mutations=CREWS * 100)
+            *(pushes(http, d, 100, 1, lat, random.Random(rnd.random())) for d in devs)), mutations=CREWS * 100)
         await phase("push_50x4x25", lambda lat: asyncio.gather(
-            *(pushes(http, url, d, 4, 25, lat, random.Random(rnd.random())) for d in devs)), mutations=CREWS * 100)
+            *(pushes(http, d, 4, 25, lat, random.Random(rnd.random())) for d in devs)), mutations=CREWS * 100)
         for d in devs:  # catch up with their own writes (not timed)
-            _, d["cursor"], _ = await pull_all(http, url, d["token"], d["cursor"])
+            _, d["cursor"], _ = await pull_all(http, d, d["cursor"])
 
         async def office(lat: list[float]) -> None:
-            sup = {"Authorization": f"Bearer {seed_['supervisor']}"}
+            sup = http.prepare({"Authorization": f"Bearer {seed_['supervisor']}", "Content-Type": "application/json"})
             picks = [(d, t) for d in devs for t in d["tickets"][:2]][:100]
             for i, (d, t) in enumerate(picks):
                 if i < 95:
@@ -292,21 +304,22 @@ async def phases(url: str, seed_: dict[str, Any], meter: Meter, tps32: float, co
                 else:
                     method, path, body = "POST", f"/v1/tickets/{t}/cancel", {"reason": "resident cancelled"}
                 t0 = time.perf_counter()
-                async with http.request(method, url + path, json=body, headers=sup) as r:
-                    await r.read()
-                    assert r.status == 200, (r.status, path)
+                status, _ = await http.call(method, path, json.dumps(body).encode(), sup)
+                assert status == 200, (status, path)
                 lat.append((time.perf_counter() - t0) * 1000)
 
         await phase("office_change_1pct", office)
 
         async def delta(lat: list[float]) -> None:
             async def one(d: dict[str, Any]) -> None:
-                ms, d["cursor"], _ = await pull_all(http, url, d["token"], d["cursor"])
+                ms, d["cursor"], _ = await pull_all(http, d, d["cursor"])
                 lat.append(ms)
             await asyncio.gather(*(one(d) for d in devs))
 
         await phase("delta_pull_50", delta)
         await phase("empty_poll_50", delta)
+    finally:
+        await http.close()
     return out
 
 
@@ -351,11 +364,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port", str(port),
                                    "--no-demo", *(["--workers", str(args.workers)] if args.workers > 1 else [])],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        out: dict[str, Any] = {"workers": args.workers, "pg_transport": "tcp" if args.pg_tcp else "unix",
+        out: dict[str, Any] = {"client": args.client, "workers": args.workers, "pg_transport": "tcp" if args.pg_tcp else "unix",
                                "pgbench_tps": {"8": tps[8], "32": tps[32]}, "pgbench_pg": pgbench_wal}
         counters = await Counters.open(dsn, "fieldsync")
         out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32], counters,
-                                     dsn if args.pg_stats else None)
+                                     dsn if args.pg_stats else None, args.client)
         if args.replay:
             out["push_replay"] = await replay(pg, dsn, f"http://127.0.0.1:{port}", args, tps, out["phases"])
         return out
@@ -372,6 +385,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pgbench-seconds", type=int, default=10)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--client", choices=bench_clients.CLIENTS, default="lean",
+                    help="HTTP client of every phase: lean (clients/sim/http1.py, default) or aiohttp (the old client)")
     ap.add_argument("--pg-stats", action="store_true", help="per phase, PostgreSQL time by statement (pg_stat_statements)")
     ap.add_argument("--no-replay", dest="replay", action="store_false",
                     help="skip the pgbench replay of one push's captured SQL (ops/bench/push_replay.py)")
