@@ -11,7 +11,7 @@ import pytest
 from protocol import HELD_STATUSES, TicketStatus
 from sync_server.domain.states import holder
 from sync_server.engine.intake import NewTicket, insert_ticket_rows
-from sync_server.storage import sync as store
+from sync_server.storage import push_sql as store
 from sync_server.storage.tickets import ChangeColumns, update_tickets
 from tests.factories import World
 
@@ -50,7 +50,7 @@ async def _holder(conn: asyncpg.Connection, ticket_id: object) -> object:
 
 
 async def _push_writes(conn: asyncpg.Connection, ticket_id: object, status: str, crew: int) -> None:
-    """The push's one write statement (storage.sync.apply_push) setting one ticket's status and crew, no device."""
+    """The push's one write statement (storage.push_sql.apply_push) setting one ticket's status and crew, no device."""
     dept = await conn.fetchval("SELECT department_id FROM tickets WHERE id = $1", ticket_id)
     log_holder = holder(TicketStatus(status), crew)
     write = store.TicketWrite(ticket_id, status, crew, None, None, json.dumps({}), 9, log_holder)  # type: ignore[arg-type]

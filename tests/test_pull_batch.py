@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from sync_server.engine.pull_batch import FirstPages
-from sync_server.storage.sync import DeltaAsk, first_pages
+from sync_server.storage.pull_sql import DeltaAsk, first_pages
 from sync_server.engine.changes import commit_changes
 from sync_server.storage.tickets import load_tickets, lock_tickets, update_tickets
 from tests.factories import World, make_tickets, set_priority

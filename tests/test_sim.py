@@ -84,7 +84,7 @@ async def test_note_deleted_on_the_server_mid_run_is_reported_lost(server: Serve
 async def test_server_that_forgets_stored_results_fails_the_verdict(server: Server, world: World,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     # Planted I1 defect: replays no longer get their stored result back (answered as expired duplicates instead).
-    from sync_server.storage import sync as store
+    from sync_server.storage import push_sql as store
 
     async def forget(conn: Any, device_id: str, seqs: list[int]) -> dict[int, Any]:
         return {}

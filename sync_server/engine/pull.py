@@ -13,8 +13,8 @@ import asyncpg
 from protocol import PROTOCOL_VERSION, CursorSigner, CursorState, PullRequest, ScopeChecksum, format_datetime
 from sync_server.auth import Principal
 from sync_server.engine.pull_batch import FirstPages
-from sync_server.storage import sync as store
-from sync_server.storage.sync import DeltaAsk
+from sync_server.storage import pull_sql as store
+from sync_server.storage.pull_sql import DeltaAsk
 
 # Cursors older than this fraction of the retention window get a fresh snapshot: pruning keeps history for the
 # whole window, so the margin only guards against clock skew between the pruner and this process.

@@ -1,5 +1,5 @@
 """Concurrent delta pulls of one process share a statement: the first page of every delta and empty poll waiting at
-the same moment is read by one storage.sync.first_pages call, at one snapshot.
+the same moment is read by one storage.pull_sql.first_pages call, at one snapshot.
 
 An empty poll is a range scan of a few index entries; what it cost was the statement around it (a pool checkout, a
 protocol round trip, an executor start in PostgreSQL, ~0.2 ms of PostgreSQL and ~0.2 ms of server CPU), paid 50 times
@@ -19,8 +19,8 @@ from collections import deque
 
 import asyncpg
 
-from sync_server.storage import sync as store
-from sync_server.storage.sync import DeltaAsk, FirstPage
+from sync_server.storage import pull_sql as store
+from sync_server.storage.pull_sql import DeltaAsk, FirstPage
 
 _Waiting = tuple[DeltaAsk, "asyncio.Future[FirstPage]"]
 

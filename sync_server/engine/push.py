@@ -34,7 +34,7 @@ from sync_server.domain.states import holder
 from sync_server.engine.changes import change_entries
 from sync_server.engine.intake import NewTicket
 from sync_server.engine.tx import run_in_tx
-from sync_server.storage import sync as store
+from sync_server.storage import push_sql as store
 from sync_server.storage.org import CodeCache
 from sync_server.domain.ticket import TicketRecord
 from sync_server.storage.tickets import ChangeColumns, load_tickets, notify_after_commit, stored_records

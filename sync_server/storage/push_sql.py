@@ -1,4 +1,4 @@
-"""SQL behind pull and push: snapshot-bounded change-log reads (I2, I7), device seqs and stored results (I1)."""
+"""SQL behind push: its locks and reads in one statement, its writes in another, stored results for replays (I1)."""
 
 from __future__ import annotations
 
@@ -13,169 +13,6 @@ import orjson
 
 from sync_server.storage.tickets import ChangeColumns
 from sync_server.storage.uploads import PHOTO_LOCK_CLASS
-
-# Every read below selects the stored document in the form the answer is written in ({doc}: doc_mp for msgpack,
-# doc_json for JSON), so pull splices bytes and never decodes a document (api/splice.py). Column names only are
-# substituted (_forms), never values.
-
-# Latest change row per ticket among the rows that concern `crew` and committed inside (base, head].
-# `xid >= pg_snapshot_xmin(base)` narrows the index range: everything older is visible in `base` by definition.
-# Visibility against both snapshots (not id or time ranges) is what makes a late committer impossible to skip.
-_DELTA = """
-SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, {doc} AS doc
-FROM changes
-WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
-  AND xid >= pg_snapshot_xmin($2::text::pg_snapshot)
-  AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)
-  AND pg_visible_in_snapshot(xid, $3::text::pg_snapshot)
-  AND ticket_id > $4
-ORDER BY ticket_id, id DESC
-LIMIT $5
-"""
-
-# The first page of a snapshot in ONE statement, so at one snapshot (in READ COMMITTED a statement reads one snapshot
-# and pg_current_snapshot() returns exactly that one): the head, then every ticket the crew holds (its hash, for the
-# scope checksum) with the stored document of the first $2. Current ticket rows, not the change log's history: a
-# ticket row and its latest change row are written together (storage/tickets.record_changes), so at one snapshot
-# they agree, and an index scan of the crew's tickets replaces a DISTINCT ON over every change the crew ever saw.
-_FIRST_SNAPSHOT = """
-SELECT 0 AS k, pg_current_snapshot()::text AS head, NULL::uuid AS ticket_id, NULL::bytea AS doc_hash, NULL::{type} AS doc
-UNION ALL
-SELECT 1, NULL, id, doc_hash, CASE WHEN n <= $2 THEN doc END
-FROM (SELECT id, doc_hash, {doc} AS doc, row_number() OVER (ORDER BY id) AS n FROM tickets WHERE holder_crew_id = $1) AS t
-ORDER BY k, ticket_id
-"""
-
-# A later page of a snapshot cut at `head` ($2), read after other writers may have committed: the crew's tickets from
-# their current rows, except those with a change the snapshot does not see (committed since, or in flight at head),
-# which are read from the log as of head instead (their latest row visible in head, kept when the crew held them).
-# Any change to a ticket the crew held at head, or that brought it to the crew, names the crew as holder or previous
-# holder, so the (crew, xid) indexes find them all (the same rows a delta from head would scan, I2, I7).
-_SNAPSHOT = """
-WITH moved AS MATERIALIZED (
-  SELECT DISTINCT ticket_id FROM changes
-  WHERE (holder_crew_id = $1 OR prev_crew_id = $1)
-    AND xid >= pg_snapshot_xmin($2::text::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)
-    AND ticket_id > $3)
-SELECT * FROM (
-  SELECT id AS ticket_id, holder_crew_id, NULL::integer AS prev_crew_id, NULL::text AS removal_reason, {doc} AS doc
-  FROM tickets WHERE holder_crew_id = $1 AND id > $3 AND id NOT IN (SELECT ticket_id FROM moved)
-  UNION ALL
-  SELECT * FROM (
-    SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, {doc} AS doc
-    FROM changes WHERE ticket_id IN (SELECT ticket_id FROM moved) AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot)
-    ORDER BY ticket_id, id DESC) AS at_head
-  WHERE holder_crew_id = $1) AS page
-ORDER BY ticket_id
-LIMIT $4
-"""
-MIN_UUID = UUID(int=0)
-
-# The first pages of several deltas in ONE statement, at one snapshot (as _FIRST_SNAPSHOT): the head every cursor is
-# cut at, each crew's ticket hashes for its scope checksum, and each page, with no transaction round trips. Request i
-# ($1..$4 are arrays, one element per request) gets a header row (k = 0: head, hashes) and its page rows (k = 1).
-# The hashes are read only when asked to (the cursor carries no checksum) or when the page is not empty: "nothing of
-# the crew committed in (base, head]" means the scope, and so its checksum, is what it was at base, which makes an
-# empty poll a range scan of the (crew, xid) indexes from base's xmin and nothing else (I2, I4). Concurrent pulls of a
-# process share one statement (engine/pull_batch.py): for an empty poll the statement, not the scan, was the cost.
-_FIRST_DELTAS = """
-WITH h AS MATERIALIZED (SELECT pg_current_snapshot() AS head),
-q AS MATERIALIZED (
-  SELECT r.crew, r.base::pg_snapshot AS base, r.need, r.lim, r.i
-  FROM unnest($1::integer[], $2::text[], $3::boolean[], $4::integer[]) WITH ORDINALITY AS r(crew, base, need, lim, i)
-),
-p AS MATERIALIZED (
-  SELECT q.i, c.* FROM q CROSS JOIN LATERAL (
-    SELECT DISTINCT ON (ticket_id) ticket_id, holder_crew_id, prev_crew_id, removal_reason, {doc} AS doc
-    FROM changes
-    WHERE (holder_crew_id = q.crew OR prev_crew_id = q.crew)
-      AND xid >= pg_snapshot_xmin(q.base) AND NOT pg_visible_in_snapshot(xid, q.base)
-      AND pg_visible_in_snapshot(xid, (SELECT head FROM h))
-    ORDER BY ticket_id, id DESC
-    LIMIT q.lim) AS c
-)
-SELECT q.i, 0 AS k, (SELECT head::text FROM h) AS head,
-  CASE WHEN q.need OR EXISTS (SELECT 1 FROM p WHERE p.i = q.i)
-       THEN coalesce((SELECT string_agg(doc_hash, ''::bytea) FROM tickets WHERE holder_crew_id = q.crew), ''::bytea)
-  END AS hashes,
-  NULL::uuid AS ticket_id, NULL::integer AS holder_crew_id, NULL::integer AS prev_crew_id, NULL::text AS removal_reason,
-  NULL::{type} AS doc
-FROM q
-UNION ALL
-SELECT p.i, 1, NULL, NULL, p.ticket_id, p.holder_crew_id, p.prev_crew_id, p.removal_reason, p.doc FROM p
-ORDER BY 1, 2, 5
-"""
-
-
-def _forms(sql: str) -> dict[bool, str]:
-    """The statement reading msgpack documents (True) and JSON text ones (False)."""
-    return {True: sql.replace("{doc}", "doc_mp").replace("{type}", "bytea"),
-            False: sql.replace("{doc}", "doc_json").replace("{type}", "text")}
-
-
-_DELTA_SQL, _SNAPSHOT_SQL, _FIRST_DELTAS_SQL, _FIRST_SNAPSHOT_SQL = map(_forms, (_DELTA, _SNAPSHOT, _FIRST_DELTAS, _FIRST_SNAPSHOT))
-
-
-@dataclass(frozen=True)
-class FirstPage:
-    """The first page of a pull: its head snapshot, the crew's ticket hashes (None: unchanged since base), the rows
-    (ticket_id, holder_crew_id, prev_crew_id, removal_reason and `doc`, the stored document bytes or text; only
-    ticket_id and doc when `held`: a snapshot's rows are all tickets the crew holds)."""
-
-    head: str
-    hashes: list[bytes] | None
-    rows: list[Any]
-    held: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class DeltaAsk:
-    """One pull's first delta page to read: the crew, the cursor's snapshot, the page size (one more than the
-    answer's, to learn has_more) and whether the cursor lacks the scope checksum."""
-
-    crew_id: int
-    base: str
-    limit: int
-    need_hashes: bool
-
-
-async def first_pages(conn: asyncpg.Connection, asks: Sequence[DeltaAsk], packed: bool) -> list[FirstPage]:
-    """Head, checksum input and first page of each crew's changes since its `base`, all at one snapshot, in one
-    statement; one FirstPage per ask, in order."""
-    rows = await conn.fetch(_FIRST_DELTAS_SQL[packed], [a.crew_id for a in asks], [a.base for a in asks],
-                            [a.need_hashes for a in asks], [a.limit for a in asks])
-    out: list[FirstPage] = []
-    n = len(rows)
-    at = 0
-    while at < n:  # per ask: its header row, then its page rows (ordered by ask, kind, ticket id)
-        head, joined, i = rows[at]["head"], rows[at]["hashes"], rows[at]["i"]
-        end = at + 1
-        while end < n and rows[end]["i"] == i:
-            end += 1
-        # The hashes come concatenated (one bytea), not as bytea[]: asyncpg has no built-in codec for bytea[] and
-        # introspects it on every new pool connection, a catalog query PostgreSQL plans for ~30 ms under generic plans.
-        hashes = None if joined is None else [joined[j : j + 32] for j in range(0, len(joined), 32)]
-        out.append(FirstPage(head, hashes, rows[at + 1 : end]))
-        at = end
-    assert len(out) == len(asks), "one header row per ask"
-    return out
-
-
-async def first_snapshot(conn: asyncpg.Connection, crew_id: int, limit: int, packed: bool) -> FirstPage:
-    """Head, every held ticket's hash and the first `limit` held tickets, at one snapshot, in one statement."""
-    rows = await conn.fetch(_FIRST_SNAPSHOT_SQL[packed], crew_id, limit)
-    # The records themselves are the page (no object per ticket: a 200-ticket snapshot is on every device's first pull).
-    return FirstPage(rows[0]["head"], [r["doc_hash"] for r in rows[1:]], rows[1 : limit + 1], held=True)
-
-
-async def change_page(conn: asyncpg.Connection, crew_id: int, base: str | None, head: str, after: UUID | None,
-                      limit: int, packed: bool) -> list[Any]:
-    """A later page of the crew's changes between two snapshots (or of the whole scope at `head` when base is None)."""
-    after = after or MIN_UUID
-    if base is None:
-        return await conn.fetch(_SNAPSHOT_SQL[packed], crew_id, head, after, limit)
-    return await conn.fetch(_DELTA_SQL[packed], crew_id, base, head, after, limit)
-
 
 # The start of a push in ONE statement, taking its locks in the one order every writer uses: the device row (its
 # seqs are a single line, I1), then the photo advisory locks in sorted order, then the tickets' rows in id order
@@ -380,6 +217,27 @@ class _Params:
             self._index[name] = len(self.values)
         return f"${self._index[name]}::{cast}"
 
+    def cols(self, prefix: str, rows: Sequence[Any], spec: Sequence[tuple[str, str]]) -> list[str]:
+        """`$n::cast` per (attribute, cast) of `spec`: each attribute of `rows` bound as one array."""
+        return [self(f"{prefix}.{name}", [getattr(r, name) for r in rows], cast) for name, cast in spec]
+
+
+# Per table: the attributes of its rows the push statement binds as arrays, in unnest order, with their casts.
+_STATE = (("status", "text[]"), ("crew_id", "integer[]"), ("resolution_code", "text[]"), ("reason_code", "text[]"),
+          ("field_meta", "text[]"), ("version", "integer[]"))
+_NOTE = (("id", "uuid[]"), ("ticket_id", "uuid[]"), ("text", "text[]"), ("author", "text[]"),
+         ("device_time", "timestamptz[]"))
+_ITEM = (("ticket_id", "uuid[]"), ("item_type", "text[]"), ("count", "integer[]"))
+_RESULT = (("seq", "bigint[]"), ("op", "text[]"), ("ticket_id", "uuid[]"), ("status", "text[]"), ("reason", "text[]"))
+_RESULT_TAIL = (("server_version", "bigint[]"), ("digest", "bytea[]"))
+_CONFLICT = (("ticket_id", "uuid[]"), ("department_id", "smallint[]"), ("crew_id", "integer[]"), ("seq", "bigint[]"),
+             ("kind", "text[]"), ("field", "text[]"), ("kept", "text[]"), ("discarded", "text[]"), ("detail", "text[]"))
+_PHOTO = (("ticket_id", "uuid[]"), ("sha256", "text[]"), ("kind", "text[]"), ("taken_at", "timestamptz[]"),
+          ("lat", "float8[]"), ("lon", "float8[]"), ("verified", "boolean[]"))
+_CREATED = (("id", "uuid[]"), ("service_type_id", "smallint[]"), ("address", "text[]"), ("zip", "text[]"),
+            ("lat", "float8[]"), ("lon", "float8[]"), ("description", "text[]"), ("source", "text[]"),
+            ("requested_at", "timestamptz[]"))
+
 
 # A whole push in ONE statement (data-modifying CTEs over unnest; every part sees the same snapshot and they touch
 # different rows, so none needs another's effects): each ticket's new state, version, stored document and hash in a
@@ -405,31 +263,26 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
     dev = p("device", device_id, "text")
     ids = [t.id for t in tickets]
 
-    def ticket(name: str, cast: str) -> str:
-        return p(name, [getattr(t, name) for t in tickets], cast)
+    def state() -> str:
+        """The tickets' new state and stored document as unnest arguments (`w` and `nt` read the same arrays)."""
+        return ", ".join([p("ids", ids, "uuid[]"), *p.cols("t", tickets, _STATE), p("hashes", changes.hashes, "bytea[]"),
+                          p("docs", changes.docs, "text[]"), p("mps", changes.mps, "bytea[]")])
 
     if len(tickets) > len(created):
         ctes.append(
             "w AS (\n"
             "  UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,\n"
             "    field_meta = v.meta::jsonb, version = v.ver, updated_at = now(), doc_hash = v.h, doc_json = v.doc, doc_mp = v.mp\n"
-            f"  FROM unnest({p('ids', ids, 'uuid[]')}, {ticket('status', 'text[]')}, {ticket('crew_id', 'integer[]')},"
-            f" {ticket('resolution_code', 'text[]')}, {ticket('reason_code', 'text[]')}, {ticket('field_meta', 'text[]')},"
-            f" {ticket('version', 'integer[]')}, {p('hashes', changes.hashes, 'bytea[]')}, {p('docs', changes.docs, 'text[]')},"
-            f" {p('mps', changes.mps, 'bytea[]')}) AS v(id, st, crew, res, why, meta, ver, h, doc, mp)\n"
+            f"  FROM unnest({state()}) AS v(id, st, crew, res, why, meta, ver, h, doc, mp)\n"
             "  WHERE t.id = v.id)")
     if notes:
         ctes.append(
             "n AS (\n  INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)\n"
-            f"  SELECT * FROM unnest({p('n.id', [n.id for n in notes], 'uuid[]')},"
-            f" {p('n.ticket', [n.ticket_id for n in notes], 'uuid[]')}, {p('n.text', [n.text for n in notes], 'text[]')},"
-            f" {p('n.author', [n.author for n in notes], 'text[]')},"
-            f" {p('n.time', [n.device_time for n in notes], 'timestamptz[]')}))")
+            f"  SELECT * FROM unnest({', '.join(p.cols('n', notes, _NOTE))}))")
     if items:
         ctes.append(
             "i AS (\n  INSERT INTO ticket_items (ticket_id, item_type, count)\n"
-            f"  SELECT * FROM unnest({p('i.ticket', [i.ticket_id for i in items], 'uuid[]')},"
-            f" {p('i.type', [i.item_type for i in items], 'text[]')}, {p('i.count', [i.count for i in items], 'integer[]')})\n"
+            f"  SELECT * FROM unnest({', '.join(p.cols('i', items, _ITEM))})\n"
             "  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count)")
     holders = p("holders", [t.holder_crew_id for t in tickets], "integer[]") if tickets else ""
     # holding history: only pairs not already read under the tickets' locks (rows there are never deleted)
@@ -450,8 +303,9 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             f"    CASE WHEN v.changed = '' THEN '{{}}'::text[] ELSE string_to_array(v.changed, ',') END, {dev}, v.doc, v.mp\n"
             f"  FROM unnest({p('ids', ids, 'uuid[]')}, {p('depts', changes.depts, 'smallint[]')}, {holders},"
             f" {p('prevs', changes.prevs, 'integer[]')}, {p('reasons', changes.reasons, 'text[]')},"
-            f" {ticket('version', 'integer[]')}, {p('docs', changes.docs, 'text[]')}, {p('hashes', changes.hashes, 'bytea[]')},"
-            f" {p('changed', changes.changed, 'text[]')}, {p('mps', changes.mps, 'bytea[]')}) WITH ORDINALITY\n"
+            f" {p('t.version', [t.version for t in tickets], 'integer[]')}, {p('docs', changes.docs, 'text[]')},"
+            f" {p('hashes', changes.hashes, 'bytea[]')}, {p('changed', changes.changed, 'text[]')},"
+            f" {p('mps', changes.mps, 'bytea[]')}) WITH ORDINALITY\n"
             "    AS v(id, dept, holder, prev, reason, ver, doc, h, changed, mp, ord)\n"
             "  ORDER BY v.ord)")
     if audits:
@@ -466,36 +320,24 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             f"  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest({', '.join(a)}) WITH ORDINALITY\n"
             "    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord)")
     if results:
-        r = [p(f"r.{name}", [getattr(x, name) for x in results], cast) for name, cast in (
-            ("seq", "bigint[]"), ("op", "text[]"), ("ticket_id", "uuid[]"), ("status", "text[]"), ("reason", "text[]"))]
-        r.append(p("r.result", [result_text(x.result) for x in results], "text[]"))
-        r += [p(f"r.{name}", [getattr(x, name) for x in results], cast) for name, cast in (
-            ("server_version", "bigint[]"), ("digest", "bytea[]"))]
+        r = [*p.cols("r", results, _RESULT), p("r.result", [result_text(x.result) for x in results], "text[]"),
+             *p.cols("r", results, _RESULT_TAIL)]
         ctes.append(
             "r AS (\n  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)\n"
             f"  SELECT {dev}, seq, op, tid, st, why, res, ver, dig FROM unnest({', '.join(r)})\n"
             "    AS v(seq, op, tid, st, why, res, ver, dig))")
     if conflicts:
-        f = [p(f"f.{name}", [getattr(x, name) for x in conflicts], cast) for name, cast in (
-            ("ticket_id", "uuid[]"), ("department_id", "smallint[]"), ("crew_id", "integer[]"), ("seq", "bigint[]"),
-            ("kind", "text[]"), ("field", "text[]"), ("kept", "text[]"), ("discarded", "text[]"), ("detail", "text[]"))]
         ctes.append(
             "f AS (\n  INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)\n"
-            f"  SELECT tid, dep, crew, {dev}, seq, kind, fld, kept::jsonb, disc::jsonb, detail FROM unnest({', '.join(f)})"
+            f"  SELECT tid, dep, crew, {dev}, seq, kind, fld, kept::jsonb, disc::jsonb, detail"
+            f" FROM unnest({', '.join(p.cols('f', conflicts, _CONFLICT))})"
             " WITH ORDINALITY\n    AS v(tid, dep, crew, seq, kind, fld, kept, disc, detail, ord) ORDER BY ord)")
     if photos:
-        ph = [p(f"ph.{name}", [getattr(x, name) for x in photos], cast) for name, cast in (
-            ("ticket_id", "uuid[]"), ("sha256", "text[]"), ("kind", "text[]"), ("taken_at", "timestamptz[]"),
-            ("lat", "float8[]"), ("lon", "float8[]"), ("verified", "boolean[]"))]
         ctes.append(
             "ph AS (\n  INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by, verified)\n"
-            f"  SELECT tid, sha, kind, taken, lat, lon, {dev}, ok FROM unnest({', '.join(ph)})\n"
+            f"  SELECT tid, sha, kind, taken, lat, lon, {dev}, ok FROM unnest({', '.join(p.cols('ph', photos, _PHOTO))})\n"
             "    AS v(tid, sha, kind, taken, lat, lon, ok)\n  ON CONFLICT DO NOTHING)")
     if created:
-        nt = [p(f"nt.{name}", [getattr(x, name) for x in created], cast) for name, cast in (
-            ("id", "uuid[]"), ("service_type_id", "smallint[]"), ("address", "text[]"), ("zip", "text[]"),
-            ("lat", "float8[]"), ("lon", "float8[]"), ("description", "text[]"), ("source", "text[]"),
-            ("requested_at", "timestamptz[]"))]
         ctes.append(
             "nt AS (\n"
             "  INSERT INTO tickets (id, service_type_id, department_id, status, address, zip, lat, lon, description, source,\n"
@@ -503,11 +345,8 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             "                       doc_hash, doc_json, doc_mp)\n"
             f"  SELECT n.id, n.stid, v.dept, v.st, n.addr, n.zip, n.lat, n.lon, n.descr, n.src, n.req, v.crew, {dev}, v.res, v.why,\n"
             "    v.meta::jsonb, v.ver, v.h, v.doc, v.mp\n"
-            f"  FROM unnest({', '.join(nt)}) AS n(id, stid, addr, zip, lat, lon, descr, src, req)\n"
-            f"  JOIN unnest({p('ids', ids, 'uuid[]')}, {ticket('status', 'text[]')}, {ticket('crew_id', 'integer[]')},"
-            f" {ticket('resolution_code', 'text[]')}, {ticket('reason_code', 'text[]')}, {ticket('field_meta', 'text[]')},"
-            f" {ticket('version', 'integer[]')}, {p('hashes', changes.hashes, 'bytea[]')}, {p('docs', changes.docs, 'text[]')},"
-            f" {p('mps', changes.mps, 'bytea[]')}, {p('depts', changes.depts, 'smallint[]')})"
+            f"  FROM unnest({', '.join(p.cols('nt', created, _CREATED))}) AS n(id, stid, addr, zip, lat, lon, descr, src, req)\n"
+            f"  JOIN unnest({state()}, {p('depts', changes.depts, 'smallint[]')})"
             " AS v(id, st, crew, res, why, meta, ver, h, doc, mp, dept)\n    ON v.id = n.id)")
     sql = ("WITH " + ",\n".join(ctes) + "\n" if ctes else "") + \
         f"UPDATE devices SET last_seq = {p('last_seq', last_seq, 'bigint')} WHERE id = {dev}"
