@@ -19,6 +19,7 @@ from sync_server.auth import AuthCache, TouchMemo, flush_touches, touch_loop
 from sync_server.dbpool import MeteredPool, pool_kwargs
 from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, FIRST_PAGES, POOL, SETTINGS, TOUCHED
 from sync_server.settings import Settings
+from sync_server.storage import pull_sql
 from sync_server.storage.org import CodeCache
 from sync_server.storage.errors import DatabaseUnreachable
 from sync_server.storage.migrate import check_schema
@@ -46,7 +47,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         # missing on the next one.
         extra["statement_cache_size"] = 0
     else:
-        extra["init"] = _warm_codecs  # a named statement behind a transaction pooler would land on another backend
+        extra["init"] = _warm  # a named statement behind a transaction pooler would land on another backend
     return await MeteredPool(  # asyncpg.create_pool, with per-route wait and hold timings (dbpool)
         dsn,
         # asyncpg replaces a connection after 50,000 queries by default: at a few thousand statements a second that is
@@ -75,10 +76,11 @@ _ARRAY_TYPES = ("uuid", "integer", "smallint", "bigint", "bytea", "timestamptz",
 _WARM_SQL = "SELECT " + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_ARRAY_TYPES, 1))
 
 
-async def _warm_codecs(conn: asyncpg.Connection) -> None:
+async def _warm(conn: asyncpg.Connection) -> None:
     """Learn every array codec in one introspection when the pool opens a connection, not one per first statement of a
-    type inside a request."""
+    type inside a request; and plan the first-pull statements there, not in the burst of first pulls after a start."""
     await conn.prepare(_WARM_SQL)
+    await pull_sql.warm(conn)
 
 
 async def _connect(dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
