@@ -135,12 +135,27 @@ def _parse_date(value: Any) -> Any:
     raise ValueError("expected a YYYY-MM-DD date string")
 
 
+# Ids already parsed, by their text: a crew's pushes name the same few hundred tickets over and over, and building a
+# UUID (Python code in the standard library) cost more than the rest of its field's validation. Only texts that
+# parsed are kept, so a cached answer is the one parsing would give; bounded (emptied when full), no I/O.
+_UUID_CACHE: Final[dict[str, UUID]] = {}
+_UUID_CACHE_MAX: Final = 16_384
+
+
 def _parse_uuid(value: Any) -> Any:
     """Accept only the canonical hyphenated form, so one id has one spelling on the wire."""
     if isinstance(value, UUID):
         return value
-    if isinstance(value, str) and _UUID_RE.match(value):
-        return UUID(value)
+    if isinstance(value, str):
+        known = _UUID_CACHE.get(value)
+        if known is not None:
+            return known
+        if _UUID_RE.match(value):
+            parsed = UUID(value)
+            if len(_UUID_CACHE) >= _UUID_CACHE_MAX:
+                _UUID_CACHE.clear()
+            _UUID_CACHE[value] = parsed
+            return parsed
     raise ValueError("expected a canonical UUID string")
 
 

@@ -185,8 +185,10 @@ def op_note(args: Any) -> str | None:
     """The `note` argument of an op that carries one (complete, unable_to_complete, decline, self_report), else None.
 
     Looked up in the model's declared fields first: getattr with a default on a pydantic model without the field
-    raises and catches an AttributeError, a measurable cost when every mutation of a push asks."""
-    fields = getattr(type(args), "model_fields", None)
+    raises and catches an AttributeError, a measurable cost when every mutation of a push asks. The class's plain
+    `__pydantic_fields__` dict, not `model_fields`: pydantic serves that through a deprecation-checking descriptor that
+    cost a 25-mutation push ~15 % of its Python time."""
+    fields = getattr(type(args), "__pydantic_fields__", None)
     if fields is not None:
         return args.note if "note" in fields else None
     return getattr(args, "note", None)
