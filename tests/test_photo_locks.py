@@ -15,7 +15,8 @@ from typing import Any
 import asyncpg
 
 from sync_server.domain.conflicts import DeviceCtx
-from sync_server.engine.push import _push_tx, parse_batch
+from sync_server.engine.push import _push_tx
+from sync_server.engine.push_parse import parse_batch
 from sync_server.engine.uploads import mark_blob_verified
 from sync_server.storage.uploads import PHOTO_LOCK_CLASS
 from tests.factories import World, make_tickets

@@ -1,4 +1,4 @@
-"""A fresh push result is built as a plain dict (engine.push.result_dict): it must be exactly the JSON-mode dump of
+"""A fresh push result is built as a plain dict (engine.push_results.result_dict): it must be exactly the JSON-mode dump of
 the MutationResult it stands for, key order included, because the wire bytes and the stored replay text come from it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import msgpack
 import pytest
 
 from protocol import ConflictInfo, MutationResult, MutationStatus, ReasonCode, RemovalReason
-from sync_server.engine.push import result_dict
+from sync_server.engine.push_results import result_dict
 
 DOC = {"id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "version": 3}
 

@@ -4,123 +4,30 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import orjson
-from pydantic import TypeAdapter, ValidationError
 
-from protocol import (
-    OPS,
-    ErrorCode,
-    MutationResult,
-    MutationStatus,
-    ProtocolError,
-    ReasonCode,
-    RemovalReason,
-    TicketStatus,
-)
-from protocol.canonical import mutation_digest, op_note_id
-from protocol.fields import DEVICE_CLOCK_SKEW, format_datetime
-from protocol.push import Mutation
+from protocol import ErrorCode, MutationResult, MutationStatus, ProtocolError, ReasonCode, TicketStatus
+from protocol.canonical import op_note_id
+from protocol.fields import format_datetime
 from sync_server.auth import Principal
 from sync_server.domain.catalog import CODE_FIELDS, code_refusal
-from sync_server.domain.conflicts import (Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, op_note, rejected,
-                                          removed_reason)
+from sync_server.domain.conflicts import Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, op_note, rejected
 from sync_server.domain.document import NewNote, created_doc, photo_entry
 from sync_server.domain.states import holder
+from sync_server.domain.ticket import TicketRecord
 from sync_server.engine.changes import change_entries
 from sync_server.engine.intake import NewTicket
+from sync_server.engine.push_parse import Parsed, parse_batch
+from sync_server.engine.push_results import (conflict_info, holding, last_carries_ticket, replayed_result, result_dict,
+                                             wire_result)
 from sync_server.engine.tx import run_in_tx
 from sync_server.storage import push_sql as store
 from sync_server.storage.org import CodeCache
-from sync_server.domain.ticket import TicketRecord
 from sync_server.storage.tickets import ChangeColumns, load_tickets, notify_after_commit, stored_records
-
-_MUTATION = TypeAdapter(Mutation)
-_MUTATIONS = TypeAdapter(list[Mutation])
-# Fields only a supervisor may set; a crew op naming one is refused as such, not as a generic typo (mass assignment).
-SUPERVISOR_FIELDS = frozenset({"priority", "crew", "crew_id", "due_at", "service_date", "status", "department",
-                               "assigned_to", "duplicate_of", "version", "cancelled"})
-
-
-@dataclass
-class Parsed:
-    """One raw mutation after per-mutation validation: either a model or the rejection it earned."""
-
-    seq: int
-    raw: dict[str, Any]
-    model: Any | None = None
-    error: Outcome | None = None
-    digest: bytes = b""
-
-    @property
-    def op(self) -> str:
-        """The op name, even for an invalid mutation."""
-        return self.model.op if self.model is not None else str(self.raw.get("op", ""))[:64]
-
-    @property
-    def ticket_id(self) -> UUID | None:
-        """Ticket id when it parsed."""
-        if self.model is not None:
-            return self.model.ticket_id
-        try:
-            return UUID(str(self.raw.get("ticket_id")))
-        except ValueError:
-            return None
-
-
-def parse_batch(raw: list[dict[str, Any]], now: datetime | None = None) -> list[Parsed]:
-    """Validate each mutation on its own, so one bad mutation is rejected without blocking the rest (I6).
-
-    `now` is the server clock device times are checked against (at most DEVICE_CLOCK_SKEW ahead).
-    """
-    out: list[Parsed] = []
-    context = {"now": now or datetime.now(timezone.utc), "skew": DEVICE_CLOCK_SKEW}
-    for item in raw:
-        seq = item.get("seq") if isinstance(item, dict) else None
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-            raise ProtocolError(ErrorCode.VALIDATION_FAILED, "every mutation needs an integer seq >= 1")
-        parsed = _screen(seq, item)
-        parsed.digest = mutation_digest(item)
-        out.append(parsed)
-    seqs = [p.seq for p in out]
-    if any(b != a + 1 for a, b in zip(seqs, seqs[1:])):
-        raise ProtocolError(ErrorCode.VALIDATION_FAILED, "seqs in a push must be consecutive and ascending", {"seqs": seqs[:50]})
-    _validate([p for p in out if p.error is None], context)
-    return out
-
-
-def _screen(seq: int, item: dict[str, Any]) -> Parsed:
-    """The refusals decided before schema validation: an unknown op, a supervisor-owned field."""
-    op = item.get("op")
-    if op not in OPS:
-        return Parsed(seq, item, error=rejected(ReasonCode.UNKNOWN_OP, f"unknown op {str(op)[:64]!r}"))
-    args = item.get("args")
-    owned = sorted(SUPERVISOR_FIELDS & set(args)) if isinstance(args, dict) else []
-    if owned:
-        return Parsed(seq, item, error=rejected(ReasonCode.SUPERVISOR_OWNED, f"crews cannot set {', '.join(owned)}"))
-    return Parsed(seq, item)
-
-
-def _validate(todo: list[Parsed], context: dict[str, Any]) -> None:
-    """Models for the screened mutations: the whole list in one validator call (the common, all-valid batch), and
-    only when that fails each on its own, so every invalid one gets its own rejection."""
-    try:
-        models = _MUTATIONS.validate_python([p.raw for p in todo], context=context)
-    except ValidationError:
-        for p in todo:
-            try:
-                p.model = _MUTATION.validate_python(p.raw, context=context)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                loc = ".".join(str(part) for part in first.get("loc", ()))
-                p.error = rejected(ReasonCode.INVALID_ARGS, f"{loc}: {first.get('msg', 'invalid')}"[:500])
-        return
-    for p, m in zip(todo, models):
-        p.model = m
 
 
 @dataclass
@@ -227,15 +134,15 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     for p in replay:
         kept = stored.get(p.seq)
         if kept is None:  # applied long ago and its result pruned: still never applied twice
-            results.append(_wire(MutationResult(
+            results.append(wire_result(MutationResult(
                 seq=p.seq, status=MutationStatus.DUPLICATE, reason=ReasonCode.ALREADY_EXISTS,
                 message="applied earlier; its stored result has expired", server_version=0, replayed=True), None))
         elif kept.digest is None:  # stored before digests existed: answered as it always was
-            results.append(_wire(*_replayed(kept.result, current, dev)))
+            results.append(wire_result(*replayed_result(kept.result, current, dev)))
         else:  # the first answer, byte for byte, marked as a replay
             results.append({**kept.result, "replayed": True})
     fresh_results = [_result(p, o, current, batch, dev, version) for p, o in batch.outcomes]
-    fresh_results = _last_carries_ticket(fresh_results)
+    fresh_results = last_carries_ticket(fresh_results)
     results.extend(fresh_results)
     if fresh:
         last_seq = fresh[-1].seq
@@ -247,11 +154,6 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
         "server_version": version or max((int(r["server_version"]) for r in results), default=0),
         "last_seq": last_seq,
     }
-
-
-def _wire(result: MutationResult, doc: dict[str, Any] | None) -> dict[str, Any]:
-    """A result as it goes on the wire (JSON mode), with the pre-rendered ticket document spliced in."""
-    return {**result.model_dump(mode="json"), "ticket": doc}
 
 
 async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], cache: CodeCache,
@@ -465,54 +367,5 @@ def _result(p: Parsed, o: Outcome, current: dict[UUID, TicketRecord], batch: _Ba
     """
     tid = p.ticket_id
     rec = (current.get(tid) or batch.records.get(tid)) if tid is not None else None
-    doc, removed = _holding(rec, batch.work.get(tid) if tid is not None else None, dev)
-    return result_dict(p.seq, o.status, o.reason, o.message, doc, removed, [_info(c) for c in o.conflicts], version)
-
-
-def result_dict(seq: int, status: MutationStatus, reason: ReasonCode | None, message: str | None,
-                ticket: dict[str, Any] | None, removed: RemovalReason | None, conflicts: list[dict[str, Any]],
-                server_version: int) -> dict[str, Any]:
-    """A fresh MutationResult in its JSON-mode form (keys in the model's field order), with the ticket document."""
-    # _value_, the member's stored value: `.value` is a Python-level descriptor, read 3 times per mutation
-    return {"seq": seq, "status": status._value_, "reason": None if reason is None else reason._value_,
-            "message": message, "ticket": ticket, "removed": None if removed is None else removed._value_,
-            "conflicts": conflicts, "server_version": server_version, "replayed": False}
-
-
-def _holding(rec: TicketRecord | None, wt: WorkTicket | None, dev: DeviceCtx) -> tuple[Any, Any]:
-    """(document, removal reason): the ticket if held, the reason if the crew lost it, nothing if never its own (I3)."""
-    if rec is None:
-        return None, None
-    if rec.holder_crew_id == dev.crew_id:
-        return rec.doc, None
-    if wt is not None and wt.where(dev) is Where.LEFT:
-        return None, removed_reason(wt, dev, crew_changed=rec.crew_id != dev.crew_id)
-    return None, None
-
-
-def _last_carries_ticket(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A ticket touched by several mutations of a batch travels once, on its last result (SPEC: push results)."""
-    last = {r["ticket"]["id"]: i for i, r in enumerate(results) if r["ticket"] is not None}
-    return [r if r["ticket"] is None or last[r["ticket"]["id"]] == i else {**r, "ticket": None} for i, r in enumerate(results)]
-
-
-def _info(c: Conflict) -> dict[str, Any]:
-    """A conflict as ConflictInfo's JSON-mode dict."""
-    return {"kind": c.kind, "field": c.field, "kept": _scalar(c.kept), "discarded": _scalar(c.discarded), "detail": c.detail}
-
-
-def _scalar(v: Any) -> Any:
-    """ConflictInfo carries JSON scalars; structured values travel as compact JSON text."""
-    if v is None or isinstance(v, (str, int, float, bool)):
-        return v
-    return json.dumps(v, separators=(",", ":"), default=str)
-
-
-def _replayed(stored: dict[str, Any], current: dict[UUID, TicketRecord], dev: DeviceCtx) -> tuple[MutationResult, dict[str, Any] | None]:
-    """The original result of an already-applied seq, with the ticket as it stands now."""
-    data = {k: v for k, v in stored.items() if k != "ticket_id"}
-    tid = stored.get("ticket_id")
-    rec = current.get(UUID(tid)) if tid else None
-    data["replayed"] = True
-    doc = rec.doc if rec is not None and rec.holder_crew_id == dev.crew_id else None
-    return MutationResult.model_validate(data), doc
+    doc, removed = holding(rec, batch.work.get(tid) if tid is not None else None, dev)
+    return result_dict(p.seq, o.status, o.reason, o.message, doc, removed, [conflict_info(c) for c in o.conflicts], version)
