@@ -111,7 +111,7 @@ ERROR_TABLE: Final[Mapping[ErrorCode, ErrorSpec]] = MappingProxyType({
     _E.CONFLICT: ErrorSpec(409, False, "The resource changed concurrently; `details` carries the server's current version."),
     _E.TOO_MANY_UPLOADS: ErrorSpec(429, True, "Too many concurrent uploads for this device; retry after `Retry-After`."),
     _E.RATE_LIMITED: ErrorSpec(429, True, "Too many requests; retry after `Retry-After` with backoff."),
-    _E.SERVICE_UNAVAILABLE: ErrorSpec(503, True, "Transient outage (database down, shutting down); retry with backoff."),
+    _E.SERVICE_UNAVAILABLE: ErrorSpec(503, True, "Transient outage (database down, shutting down) or the server is at capacity (too many requests waiting for the database); retry after `Retry-After` with backoff."),
     _E.INTERNAL_ERROR: ErrorSpec(500, True, "Unexpected server failure; nothing was half-applied, retry the same request."),
     _E.UPLOAD_OFFSET_MISMATCH: ErrorSpec(409, False, "tus Upload-Offset differs from the server's; HEAD the upload and resume at its offset."),
     _E.CHECKSUM_MISMATCH: ErrorSpec(460, False, "Uploaded bytes do not hash to the declared SHA-256; re-read the file and upload again."),

@@ -16,7 +16,7 @@ from sync_server.api import catalog, conflicts, devices, limits, live, metrics_m
 from sync_server.engine import maintenance
 from sync_server.engine.pull_batch import FirstPages
 from sync_server.auth import AuthCache, TouchMemo, flush_touches, touch_loop
-from sync_server.dbpool import MeteredPool, pool_kwargs
+from sync_server.dbpool import Admission, MeteredPool, pool_kwargs
 from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, FIRST_PAGES, POOL, SETTINGS, TOUCHED
 from sync_server.settings import Settings
 from sync_server.storage import pull_sql
@@ -60,6 +60,7 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         # first burst of requests would otherwise wait for new backends, ~10-30 ms of CPU each on a busy machine.
         min_size=settings.pool_floor(),
         max_size=settings.pool_max_size,
+        admission=Admission(settings.pool_max_size, settings.db_queue_limit, settings.db_queue_timeout_s),
         server_settings=server_settings,
         **extra,
         command_timeout=60,
@@ -124,6 +125,8 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
         pool = await create_pool(dsn, settings)
         if isinstance(pool, MeteredPool):
             pool.set_observer(app[metrics.METRICS].observe_db)
+            if pool.admission is not None:
+                pool.admission.on_shed = app[metrics.METRICS].pool_shed.inc
         async with pool.acquire() as conn:
             await check_schema(conn)
         app[POOL] = pool

@@ -78,6 +78,9 @@ class Metrics:
                                   multiprocess_mode="livesum", registry=reg)
         self.pool_max = Gauge("fieldsync_db_pool_max", "Configured maximum pool connections.",
                               multiprocess_mode="livesum", registry=reg)
+        self.pool_shed = Counter("fieldsync_db_shed", "Requests refused with 503 service_unavailable because the "
+                                 "line for a pool connection was too long or they waited too long (db_queue_limit, "
+                                 "db_queue_timeout_s).", registry=reg)
         self.pool_wait = Histogram("fieldsync_db_pool_wait_seconds", "Time a task waited for a pool connection, by "
                                    "route ('background' for the server's own loops).", ["route"],
                                    buckets=HOLD_BUCKETS, registry=reg)
@@ -115,8 +118,12 @@ class Metrics:
         self.pool_size.set(size)
         self.pool_in_use.set(size - pool.get_idle_size())
         self.pool_max.set(pool.get_max_size())
-        queue = getattr(pool, "_queue", None)
-        self.pool_waiting.set(len(getattr(queue, "_getters", ()) or ()))
+        waiting = getattr(pool, "waiting", None)  # dbpool.MeteredPool counts its admission line too
+        if waiting is not None:
+            self.pool_waiting.set(waiting())
+        else:
+            queue = getattr(pool, "_queue", None)
+            self.pool_waiting.set(len(getattr(queue, "_getters", ()) or ()))
 
     def observe_db(self, what: str, route: str, seconds: float) -> None:
         """dbpool.MeteredPool's observer: one wait sample per acquisition, one hold sample per release."""

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     pg_bin_dir: Path | None = Field(None, description="Directory with initdb/pg_ctl/postgres; found via pg_config when unset.")
     pool_min_size: int | None = Field(None, ge=1, description="Connections the asyncpg pool opens before the server reports ready and keeps open while idle; unset: pool_max_size, so a burst of requests never waits for PostgreSQL to start backends (each new connection costs ~10-30 ms of fork, authentication and cold catalogue caches). Small values suit many short-lived servers (the test suite uses 1).")
     pool_max_size: int = Field(20, ge=1, description="Maximum connections in the asyncpg pool.")
+    db_queue_limit: int = Field(500, ge=1, description="Requests that may wait for their first pool connection at once; one more is refused with 503 service_unavailable and Retry-After (the client backs off) instead of waiting behind a backlog until it times out. Requests already served once, and the server's own loops, are never refused and go first.")
+    db_queue_timeout_s: float = Field(10.0, gt=0, description="A request that waited this long for its first pool connection is refused with 503 service_unavailable and Retry-After (a third of a phone's usual 30-s request timeout: past it the client is likely to give up while the server still does the work).")
     cursor_secret: SecretStr | None = Field(None, description="HMAC key for sync cursors; generated into the data dir when unset.")
     max_push_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted push body in bytes.")
     max_body_bytes: int = Field(256 << 10, ge=1024, description="Largest accepted body for other JSON/msgpack endpoints.")

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sync_server.dbpool import ROUTE
+from sync_server.dbpool import REQUEST, RequestTag
 from sync_server.metrics import METRICS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -28,7 +28,7 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     status = 500
     route = route_label(request)
-    token = ROUTE.set(route)  # pool timings are labelled with the route that held the connection
+    token = REQUEST.set(RequestTag(route))  # pool timings are labelled with it; admission reads whether it was served
     try:
         resp = await handler(request)
         status = resp.status
@@ -37,6 +37,6 @@ async def request_metrics(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         raise
     finally:
-        ROUTE.reset(token)
+        REQUEST.reset(token)
         if route not in UNTIMED_ROUTES:
             request.app[METRICS].observe_request(request.method, route, status, time.perf_counter() - started)

@@ -170,7 +170,7 @@ def _refusals(d: RouteDoc) -> dict[int, str]:
         out[415] = "unsupported_media_type: not msgpack/JSON, or a charset other than UTF-8"
     if d.method in ("POST", "PATCH", "DELETE") and d.roles:
         out[409] = "conflict, illegal_transition, seq_gap, reset_required: refused by the current state"
-    out[503] = "service_unavailable: database unavailable; retry after Retry-After"
+    out[503] = "service_unavailable: database unavailable or server at capacity; retry after Retry-After"
     return out
 
 
