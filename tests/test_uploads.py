@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from sync_server.api.uploads import UPLOADS
-from sync_server.engine.uploads import sweep_expired
+from sync_server.engine.upload_sweep import sweep_expired
 from sync_server.settings import Settings
 from tests.conftest import Server, start_server
 from tests.factories import World, make_tickets

@@ -35,6 +35,7 @@ from sync_server.blobs import Variant, open_store
 from sync_server.blobs.fs import FsBlobStore
 from sync_server.engine import blob_gc
 from sync_server.engine import photos as downloads
+from sync_server.engine import upload_sweep
 from sync_server.engine import uploads as engine
 from sync_server.engine.upload_leases import LeaseHolder
 from sync_server.keys import DSN, POOL, PRINCIPAL, SETTINGS
@@ -399,7 +400,7 @@ async def _sweeper(up: engine.Uploads, every: float, metrics: Metrics) -> None:
     gc_from = time.monotonic() + min(up.settings.blob_gc_interval_s, GC_START_DELAY_S)
     while True:
         try:
-            await engine.sweep_expired(up)
+            await upload_sweep.sweep_expired(up)
         except Exception:  # noqa: BLE001 - outermost loop of a background task
             log.exception("upload.sweep_failed")
         try:

@@ -133,21 +133,17 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
     upload_id = secrets.token_urlsafe(24)
 
     async def body(conn: asyncpg.Connection) -> asyncpg.Record:
-        if not await sql.device_may_attach(conn, meta.ticket_id, crew_id, device_id, meta.sha256):
+        # Three statements (checks and locks; what the decision reads; the insert): each is a round trip that holds
+        # a pool connection while the event loop is busy elsewhere at the fleet's knee.
+        if not await sql.open_creation(conn, meta.ticket_id, crew_id, device_id, meta.sha256):
             raise ProtocolError(ErrorCode.NOT_FOUND, "no such ticket")
-        await sql.lock_device_uploads(conn, device_id)
-        # The photo's lock: a blob collection (engine.blob_gc) deleting this hash either finished (no blob: upload
-        # the bytes) or waits until this session, which protects the hash, is committed.
-        await sql.lock_photo(conn, meta.sha256)
-        blob = await sql.get_blob(conn, meta.sha256)
-        known = blob is not None and blob["size"] == length and await sql.photo_possessed(conn, meta.sha256, crew_id)
-        if not known:
+        state = await sql.creation_state(conn, device_id, meta.sha256, length, crew_id)
+        known = bool(state["known"])
+        if not known and state["id"] is not None:
             # A creation whose answer was lost is retried blind: hand back the session already open for these exact
             # bytes (the client resumes from its offset) instead of opening another that counts against the limit.
-            existing = await sql.open_session_for(conn, device_id, meta.sha256, length)
-            if existing is not None:
-                return existing
-        if not known and await sql.count_open_sessions(conn, device_id) >= up.settings.max_uploads_per_device:
+            return state
+        if not known and state["open_sessions"] >= up.settings.max_uploads_per_device:
             raise ProtocolError(ErrorCode.TOO_MANY_UPLOADS, "too many unfinished uploads for this device",
                                 {"retry_after": RETRY_AFTER_SECONDS, "limit": up.settings.max_uploads_per_device})
         return await sql.insert_session(
@@ -161,31 +157,49 @@ async def create_upload(up: Uploads, who: Principal, meta: UploadMetadata, lengt
     return _view(row)
 
 
-async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionView:
-    """The caller's session, expiring it on access when overdue, completing it when its crew came to possess the hash
-    meanwhile (another device of the crew delivered it)."""
-    # The partial bytes are dropped after the connection is back in the pool: file and store I/O never hold one.
-    forget = expired = False
-    async with up.pool.acquire() as conn:
-        row = await sql.get_session(conn, upload_id)
-        if row is None or row["device_id"] != who.device_id:
-            raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
-        if row["due"]:
-            await sql.expire_session(conn, upload_id)
-            forget = expired = True
-        elif row["state"] == "expired":
-            expired = True
-        elif (row["state"] == "open" and row["lease_token"] is None and row["blob_size"] == row["length"]
-              and who.crew_id is not None and await sql.photo_possessed(conn, row["sha256"], who.crew_id)
-              and await sql.complete_session(conn, upload_id, None)):
-            forget = True
-            row = await sql.get_session(conn, upload_id)
-            assert row is not None
+async def _lookup(conn: asyncpg.Connection, who: Principal, upload_id: str) -> tuple[asyncpg.Record, bool, bool]:
+    """The caller's session as (row, forget its partial bytes, expired): expired on access when overdue, completed when
+    its crew came to possess the hash meanwhile (another device of the crew delivered it)."""
+    row = await sql.get_session(conn, upload_id)
+    if row is None or row["device_id"] != who.device_id:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such upload")
+    if row["due"]:
+        await sql.expire_session(conn, upload_id)
+        return row, True, True
+    if row["state"] == "expired":
+        return row, False, True
+    if (row["state"] == "open" and row["lease_token"] is None and row["blob_size"] == row["length"]
+            and who.crew_id is not None and await sql.photo_possessed(conn, row["sha256"], who.crew_id)
+            and await sql.complete_session(conn, upload_id, None)):
+        again = await sql.get_session(conn, upload_id)
+        assert again is not None
+        return again, True, False
+    return row, False, False
+
+
+async def _settle_lookup(up: Uploads, upload_id: str, forget: bool, expired: bool) -> None:
+    """After the connection is back in the pool (file and store I/O never hold one): drop what the lookup ended."""
     if forget:
         await forget_partial(up, upload_id)
     if expired:
         raise ProtocolError(ErrorCode.UPLOAD_EXPIRED, "upload expired; start a new one")
+
+
+async def find_upload(up: Uploads, who: Principal, upload_id: str) -> SessionView:
+    """The caller's session (see _lookup: expired or completed on access)."""
+    async with up.pool.acquire() as conn:
+        row, forget, expired = await _lookup(conn, who, upload_id)
+    await _settle_lookup(up, upload_id, forget, expired)
     return _view(row)
+
+
+def _complete_answer(view: SessionView, offset: int) -> SessionView:
+    """Content addressing: the bytes are already here (this or another device's upload). Core-tus clients (tuspy,
+    TUSKit) ignore Upload-Offset on creation and PATCH from 0, so any in-range offset is answered "complete" and the
+    body is dropped unread: the client stops after one chunk instead of failing on a 409."""
+    if offset > view.length:
+        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "upload is already complete", {"offset": view.length})
+    return view
 
 
 async def terminate_upload(up: Uploads, who: Principal, upload_id: str) -> None:
@@ -205,20 +219,16 @@ async def patch_upload(
     """Append one request body at `offset` under a lease; verify and publish when the last byte arrives.
 
     The database offset only ever covers fsynced bytes; the file is cut back to it before writing, so a crash
-    or a rejected chunk (checksum, overflow) never leaves unacknowledged bytes in the photo.
+    or a rejected chunk (checksum, overflow) never leaves unacknowledged bytes in the photo. The lease comes first, so
+    that looking the session up and claiming it share one pool connection (two pool waits per PATCH, not three).
     """
-    view = await find_upload(up, who, upload_id)
-    if view.complete:
-        # Content addressing: the bytes are already here (this or another device's upload). Core-tus clients
-        # (tuspy, TUSKit) ignore Upload-Offset on creation and PATCH from 0, so any in-range offset is answered
-        # "complete" and the body is dropped unread: the client stops after one chunk instead of failing on a 409.
-        if offset > view.length:
-            raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "upload is already complete", {"offset": view.length})
-        return view
-    if offset != view.offset:
-        raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "Upload-Offset differs from the server's",
-                            {"offset": view.offset})
     if not await up.leases.acquire(upload_id):
+        view = await find_upload(up, who, upload_id)  # not the caller's, expired, complete or moved: say so first
+        if view.complete:
+            return _complete_answer(view, offset)
+        if offset != view.offset:
+            raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "Upload-Offset differs from the server's",
+                                {"offset": view.offset})
         raise ProtocolError(ErrorCode.UPLOAD_BUSY, "another request is writing this upload; retry after Retry-After",
                             {"offset": view.offset, "retry_after": BUSY_RETRY_AFTER})
     try:
@@ -233,12 +243,18 @@ async def _patch_leased(
 ) -> SessionView:
     """The PATCH body of patch_upload, run while this process holds the upload's write lease."""
     token = secrets.token_hex(12)
+    claimed = None
     async with up.pool.acquire() as conn:
-        claimed = await sql.claim_session(conn, upload_id, who.device_id or "", offset, token, LEASE_SECONDS)
-    if claimed is None:  # another request advanced (or finished) it between our read and our lease
-        row = await _reload(up, upload_id)
+        row, forget, expired = await _lookup(conn, who, upload_id)
+        if not expired and row["state"] == "open" and row["upload_offset"] == offset:
+            claimed = await sql.claim_session(conn, upload_id, who.device_id or "", offset, token, LEASE_SECONDS)
+    await _settle_lookup(up, upload_id, forget, expired)
+    view = _view(row)
+    if view.complete:
+        return _complete_answer(view, offset)
+    if claimed is None:  # not at the client's offset (or another request finished it meanwhile): resume from ours
         raise ProtocolError(ErrorCode.UPLOAD_OFFSET_MISMATCH, "Upload-Offset differs from the server's; HEAD and resume",
-                            {"offset": row["upload_offset"]})
+                            {"offset": view.offset})
     length = claimed["length"]
     loop = asyncio.get_running_loop()
     f = await _open_partial(up, upload_id, token, offset)
@@ -416,14 +432,6 @@ async def _release(up: Uploads, upload_id: str, token: str, offset: int) -> asyn
         return await sql.release_session(conn, upload_id, token, offset, up.settings.upload_expiry_seconds)
 
 
-async def _reload(up: Uploads, upload_id: str) -> asyncpg.Record:
-    async with up.pool.acquire() as conn:
-        row = await sql.get_session(conn, upload_id)
-    if row is None:
-        raise ProtocolError(ErrorCode.NOT_FOUND, "upload was terminated")
-    return row
-
-
 async def forget_partial(up: Uploads, upload_id: str) -> None:
     """Drop an upload's partial bytes: the local file, and its pieces in the store when partials are shared.
 
@@ -468,53 +476,3 @@ def _settle(f: BinaryIO, size: int) -> None:
     f.truncate(size)
     f.seek(size)
     os.fsync(f.fileno())
-
-
-async def sweep_expired(up: Uploads, batch: int = 500) -> int:
-    """Expire idle sessions and delete their partial bytes; safe to run in every process at once (SKIP LOCKED)."""
-    total = 0
-    for _ in range(20):  # bounded per sweep; the next sweep continues
-        async with up.pool.acquire() as conn:
-            ids = await sql.expire_due(conn, batch)
-        for upload_id in ids:
-            await forget_partial(up, upload_id)
-        total += len(ids)
-        if len(ids) < batch:
-            break
-    async with up.pool.acquire() as conn:
-        await sql.purge_finished(conn, 7 * 24 * 3600.0)
-    total += await _sweep_orphans(up)
-    if total:
-        log.info("upload.expired", count=total)
-    return total
-
-
-async def _sweep_orphans(up: Uploads, min_age: float = 3600.0) -> int:
-    """Partial files with no open session (a crash between forgetting a session and unlinking its file), and stale
-    derivative scratch files: deleted once they are old enough that no request can still be using them."""
-    loop = asyncio.get_running_loop()
-
-    def old_files() -> list[Path]:
-        if not up.partial_dir.exists():
-            return []
-        cutoff = time.time() - min_age
-        out = []
-        for p in up.partial_dir.iterdir():
-            try:
-                if p.is_file() and p.stat().st_mtime < cutoff:
-                    out.append(p)
-            except FileNotFoundError:
-                continue
-        return out
-
-    files = await loop.run_in_executor(None, old_files)
-    if not files:
-        return 0
-    ids = [p.name.removesuffix(".part") for p in files if p.name.endswith(".part")]
-    async with up.pool.acquire() as conn:
-        live = {r["id"] for r in await conn.fetch(
-            "SELECT id FROM upload_sessions WHERE id = ANY($1::text[]) AND state = 'open'", ids)}
-    doomed = [p for p in files if p.name.removesuffix(".part") not in live]
-    for p in doomed:
-        await remove_file(p)
-    return len(doomed)

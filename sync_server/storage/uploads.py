@@ -21,38 +21,43 @@ async def lock_photo(conn: asyncpg.Connection, sha256: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", PHOTO_LOCK_CLASS, sha256)
 
 
-async def lock_device_uploads(conn: asyncpg.Connection, device_id: str) -> None:
-    """Two simultaneous creations by one device must not both slip under the session limit."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _DEVICE_UPLOAD_LOCK_CLASS, device_id)
+async def open_creation(conn: asyncpg.Connection, ticket_id: UUID, crew_id: int, device_id: str, sha256: str) -> bool:
+    """Whether the device may upload this photo for this ticket, taking the device's creation lock and then the photo's
+    lock (in that order) in the same round trip; the reads that need the locks come in the next statement, whose
+    snapshot is taken after them (READ COMMITTED).
 
-
-async def device_may_attach(conn: asyncpg.Connection, ticket_id: UUID, crew_id: int, device_id: str, sha256: str) -> bool:
-    """A device uploads to tickets its crew holds, to tickets it reported itself, and the bytes of a photo its crew
+    A device uploads to tickets its crew holds, to tickets it reported itself, and the bytes of a photo its crew
     already attached to the ticket: a late field report's photo (kept after the ticket left the crew, I5) must still
-    arrive, or it would stay pending forever."""
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM tickets WHERE id = $1 AND (holder_crew_id = $2 OR created_by_device = $3))"
+    arrive, or it would stay pending forever. The device lock keeps two simultaneous creations by one device from both
+    slipping under the session limit; the photo lock keeps a blob collection (engine.blob_gc) from deleting the hash
+    while this session, which protects it, is not yet committed. A refused check leaves the locks to the rollback.
+    """
+    row = await conn.fetchrow(
+        "SELECT (EXISTS (SELECT 1 FROM tickets WHERE id = $1 AND (holder_crew_id = $2 OR created_by_device = $3))"
         " OR EXISTS (SELECT 1 FROM ticket_photos p WHERE p.ticket_id = $1 AND p.sha256 = $4"
-        " AND p.added_by IN (SELECT id FROM devices WHERE crew_id = $2))",
-        ticket_id, crew_id, device_id, sha256,
-    ))
-
-
-async def count_open_sessions(conn: asyncpg.Connection, device_id: str) -> int:
-    """Unfinished, unexpired sessions of a device."""
-    return int(await conn.fetchval(
-        "SELECT count(*) FROM upload_sessions WHERE device_id = $1 AND state = 'open' AND expires_at > now()",
-        device_id,
-    ))
-
-
-async def open_session_for(conn: asyncpg.Connection, device_id: str, sha256: str, length: int) -> asyncpg.Record | None:
-    """The device's unfinished session for these exact bytes, if any (newest first)."""
-    return await conn.fetchrow(
-        "SELECT * FROM upload_sessions WHERE device_id = $1 AND sha256 = $2 AND length = $3 AND state = 'open'"
-        " AND expires_at > now() ORDER BY created_at DESC LIMIT 1",
-        device_id, sha256, length,
+        " AND p.added_by IN (SELECT id FROM devices WHERE crew_id = $2))) AS may,"
+        " pg_advisory_xact_lock($5, hashtext($3)) AS device_lock, pg_advisory_xact_lock($6, hashtext($4)) AS photo_lock",
+        ticket_id, crew_id, device_id, sha256, _DEVICE_UPLOAD_LOCK_CLASS, PHOTO_LOCK_CLASS,
     )
+    return bool(row is not None and row["may"])
+
+
+async def creation_state(conn: asyncpg.Connection, device_id: str, sha256: str, length: int,
+                         crew_id: int) -> asyncpg.Record:
+    """What a creation decides on, in one round trip: `known` (a verified blob of this size that the crew possesses:
+    the session starts complete), `open_sessions` (the device's unfinished, unexpired sessions) and the device's newest
+    such session for these exact bytes (id, upload_offset, length, state, expires_at, metadata; NULL when none)."""
+    row = await conn.fetchrow(
+        "SELECT COALESCE(b.size = $3 AND fs_photo_possessed($2, $4), false) AS known,"
+        " (SELECT count(*) FROM upload_sessions WHERE device_id = $1 AND state = 'open' AND expires_at > now())"
+        " AS open_sessions, s.id, s.upload_offset, s.length, s.state, s.expires_at, s.metadata"
+        " FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.sha256 = $2"
+        " LEFT JOIN LATERAL (SELECT * FROM upload_sessions WHERE device_id = $1 AND sha256 = $2 AND length = $3"
+        " AND state = 'open' AND expires_at > now() ORDER BY created_at DESC LIMIT 1) s ON true",
+        device_id, sha256, length, crew_id,
+    )
+    assert row is not None  # one row always (FROM a one-row relation)
+    return row
 
 
 async def get_blob(conn: asyncpg.Connection, sha256: str) -> asyncpg.Record | None:
