@@ -13,6 +13,7 @@ from aiohttp import web
 from protocol.cursor import CursorSigner
 from sync_server import metrics
 from sync_server.api import catalog, conflicts, devices, limits, live, metrics_mw, middleware, ops, org, supervisor, sync, uploads
+from sync_server.api.budget import BUDGETS, Budgets
 from sync_server.engine import maintenance
 from sync_server.engine.pull_batch import FirstPages
 from sync_server.auth import AuthCache, TouchMemo, flush_touches, touch_loop
@@ -119,6 +120,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[TOUCHED] = TouchMemo()
     app[FIRST_PAGES] = FirstPages()
     app[AUTH_CACHE] = AuthCache()
+    app[BUDGETS] = Budgets()
     app[CODES] = CodeCache()
 
     async def pool_ctx(app: web.Application) -> AsyncIterator[None]:

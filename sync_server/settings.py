@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         return self.demo_data if self.demo_data is not None else self.database_url is None
 
     device_token_grace_s: float = Field(7 * 86400.0, gt=0, description="After POST /v1/devices/self/rotate the token used to ask stays valid this long, so a lost answer never locks a device out.")
-    rate_limit_device_per_minute: int = Field(600, ge=0, description="Requests one device may make per minute (all processes together, counted in PostgreSQL); more answer 429 + Retry-After. 0 disables.")
+    rate_limit_device_per_minute: int = Field(600, ge=0, description="Requests one device may make per minute (all processes together, counted in PostgreSQL, where each process leases a tenth at a time); more answer 429 + Retry-After. 0 disables.")
     rate_limit_address_per_minute: int = Field(1200, ge=0, description="Requests one client address may make per minute (before authentication, so token guessing is bounded too). 0 disables.")
     rate_limit_loopback: bool = Field(False, description="Also rate-limit requests from loopback addresses (off: local tools, tests and a same-host proxy without trusted forwarding are never limited).")
     rate_limit_trust_forwarded: bool = Field(False, description="Take the client address from the last X-Forwarded-For entry (set only behind a proxy such as HAProxy that sets it).")

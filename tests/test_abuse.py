@@ -129,3 +129,37 @@ async def test_token_rotation_keeps_the_asking_token_for_the_grace_window(
         assert status == 401 and body["error"]["code"] == "token_revoked"
     finally:
         await srv.runner.cleanup()
+
+
+async def test_a_process_counts_a_slice_of_the_budget_per_upsert(settings: Settings, db_dsn: str, pool: asyncpg.Pool,
+                                                                 world: World, http: aiohttp.ClientSession) -> None:
+    s = settings.model_copy(update={**LIMITED, "rate_limit_device_per_minute": 100})  # slices of 10
+    srv = await start_server(s, db_dsn)
+    try:
+        await fresh_window(pool)
+        dev = world.device("san-1", 0)
+        key = f"device:{dev.device_id}"
+        assert [await pull(http, srv.url, dev.token) for _ in range(10)] == [200] * 10
+        assert await pool.fetchval("SELECT hits FROM rate_limits WHERE key = $1", key) == 10  # one upsert so far
+        assert await pull(http, srv.url, dev.token) == 200
+        assert await pool.fetchval("SELECT hits FROM rate_limits WHERE key = $1", key) == 20  # the second slice
+    finally:
+        await srv.runner.cleanup()
+
+
+async def test_leased_slices_never_let_two_processes_past_the_budget(settings: Settings, db_dsn: str, pool: asyncpg.Pool,
+                                                                     world: World, http: aiohttp.ClientSession) -> None:
+    s = settings.model_copy(update={**LIMITED, "rate_limit_device_per_minute": 20})  # slices of 2
+    a, b = await start_server(s, db_dsn), await start_server(s, db_dsn)
+    try:
+        await fresh_window(pool)
+        dev = world.device("san-1", 0)
+        statuses = [await pull(http, srv.url, dev.token) for srv in [a, b] * 15]
+        assert statuses == [200] * 20 + [429] * 10
+        hits = await pool.fetchval("SELECT hits FROM rate_limits WHERE key = $1", f"device:{dev.device_id}")
+        # a spent window is remembered by each process: more requests are refused without counting
+        assert [await pull(http, srv.url, dev.token) for srv in (a, b, a, b)] == [429] * 4
+        assert await pool.fetchval("SELECT hits FROM rate_limits WHERE key = $1", f"device:{dev.device_id}") == hits
+    finally:
+        await a.runner.cleanup()
+        await b.runner.cleanup()

@@ -1,16 +1,19 @@
 """Abuse limits: per-address (before authentication) and per-device request rates, counted in PostgreSQL so every
-server process and host shares one budget; over the limit answers 429 rate_limited with Retry-After."""
+server process and host shares one budget (each process leases slices of it: api/budget.py); over the limit answers
+429 rate_limited with Retry-After."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
 import math
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from protocol import ErrorCode, ProtocolError
+from sync_server.api.budget import BUDGETS, granted, slice_size
 from sync_server.keys import POOL, PRINCIPAL, SETTINGS
 from sync_server.metrics import METRICS
 from sync_server.settings import Settings
@@ -48,13 +51,23 @@ def _exempt(address: str | None, settings: Settings) -> bool:
 
 
 async def _check(request: web.Request, scope: str, key: str, limit: int) -> None:
-    """Count this request; refuse it once the window's budget is spent."""
-    async with request.app[POOL].acquire() as conn:
-        hits, left = await hit(conn, f"{scope}:{key}", WINDOW_S)
-    if hits > limit:
-        request.app[METRICS].rate_limited.labels(scope=scope).inc()
-        raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {limit} requests per minute from this {scope}",
-                            {"retry_after": max(1, math.ceil(left)), "limit": limit})
+    """Count this request; refuse it once the window's budget is spent. Counted from this process's lease of the
+    budget (api/budget.py) when it has one: one upsert per slice of requests, not one per request."""
+    budgets, name, now = request.app[BUDGETS], f"{scope}:{key}", time.monotonic()
+    left: float | None = budgets.take(name, now)
+    if left is None:
+        size = slice_size(limit)
+        async with request.app[POOL].acquire() as conn:
+            hits, left = await hit(conn, name, WINDOW_S, size)
+        got = granted(hits, size, limit)
+        budgets.record(name, got, left, now)
+        if got:
+            return
+    elif not left:
+        return
+    request.app[METRICS].rate_limited.labels(scope=scope).inc()
+    raise ProtocolError(ErrorCode.RATE_LIMITED, f"more than {limit} requests per minute from this {scope}",
+                        {"retry_after": max(1, math.ceil(left)), "limit": limit})
 
 
 @web.middleware

@@ -21,15 +21,16 @@ async def rotate_device_token(conn: asyncpg.Connection, device_id: str, presente
         device_id, presented, new, grace_s)
 
 
-async def hit(conn: asyncpg.Connection, key: str, window_s: int) -> tuple[int, float]:
-    """Count one request for `key` in the current fixed window; (hits so far in it, seconds until it ends)."""
+async def hit(conn: asyncpg.Connection, key: str, window_s: int, n: int = 1) -> tuple[int, float]:
+    """Count `n` requests for `key` in the current fixed window (a process's lease, api/budget.py); (hits so far in it
+    including these, seconds until it ends)."""
     row = await conn.fetchrow(
         "WITH w AS (SELECT to_timestamp(floor(extract(epoch FROM now()) / $2) * $2) AS start)"
-        " INSERT INTO rate_limits AS r (key, window_start, hits) SELECT $1, w.start, 1 FROM w"
+        " INSERT INTO rate_limits AS r (key, window_start, hits) SELECT $1, w.start, $3 FROM w"
         " ON CONFLICT (key) DO UPDATE SET window_start = EXCLUDED.window_start,"
-        "   hits = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.hits + 1 ELSE 1 END"
+        "   hits = CASE WHEN r.window_start = EXCLUDED.window_start THEN r.hits + $3 ELSE $3 END"
         " RETURNING hits, extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8 AS left_s",
-        key, window_s)
+        key, window_s, n)
     assert row is not None
     return int(row["hits"]), float(row["left_s"])
 
