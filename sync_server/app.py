@@ -16,6 +16,7 @@ from sync_server.api import catalog, conflicts, devices, limits, live, metrics_m
 from sync_server.api.budget import BUDGETS, Budgets
 from sync_server.engine import maintenance
 from sync_server.engine.pull_batch import FirstPages
+from sync_server.engine.wakeups import wakeups_ctx
 from sync_server.auth import AuthCache, TouchMemo, flush_touches, touch_loop
 from sync_server.dbpool import Admission, MeteredPool, pool_kwargs
 from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, FIRST_PAGES, POOL, SETTINGS, TOUCHED
@@ -153,6 +154,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
 
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(touch_ctx)
+    app.cleanup_ctx.append(wakeups_ctx)
     app.cleanup_ctx.append(maintenance.prune_ctx)
     app.cleanup_ctx.append(metrics.listener_ctx)
     for module in (ops, supervisor, org, catalog, sync, conflicts, uploads, live, devices):

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from protocol.cursor import CursorSigner
     from sync_server.auth import AuthCache, Principal, TouchMemo
     from sync_server.engine.pull_batch import FirstPages
+    from sync_server.engine.wakeups import LiveWakeups
     from sync_server.storage.org import CodeCache
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -24,3 +25,4 @@ CODES: web.AppKey["CodeCache"] = web.AppKey("codes")  # service types' allowed c
 TOUCHED: web.AppKey["TouchMemo"] = web.AppKey("touched")  # device contacts this process queued or wrote
 FIRST_PAGES: web.AppKey["FirstPages"] = web.AppKey("first_pages")  # concurrent delta pulls' shared statements
 PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("fieldsync.principal")  # set by the auth middleware
+WAKEUPS: web.AppKey["LiveWakeups"] = web.AppKey("live_wakeups")  # pushes' live-feed NOTIFYs, coalesced on their own connection

@@ -16,7 +16,7 @@ from sync_server.api.registry import route
 from sync_server.auth import Role
 from sync_server.engine import pull as pull_engine
 from sync_server.engine import push as push_engine
-from sync_server.keys import CODES, CURSORS, FIRST_PAGES, POOL, SETTINGS
+from sync_server.keys import CODES, CURSORS, FIRST_PAGES, POOL, SETTINGS, WAKEUPS
 from sync_server.metrics import METRICS
 
 
@@ -65,7 +65,8 @@ async def push(request: web.Request) -> web.Response:
     """POST /v1/sync/push."""
     who = principal(request, Role.DEVICE)
     env = await read_model(request, PushEnvelope, max_bytes=request.app[SETTINGS].max_push_bytes)
-    result = await push_engine.push(request.app[POOL], who, env.mutations, codes=request.app[CODES])
+    result = await push_engine.push(request.app[POOL], who, env.mutations, codes=request.app[CODES],
+                                    wakeups=request.app[WAKEUPS])
     request.app[METRICS].count_push(result)
     return respond_raw(request, result)
 

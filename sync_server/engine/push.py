@@ -25,6 +25,7 @@ from sync_server.engine.push_parse import Parsed, parse_batch
 from sync_server.engine.push_results import (conflict_info, holding, last_carries_ticket, replayed_result, result_dict,
                                              wire_result)
 from sync_server.engine.tx import run_in_tx
+from sync_server.engine.wakeups import LiveWakeups
 from sync_server.storage import push_sql as store
 from sync_server.storage.org import CodeCache
 from sync_server.storage.tickets import ChangeColumns, load_tickets, notify_after_commit, stored_records
@@ -51,11 +52,13 @@ class _Batch:
     stamp: str = ""
 
 
-async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], codes: CodeCache | None = None) -> dict[str, Any]:
+async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], codes: CodeCache | None = None,
+               wakeups: LiveWakeups | None = None) -> dict[str, Any]:
     """Apply a device's batch exactly once; a replayed seq gets its stored result, a gap is refused whole.
 
     Returns the PushResponse as a JSON-mode dict: ticket documents come pre-rendered from storage, and building
-    models only to serialise them again would dominate the cost of a push.
+    models only to serialise them again would dominate the cost of a push. `wakeups`: the process's coalesced
+    live-feed NOTIFY sender (without one, the push notifies on its own connection after COMMIT).
     """
     parsed = parse_batch(raw)
     assert who.device_id is not None and who.crew_id is not None and who.department_id is not None
@@ -69,7 +72,10 @@ async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], co
 
     async def after_commit(conn: asyncpg.Connection, _result: dict[str, Any]) -> None:
         for w in wake:  # outside the transaction: pushes do not queue behind NOTIFY's commit lock
-            await notify_after_commit(conn, w.xid, w.departments, w.crews)
+            if wakeups is not None:
+                wakeups.wake(w.xid, w.departments, w.crews)
+            else:
+                await notify_after_commit(conn, w.xid, w.departments, w.crews)
 
     return await run_in_tx(pool, body, after_commit=after_commit, retry_if=_note_id_race)
 
