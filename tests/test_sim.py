@@ -57,10 +57,10 @@ async def test_faulty_shift_has_a_clean_verdict_and_an_edited_replica_fails_it(s
 
 
 async def _rejudge(fleet: Any) -> Any:
-    import aiohttp
+    from clients.sim.http1 import Client
 
-    async with aiohttp.ClientSession() as session:  # the run's session is closed; judge only needs HTTP
-        fleet.transport.session = fleet.staff_transport.session = session
+    async with Client(fleet.transport.base) as http:  # the run's pool is closed; judge only needs HTTP
+        fleet.transport.http = fleet.staff_transport.http = http
         return await judge(fleet)
 
 

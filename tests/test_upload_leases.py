@@ -156,12 +156,14 @@ async def test_simulator_backs_off_on_upload_busy(
 
     from clients.sim.metrics import Metrics
     from clients.sim.photos import PendingPhoto, advance_photo, png_bytes, sha256_hex, upload_step
+    from clients.sim.http1 import Client
     from clients.sim.transport import Transport
 
     (t,) = await make_tickets(pool, world, 1)
     dev = world.device("san-1")
     metrics = Metrics()
-    transport = Transport(http, server.url, metrics)
+    lean = Client(server.url)
+    transport = Transport(lean, server.url, metrics)
     p = PendingPhoto(sha256_hex(png_bytes(4242)), str(t.ticket.id), "before", "2026-11-20T09:30:00Z", 4242)
     assert await upload_step(transport, dev.token, p, None) is False  # created, nothing sent yet
     assert p.url is not None
@@ -183,3 +185,4 @@ async def test_simulator_backs_off_on_upload_busy(
         assert p.not_before >= started + 5
     finally:
         slow[1].close()
+        await lean.close()

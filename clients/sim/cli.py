@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from . import http1
 from .config import SimConfig
 from .fleet import Fleet, SetupError
 from .probe import Probe
@@ -39,12 +40,15 @@ async def simulate(config: SimConfig, credentials: dict[str, Any], *, gate: Call
     timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         fleet = Fleet(config, session, credentials)
-        fleet.start_gate, fleet.probe = gate, probe
-        if probe is None and config.metrics_url:
-            fleet.probe = Probe(metrics_url=config.metrics_url)
-        await fleet.setup()
-        await fleet.run()
-        verdict = await judge(fleet)
+        try:
+            fleet.start_gate, fleet.probe = gate, probe
+            if probe is None and config.metrics_url:
+                fleet.probe = Probe(metrics_url=config.metrics_url)
+            await fleet.setup()
+            await fleet.run()
+            verdict = await judge(fleet)
+        finally:
+            await fleet.close()
     rep = build(fleet, verdict, time.process_time() - cpu0, time.monotonic() - t0)
     return rep, verdict, fleet
 
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args, args.server or creds.get("server") or "")
         rep, fleet = _run(config, creds, Probe(metrics_url=config.metrics_url) if config.metrics_url else None)
         return _finish(rep, fleet, config)
-    except (SetupError, SpawnError, OSError, aiohttp.ClientError) as exc:
+    except (SetupError, SpawnError, OSError, aiohttp.ClientError, http1.TransportError) as exc:
         sys.stderr.write(f"fieldsync-sim: {exc}\n")
         return EXIT_SETUP
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ class SimConfig:
     supervisor_rate: float = 12.0     # reassign/cancel/reprioritise/create actions per minute, per department
     fault_rate: float = 0.02          # chance per request of an injected fault (see faults.py)
     step_s: float = 2.0               # mean pause between a crew's taps (compressed shift time)
-    connections: int = 100            # aiohttp pool limit: the simulator's own concurrency cap
+    connections: int = 100            # HTTP pool limit (http1.Client): the simulator's own concurrency cap
     push_batch: int = 200             # mutations per push request
     tickets_per_crew: int = 8         # minimum open tickets per crew; supervisors create more when short
     quiesce_timeout_s: float = 120.0  # bound on draining outboxes at the end

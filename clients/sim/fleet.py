@@ -1,7 +1,8 @@
 """The fleet: enrol devices, run crews and supervisors for the shift on one event loop, then quiesce and judge.
 
-One process, one event loop, one aiohttp session with a bounded connection pool; devices are coroutines,
-not threads, so hundreds of them cost little CPU and the server stays the thing being measured.
+One process, one event loop, one bounded pool of keep-alive connections (http1.py) for every device's and staff
+request, aiohttp only for WebSockets and feature probes; devices are coroutines, not threads, so hundreds of them
+cost little CPU and the server stays the thing being measured.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import aiohttp
 from protocol import JSON, MSGPACK, WORKABLE_STATUSES
 
 from . import crews as fleet_crews
+from . import http1
 from .config import SimConfig
 from .crews import CrewSlot
 from .device import Credentials, Device, DeviceBroken, Entry
@@ -70,8 +72,10 @@ class Fleet:
         if not base:
             raise SetupError("no server URL: pass --server or use a credentials file that names one")
         self.metrics = Metrics()
-        self.transport = Transport(session, base, self.metrics, MSGPACK)
-        self.staff_transport = Transport(session, base, self.metrics, JSON)
+        # the simulator's own concurrency cap, and aiohttp's total timeout semantics (pool wait included)
+        self.http = http1.Client(base, limit=config.connections, timeout=config.request_timeout_s)
+        self.transport = Transport(self.http, base, self.metrics, MSGPACK)
+        self.staff_transport = Transport(self.http, base, self.metrics, JSON)
         self.rng = random.Random(f"fieldsync-sim/{config.seed}/fleet")
         self.ledger: dict[tuple[str, int], Entry] = {}
         self.violations: list[str] = []
@@ -99,6 +103,10 @@ class Fleet:
         self.admin = StaffApi(self.staff_transport, admin, random.Random(f"{config.seed}/admin"))
         self.staff = {s["department"]: StaffApi(self.staff_transport, s["token"], random.Random(f"{config.seed}/{s['department']}"))
                       for s in credentials.get("supervisors", [])}
+
+    async def close(self) -> None:
+        """Close the request pool (the aiohttp session belongs to whoever opened it)."""
+        await self.http.close()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep that ends early when the shift ends, so the quiesce starts promptly."""

@@ -72,7 +72,8 @@ class Headers:
     __slots__ = ("_raw", "_map")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._raw, self._map = raw, None
+        self._raw = raw
+        self._map: dict[str, str] | None = None
 
     def _dict(self) -> dict[str, str]:
         if self._map is None:

@@ -85,7 +85,7 @@ class UploadRefused(Exception):
 async def upload_step(t: Transport, token: str, p: PendingPhoto, fault: str | None) -> bool:
     """Advance one upload by one request; True when the server holds every byte (state `available`).
 
-    Raises Dropped/SimHttpError/aiohttp errors for the caller's retry policy, UploadRefused when retrying is futile.
+    Raises Dropped/SimHttpError/http1.TransportError for the caller's retry policy, UploadRefused when retrying is futile.
     """
     data = p.data()
     had_url = p.url is not None

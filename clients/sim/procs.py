@@ -50,7 +50,10 @@ def _child(config: SimConfig, credentials: dict[str, Any], gate: Any, results: A
 async def _create_crews(config: SimConfig, credentials: dict[str, Any]) -> list[CrewSlot]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=config.request_timeout_s)) as session:
         fleet = Fleet(config, session, credentials)
-        return await make_crews(fleet.admin, config, list(fleet.staff))
+        try:
+            return await make_crews(fleet.admin, config, list(fleet.staff))
+        finally:
+            await fleet.close()
 
 
 def run_processes(config: SimConfig, credentials: dict[str, Any],

@@ -1,4 +1,8 @@
-"""HTTP as a phone sees it: one shared aiohttp session, typed errors from the protocol envelope, injected faults, retries.
+"""HTTP as a phone sees it: one keep-alive pool, typed errors from the protocol envelope, injected faults, retries.
+
+Requests go through the lean HTTP/1.1 client (http1.py), not aiohttp: the simulator shares the machine's cores with
+the server it loads, and aiohttp's per-request CPU made a 1,000-device fleet measure the load generator. Header
+bytes are built once per (token, body or not); a request is one write. WebSockets stay on aiohttp (fleet.py).
 
 Faults are injected here, client-side and on loopback only: a "dropped request" is never sent, a "dropped
 response" is sent, committed by the server, and then thrown away, exactly like a phone losing signal while
@@ -18,6 +22,7 @@ import aiohttp
 
 from protocol import MSGPACK, PROTOCOL_VERSION, VERSION_HEADER, DecodeError, ErrorCode, ErrorEnvelope, decode
 
+from . import http1
 from .metrics import Metrics
 
 T = TypeVar("T")
@@ -63,8 +68,9 @@ def _retry_after(headers: Any) -> float | None:
 class Transport:
     """Every request of every simulated device goes through here, so bytes and latencies are counted once."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, metrics: Metrics, media: str = MSGPACK) -> None:
-        self.session, self.base, self.metrics, self.media = session, base_url.rstrip("/"), metrics, media
+    def __init__(self, http: http1.Client, base_url: str, metrics: Metrics, media: str = MSGPACK) -> None:
+        self.http, self.base, self.metrics, self.media = http, base_url.rstrip("/"), metrics, media
+        self._blocks: dict[tuple[str, bool], bytes] = {}  # (token, has body) -> pre-built header lines
 
     def headers(self, token: str, body: bool = True) -> dict[str, str]:
         """Auth and protocol version on every request; msgpack both ways for sync bodies."""
@@ -76,17 +82,20 @@ class Transport:
     async def request(self, method: str, path: str, *, token: str, kind: str, body: bytes | None = None,
                       headers: dict[str, str] | None = None, fault: str | None = None,
                       ok: tuple[int, ...] = (200, 201, 204)) -> tuple[int, Any, bytes]:
-        """Send one request; returns (status, headers, body) or raises SimHttpError / Dropped / aiohttp errors."""
+        """Send one request; returns (status, headers, body) or raises SimHttpError / Dropped / http1.TransportError."""
         if fault == "drop_request":
             self.metrics.faults["drop_request"] += 1
             raise Dropped(fault)
-        h = self.headers(token, body is not None)
-        if headers:
+        if headers:  # extra headers may replace the defaults (an upload's Content-Type): build this one's lines
+            h = self.headers(token, body is not None)
             h.update(headers)
+            block = http1.header_block(h)
+        else:
+            key = (token, body is not None)
+            block = self._blocks.get(key) or self._blocks.setdefault(key, http1.header_block(self.headers(*key)))
         t0 = time.perf_counter()
-        async with self.session.request(method, self.base + path, data=body, headers=h) as resp:
-            data = await resp.read()
-            status, rh = resp.status, resp.headers
+        resp = await self.http.request(method, path, body=body, headers=block)
+        status, rh, data = resp.status, resp.headers, resp.body
         self.metrics.sample(kind, (time.perf_counter() - t0) * 1000.0)
         self.metrics.bytes_up += len(body or b"")
         self.metrics.bytes_down += len(data)
@@ -115,7 +124,7 @@ def backoff_delay(attempt: int, rng: random.Random, base: float = 0.1, cap: floa
     return max(delay, retry_after or 0.0)
 
 
-RETRYABLE_TRANSPORT = (aiohttp.ClientError, asyncio.TimeoutError, Dropped, ConnectionError)
+RETRYABLE_TRANSPORT = (http1.TransportError, aiohttp.ClientError, asyncio.TimeoutError, Dropped, ConnectionError)
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], rng: random.Random, metrics: Metrics, *,

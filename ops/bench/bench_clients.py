@@ -16,7 +16,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from clients.sim import http1  # noqa: E402
+try:
+    from clients.sim import http1  # noqa: E402
+except ModuleNotFoundError as exc:  # a venv made before pyproject gained httptools
+    raise SystemExit(f"{exc}: refresh the venv (bash ops/test.sh does it, or .venv/bin/pip install -e .)") from exc
 
 CLIENTS = ("lean", "aiohttp")
 
