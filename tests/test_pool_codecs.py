@@ -78,8 +78,8 @@ async def test_a_new_pool_connection_has_the_first_pull_statements_planned(db_ds
             before = await prepared()
             assert before.get(pull_sql._FIRST_SNAPSHOT_SQL[True], 0) >= 1
             assert before.get(pull_sql._FIRST_DELTAS_SQL[True], 0) >= 1
-            first = await pull_sql.first_snapshot(conn, 1, 10, True)
-            assert first.rows == [] and first.hashes == []  # no crew 1 in a fresh database: nothing held
+            first = await pull_sql.first_snapshot(conn, 1, 10, (b"<", b">", b","), True)
+            assert (first.count, first.hashes, first.page) == (0, [], b"")  # a fresh database: crew 1 holds nothing
             after = await prepared()
             assert set(after) == set(before) | {"SELECT statement, generic_plans FROM pg_prepared_statements"}
     finally:

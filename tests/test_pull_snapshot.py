@@ -11,7 +11,8 @@ import pytest
 
 from protocol import JSON, MSGPACK, PullResponse, decode
 from sync_server.api.splice import pull_body
-from sync_server.engine.pull import PullPage, Removal
+from sync_server.engine.pull import Framed, PullPage, Removal
+from sync_server.storage import pull_sql
 from tests.conftest import Server
 from tests.factories import World, make_tickets, set_priority
 from tests.syncclient import DeviceClient, SupervisorClient
@@ -137,3 +138,65 @@ async def test_pulled_documents_are_the_stored_ones_in_either_encoding(
     assert page["reset"] is True and page["has_more"] is False
     model = decode(raw, media, PullResponse)  # the shape the wire model defines, documents included
     assert model.changes[0].ticket.notes[0].text == text
+
+
+def _framed_page(framed: Framed) -> PullPage:
+    return PullPage([], cursor="c1", has_more=False, reset=False, scope_checksum="ab" * 32 + ":2", watermark=7,
+                    server_time="2026-01-02T03:04:05.000006Z", framed=framed)
+
+
+_EXPECTED_FRAMED = {**_EXPECTED, "changes": [_EXPECTED["changes"][0], _EXPECTED["changes"][2]]}
+
+
+def test_a_framed_snapshot_page_decodes_to_the_documents_in_either_encoding() -> None:
+    """A snapshot's first page arrives from PostgreSQL as upserts already framed and joined; the answer carries them
+    as they are, counted in the msgpack array header, comma-separated in JSON."""
+    upsert = b"\x82\xa4kind\xa6upsert\xa6ticket"  # fixmap of 2, "kind", "upsert", "ticket", written out by hand
+    packed = b"".join(upsert + msgpack.packb(d, use_bin_type=True) for d in (_DOC_A, _DOC_B))
+    body = pull_body(_framed_page(Framed(2, packed)), MSGPACK)
+    assert msgpack.unpackb(body, raw=False) == _EXPECTED_FRAMED
+    texts = [json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for d in (_DOC_A, _DOC_B)]
+    text = ",".join('{"kind":"upsert","ticket":' + t + "}" for t in texts)
+    assert json.loads(pull_body(_framed_page(Framed(2, text)), JSON)) == _EXPECTED_FRAMED
+    empty = {**_EXPECTED, "changes": []}
+    assert msgpack.unpackb(pull_body(_framed_page(Framed(0, b"")), MSGPACK), raw=False) == empty
+    assert json.loads(pull_body(_framed_page(Framed(0, "")), JSON)) == empty
+
+
+async def test_a_snapshot_first_page_is_the_held_documents_framed_in_id_order(pool: asyncpg.Pool, world: World) -> None:
+    """storage.first_snapshot: the first `limit` held tickets' stored documents in id order, each between the frame's
+    prefix and suffix and joined by its separator (bytes for msgpack, text for JSON), their count and last id, and the
+    hash of EVERY held ticket (the scope checksum's input); another crew's tickets are in neither."""
+    mine = sorted(await make_tickets(pool, world, 3, crew="san-1"), key=lambda r: r.ticket.id)
+    await make_tickets(pool, world, 2, crew="san-2")
+    a, b, c = (r.ticket.id for r in mine)
+    async with pool.acquire() as conn:
+        stored = {r["id"]: r for r in await conn.fetch("SELECT id, doc_mp, doc_json, doc_hash FROM tickets")}
+        mp = await pull_sql.first_snapshot(conn, world.crews["san-1"], 2, (b"<", b">", b"|"), True)
+        js = await pull_sql.first_snapshot(conn, world.crews["san-1"], 2, ("[", "]", ","), False)
+        whole = await pull_sql.first_snapshot(conn, world.crews["san-1"], 500, (b"", b"", b""), True)
+    assert mp.page == b"<" + stored[a]["doc_mp"] + b">|<" + stored[b]["doc_mp"] + b">"
+    assert js.page == "[" + stored[a]["doc_json"] + "],[" + stored[b]["doc_json"] + "]"
+    assert whole.page == stored[a]["doc_mp"] + stored[b]["doc_mp"] + stored[c]["doc_mp"]
+    assert (mp.count, mp.last, js.count, js.last, whole.count, whole.last) == (2, b, 2, b, 3, c)
+    for snap in (mp, js, whole):
+        assert sorted(snap.hashes) == sorted(stored[t]["doc_hash"] for t in (a, b, c))
+        assert snap.head.count(":") == 2  # a pg_snapshot text: xmin:xmax:xip
+
+
+async def test_a_multi_ticket_snapshot_in_json_converges(server: Server, pool: asyncpg.Pool, world: World, http) -> None:
+    """End to end in JSON (the comma-separated form): three tickets in one page and in pages of two; the replica's
+    recomputed scope checksum equals the server's either way."""
+    mine = sorted(await make_tickets(pool, world, 3, crew="san-1"), key=lambda r: r.ticket.id)
+    checksums = set()
+    for limit in (500, 2):
+        dev = DeviceClient(http, server.url, world.device("san-1").token, media=JSON)
+        pages = [await dev.pull_once(None, limit=limit)]
+        while pages[-1].has_more:
+            pages.append(await dev.pull_once(pages[-1].cursor, limit=limit))
+        assert len(pages) == (1 if limit == 500 else 2)
+        assert [c.ticket.id for p in pages for c in p.changes] == [r.ticket.id for r in mine]
+        dev.replica.apply_pages(pages)
+        assert dev.replica.converged()
+        checksums |= {p.scope_checksum for p in pages}
+    assert len(checksums) == 1  # one scope, one checksum, however it is paged

@@ -14,10 +14,10 @@ from typing import Any, Final
 import msgpack
 
 from protocol.codec import MSGPACK
-from sync_server.engine.pull import PullPage, Removal
+from sync_server.engine.pull import UPSERT_JSON, UPSERT_MP, PullPage, Removal
 
-_UPSERT_MP: Final = b"\x82" + msgpack.packb("kind") + msgpack.packb("upsert") + msgpack.packb("ticket")
-_UPSERT_JSON: Final = '{"kind":"upsert","ticket":'
+_UPSERT_MP: Final = UPSERT_MP[0]
+_UPSERT_JSON: Final = UPSERT_JSON[0]
 
 
 def _tail(page: PullPage) -> dict[str, Any]:
@@ -29,7 +29,8 @@ def _tail(page: PullPage) -> dict[str, Any]:
 def _packed(page: PullPage) -> bytes:
     """msgpack: map header, `changes` with its array header, each change (stored bytes after a fixed prefix), tail."""
     packer = msgpack.Packer(use_bin_type=True)
-    parts: list[bytes] = [packer.pack_map_header(7), packer.pack("changes"), packer.pack_array_header(len(page.changes))]
+    count = len(page.changes) + (page.framed.count if page.framed else 0)
+    parts: list[bytes] = [packer.pack_map_header(7), packer.pack("changes"), packer.pack_array_header(count)]
     for change in page.changes:
         if isinstance(change, Removal):
             parts.append(packer.pack({"kind": "remove", "ticket_id": change.ticket_id, "reason": change.reason}))
@@ -37,6 +38,9 @@ def _packed(page: PullPage) -> bytes:
             assert isinstance(change, bytes), "a msgpack answer needs documents read as doc_mp"
             parts.append(_UPSERT_MP)
             parts.append(change)
+    if page.framed:  # already framed upserts, joined (no separator in msgpack)
+        assert isinstance(page.framed.body, bytes), "a msgpack answer needs documents read as doc_mp"
+        parts.append(page.framed.body)
     for key, value in _tail(page).items():
         parts.append(packer.pack(key))
         parts.append(packer.pack(value))
@@ -53,6 +57,9 @@ def _text(page: PullPage) -> bytes:
         else:
             assert isinstance(change, str), "a JSON answer needs documents read as doc_json"
             items.append(_UPSERT_JSON + change + "}")
+    if page.framed and page.framed.count:  # already framed upserts, comma-separated
+        assert isinstance(page.framed.body, str), "a JSON answer needs documents read as doc_json"
+        items.append(page.framed.body)
     tail = json.dumps(_tail(page), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return ('{"changes":[' + ",".join(items) + "]," + tail[1:]).encode("utf-8")
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
+import msgpack
 
 from protocol import PROTOCOL_VERSION, CursorSigner, CursorState, PullRequest, ScopeChecksum, format_datetime
 from sync_server.auth import Principal
 from sync_server.engine.pull_batch import FirstPages
 from sync_server.storage import pull_sql as store
-from sync_server.storage.pull_sql import DeltaAsk
+from sync_server.storage.pull_sql import DeltaAsk, Frame
 
 # Cursors older than this fraction of the retention window get a fresh snapshot: pruning keeps history for the
 # whole window, so the margin only guards against clock skew between the pruner and this process.
@@ -34,6 +35,22 @@ class Removal:
     reason: str
 
 
+# How the answer wraps each upsert's stored document, per encoding (True: msgpack): prefix, suffix, and the separator
+# between changes. A snapshot's first page comes from PostgreSQL already framed so and joined (storage.first_snapshot).
+UPSERT_MP: Final[tuple[bytes, bytes, bytes]] = (
+    b"\x82" + msgpack.packb("kind") + msgpack.packb("upsert") + msgpack.packb("ticket"), b"", b"")
+UPSERT_JSON: Final[tuple[str, str, str]] = ('{"kind":"upsert","ticket":', "}", ",")
+UPSERT_FRAME: Final[dict[bool, Frame]] = {True: UPSERT_MP, False: UPSERT_JSON}
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """`count` upserts already in the answer's wire form (UPSERT_FRAME), joined: copied into the answer as they are."""
+
+    count: int
+    body: bytes | str
+
+
 @dataclass(frozen=True, slots=True)
 class PullPage:
     """One PullResponse (protocol/models.py) with the documents still in their stored form: api/splice.py writes it."""
@@ -45,6 +62,7 @@ class PullPage:
     scope_checksum: str
     watermark: int
     server_time: str
+    framed: Framed | None = None  # upserts that follow `changes` (a snapshot's first page, whose `changes` is empty)
 
 
 def scope_of(who: Principal) -> str:
@@ -65,7 +83,6 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
     state = signer.decode(req.cursor, scope=scope) if req.cursor else None
     now = int(time.time())
     rows: list[Any]
-    held = False  # every row is a ticket the crew holds (a snapshot's first page)
     if state is not None and state.head is not None:  # a later page of a page set: same snapshot, no checksum work
         base = None if state.reset else state.snapshot
         head, checksum, reset = state.head, state.checksum or "", state.reset
@@ -81,24 +98,19 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
         # ticket rows; a delta reads the log since base, and an empty poll neither scans history nor re-sums the
         # checksum (the previous page set's checksum rides in the cursor, signed).
         if base is None:
-            async with pool.acquire() as conn:
-                first = await store.first_snapshot(conn, who.crew_id, req.limit + 1, packed)
-        else:  # with the other deltas and polls waiting at this moment, in one statement (engine/pull_batch.py)
-            first = await batch.read(pool, DeltaAsk(who.crew_id, base, req.limit + 1, known is None), packed)
-        head, rows, held = first.head, first.rows, first.held
+            return await _first_snapshot(pool, who.crew_id, req.limit, signer, scope, now, packed)
+        # with the other deltas and polls waiting at this moment, in one statement (engine/pull_batch.py)
+        first = await batch.read(pool, DeltaAsk(who.crew_id, base, req.limit + 1, known is None), packed)
+        head, rows = first.head, first.rows
         checksum = ScopeChecksum.of(first.hashes).hexdigest() if first.hashes is not None else str(known)
     has_more = len(rows) > req.limit
     rows = rows[: req.limit]
-    changes: list[Upsert | Removal]
-    if held:
-        changes = [r["doc"] for r in rows]
-    else:
-        changes = []
-        for r in rows:
-            if r["holder_crew_id"] == who.crew_id:
-                changes.append(r["doc"])
-            elif not reset:  # a fresh snapshot has nothing to remove from
-                changes.append(Removal(str(r["ticket_id"]), r["removal_reason"] or "unassigned"))
+    changes: list[Upsert | Removal] = []
+    for r in rows:
+        if r["holder_crew_id"] == who.crew_id:
+            changes.append(r["doc"])
+        elif not reset:  # a fresh snapshot has nothing to remove from
+            changes.append(Removal(str(r["ticket_id"]), r["removal_reason"] or "unassigned"))
     if has_more:
         nxt = CursorState(PROTOCOL_VERSION, scope, base or head, state.issued_at if state and state.head else now,
                           head=head, after=str(rows[-1]["ticket_id"]), checksum=checksum, reset=reset)
@@ -106,3 +118,20 @@ async def pull(pool: asyncpg.Pool, who: Principal, req: PullRequest, signer: Cur
         nxt = CursorState(PROTOCOL_VERSION, scope, head, now, checksum=checksum)
     return PullPage(changes, signer.encode(nxt), has_more, reset, checksum, _xmin(head),
                     format_datetime(datetime.now(timezone.utc)))
+
+
+async def _first_snapshot(pool: asyncpg.Pool, crew_id: int, limit: int, signer: CursorSigner, scope: str, now: int,
+                          packed: bool) -> PullPage:
+    """A fresh snapshot's first page: every document arrives from PostgreSQL framed and joined (one value), and the
+    scope checksum sums every held ticket's hash, the page's and the later pages' alike (I4)."""
+    async with pool.acquire() as conn:
+        snap = await store.first_snapshot(conn, crew_id, limit, UPSERT_FRAME[packed], packed)
+    checksum = ScopeChecksum.of(snap.hashes).hexdigest()
+    has_more = len(snap.hashes) > snap.count  # the crew holds more tickets than this page carries
+    if has_more:  # later pages read the scope at this head, after the last ticket sent (change_page)
+        nxt = CursorState(PROTOCOL_VERSION, scope, snap.head, now, head=snap.head, after=str(snap.last),
+                          checksum=checksum, reset=True)
+    else:
+        nxt = CursorState(PROTOCOL_VERSION, scope, snap.head, now, checksum=checksum)
+    return PullPage([], signer.encode(nxt), has_more, True, checksum, _xmin(snap.head),
+                    format_datetime(datetime.now(timezone.utc)), Framed(snap.count, snap.page))

@@ -29,16 +29,20 @@ LIMIT $5
 """
 
 # The first page of a snapshot in ONE statement, so at one snapshot (in READ COMMITTED a statement reads one snapshot
-# and pg_current_snapshot() returns exactly that one): the head, then every ticket the crew holds (its hash, for the
-# scope checksum) with the stored document of the first $2. Current ticket rows, not the change log's history: a
-# ticket row and its latest change row are written together (storage/tickets.record_changes), so at one snapshot
-# they agree, and an index scan of the crew's tickets replaces a DISTINCT ON over every change the crew ever saw.
+# and pg_current_snapshot() returns exactly that one): the head; every held ticket's hash (for the scope checksum),
+# joined into one value; and the first $2 held tickets in id order, each stored document framed as the answer writes
+# an upsert ($3 document $4, separated by $5: engine/pull.UPSERT_FRAME) and joined into one value, with their count
+# and the last one's id (where a later page starts). One row of five values whatever the page size: the server copies
+# the page into its answer, with no row, record or Python object per ticket (one index scan feeds both aggregates;
+# PostgreSQL's CPU per 200-ticket page is within ~0.05 ms of the row-per-ticket form's). Current ticket rows, not
+# the change log's history: a ticket row and its latest change row are written together (storage/tickets.
+# record_changes), so at one snapshot they agree, and an index scan of the crew's tickets replaces a DISTINCT ON over
+# every change the crew ever saw.
 _FIRST_SNAPSHOT = """
-SELECT 0 AS k, pg_current_snapshot()::text AS head, NULL::uuid AS ticket_id, NULL::bytea AS doc_hash, NULL::{type} AS doc
-UNION ALL
-SELECT 1, NULL, id, doc_hash, CASE WHEN n <= $2 THEN doc END
+SELECT pg_current_snapshot()::text AS head, string_agg(doc_hash, ''::bytea) AS hashes,
+  (count(*) FILTER (WHERE n <= $2))::integer AS n, (array_agg(id ORDER BY id DESC) FILTER (WHERE n <= $2))[1] AS last,
+  string_agg($3::{type} || doc || $4::{type}, $5::{type} ORDER BY id) FILTER (WHERE n <= $2) AS page
 FROM (SELECT id, doc_hash, {doc} AS doc, row_number() OVER (ORDER BY id) AS n FROM tickets WHERE holder_crew_id = $1) AS t
-ORDER BY k, ticket_id
 """
 
 # A later page of a snapshot cut at `head` ($2), read after other writers may have committed: the crew's tickets from
@@ -113,14 +117,12 @@ _DELTA_SQL, _SNAPSHOT_SQL, _FIRST_DELTAS_SQL, _FIRST_SNAPSHOT_SQL = map(_forms, 
 
 @dataclass(frozen=True)
 class FirstPage:
-    """The first page of a pull: its head snapshot, the crew's ticket hashes (None: unchanged since base), the rows
-    (ticket_id, holder_crew_id, prev_crew_id, removal_reason and `doc`, the stored document bytes or text; only
-    ticket_id and doc when `held`: a snapshot's rows are all tickets the crew holds)."""
+    """The first page of a delta: its head snapshot, the crew's ticket hashes (None: unchanged since base), the rows
+    (ticket_id, holder_crew_id, prev_crew_id, removal_reason and `doc`, the stored document bytes or text)."""
 
     head: str
     hashes: list[bytes] | None
     rows: list[Any]
-    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +158,30 @@ async def first_pages(conn: asyncpg.Connection, asks: Sequence[DeltaAsk], packed
     return out
 
 
-async def first_snapshot(conn: asyncpg.Connection, crew_id: int, limit: int, packed: bool) -> FirstPage:
-    """Head, every held ticket's hash and the first `limit` held tickets, at one snapshot, in one statement."""
-    rows = await conn.fetch(_FIRST_SNAPSHOT_SQL[packed], crew_id, limit)
-    # The records themselves are the page (no object per ticket: a 200-ticket snapshot is on every device's first pull).
-    return FirstPage(rows[0]["head"], [r["doc_hash"] for r in rows[1:]], rows[1 : limit + 1], held=True)
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    """The first page of a snapshot: its head, every held ticket's hash, and the first `count` held tickets (id order)
+    as one value, each document framed as asked and joined; `last` is the last one's id (None: no ticket)."""
+
+    head: str
+    hashes: list[bytes]
+    count: int
+    last: UUID | None
+    page: bytes | str
+
+
+Frame = tuple[bytes, bytes, bytes] | tuple[str, str, str]  # (prefix, suffix, separator) around each stored document
+
+
+async def first_snapshot(conn: asyncpg.Connection, crew_id: int, limit: int, frame: Frame,
+                         packed: bool) -> SnapshotPage:
+    """Head, every held ticket's hash and the first `limit` held tickets framed and joined, at one snapshot, in one
+    statement (`frame` is bytes for msgpack documents, text for JSON ones)."""
+    row = await conn.fetchrow(_FIRST_SNAPSHOT_SQL[packed], crew_id, limit, *frame)
+    assert row is not None, "an aggregate over no rows is still one row"
+    joined: bytes = row["hashes"] or b""
+    hashes = [joined[j : j + 32] for j in range(0, len(joined), 32)]
+    return SnapshotPage(row["head"], hashes, row["n"], row["last"], row["page"] or frame[2][:0])
 
 
 async def warm(conn: asyncpg.Connection) -> None:
@@ -168,7 +189,7 @@ async def warm(conn: asyncpg.Connection) -> None:
     crew 0): a backend's first run of each loads its catalogue entries and builds its generic plan, ~2 ms of
     PostgreSQL CPU apiece that otherwise landed inside the burst of every device's first pull after a start."""
     try:
-        await conn.fetch(_FIRST_SNAPSHOT_SQL[True], 0, 1)
+        await conn.fetch(_FIRST_SNAPSHOT_SQL[True], 0, 1, b"", b"", b"")
         await conn.fetch(_FIRST_DELTAS_SQL[True], [], [], [], [])
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
         pass  # a schema behind this build: the start-up check (migrate.check_schema) says so, not a planning error
