@@ -38,7 +38,7 @@ class RequestTag:
 
 # The request being served (set by api/metrics_mw); None for tasks started outside a request (live feed, prune).
 REQUEST: ContextVar[RequestTag | None] = ContextVar("fieldsync_request", default=None)
-SHED_RETRY_AFTER = 1  # seconds a refused client waits: the queue it met drains in about that long at the knee
+SHED_RETRY_AFTER = 5  # seconds a refused client waits: it met a backlog of many seconds, an instant retry would rejoin it
 
 Observer = Callable[[str, str, float], None]  # (what: "wait" | "hold", route, seconds)
 

@@ -1,6 +1,6 @@
 """Admission to the pool: a request already served once (and the server's own loops) gets the next free connection
 before a request still waiting for its first; past db_queue_limit waiters, or after db_queue_timeout_s in line, a new
-request is refused with 503 service_unavailable + Retry-After and changes nothing; a request that has begun is never
+request is refused with 503 service_unavailable + Retry-After (5 s) and changes nothing; a request that has begun is never
 refused."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ async def test_a_new_request_past_the_limit_is_refused_but_a_served_one_still_wa
     with pytest.raises(ProtocolError) as refused:
         await gate.enter(first=True)
     err = refused.value
-    assert (err.code, err.http_status, err.details["retry_after"]) == (ErrorCode.SERVICE_UNAVAILABLE, 503, 1)
+    assert (err.code, err.http_status, err.details["retry_after"]) == (ErrorCode.SERVICE_UNAVAILABLE, 503, 5)
     assert shed == [1]
     served = asyncio.create_task(gate.enter(first=False))  # not refused: it waits, and goes first
     await _settle()
@@ -132,7 +132,7 @@ async def test_over_the_line_a_push_is_refused_with_retry_after_and_applies_noth
                 async with http.post(srv.url + "/v1/sync/push", data=_body([second.mutation("start", t2.ticket.id)]),
                                      headers=second.headers()) as r:
                     status, retry_after, err = r.status, r.headers.get("Retry-After"), msgpack.unpackb(await r.read())
-                assert (status, retry_after, err["error"]["code"]) == (503, "1", "service_unavailable")
+                assert (status, retry_after, err["error"]["code"]) == (503, "5", "service_unavailable")
                 assert not waiting.done()
             finally:
                 for conn in held:

@@ -504,3 +504,24 @@ async def test_list_in_msgpack_and_requested_at(api: Api, server: Server, world:
     assert st == 201 and t["requested_at"] == "2020-01-01T16:30:00.000000Z" and t["source"] == "supervisor"
     st, page = await api.call("GET", "/v1/tickets", headers={"Accept": "application/msgpack"})
     assert st == 200 and [x["id"] for x in page["tickets"]] == [t["id"]]
+
+
+async def test_list_answers_each_ticket_as_its_current_document(api: Api, pool: asyncpg.Pool, world: World) -> None:
+    """The page is written around the stored documents (not rendered per request): it must still be every ticket as
+    the rows say, in both encodings, and follow a change at once."""
+    recs = await make_tickets(pool, world, 3)
+    moved = recs[0].ticket.id
+    st, _ = await api.call("POST", f"/v1/tickets/{moved}/assign", {"crew": "san-2"})
+    assert st == 200
+    async with pool.acquire() as conn:
+        rendered = await load_tickets(conn, [r.ticket.id for r in recs])  # rendered from the rows, the other way
+    want = {str(t): r.ticket.model_dump(mode="json") for t, r in rendered.items()}
+    for accept in ("application/json", "application/msgpack"):
+        st, page = await api.call("GET", "/v1/tickets", headers={"Accept": accept}, params={"limit": "2"})
+        assert st == 200 and len(page["tickets"]) == 2 and isinstance(page["next_cursor"], str)
+        st, rest = await api.call("GET", "/v1/tickets", headers={"Accept": accept},
+                                  params={"limit": "2", "cursor": page["next_cursor"]})
+        assert st == 200 and rest["next_cursor"] is None
+        got = {t["id"]: t for t in page["tickets"] + rest["tickets"]}
+        assert got == want
+        assert (got[str(moved)]["crew"], got[str(moved)]["version"]) == ("san-2", 2)

@@ -22,7 +22,7 @@ from sync_server.engine.tx import run_in_tx
 from sync_server.storage import queries
 from sync_server.storage.queries import TicketFilter
 from sync_server.domain.ticket import TicketRecord
-from sync_server.storage.tickets import audit, load_tickets, lock_tickets, update_tickets
+from sync_server.storage.tickets import audit, load_tickets, lock_tickets, stored_documents, update_tickets
 
 HISTORY_LIMIT = 1000  # audit rows returned with one ticket; a ticket with more is flagged as truncated
 Values = dict[str, Any]
@@ -128,20 +128,22 @@ class ListFilters:
 
 
 async def list_tickets(
-    pool: asyncpg.Pool, who: Principal, filters: ListFilters, cursor: str | None, limit: int
-) -> tuple[list[TicketRecord], str | None]:
-    """One keyset page (never OFFSET) and the cursor of the next one, read from one snapshot."""
+    pool: asyncpg.Pool, who: Principal, filters: ListFilters, cursor: str | None, limit: int, *, packed: bool
+) -> tuple[list[str | bytes], str | None]:
+    """One keyset page (never OFFSET) and the cursor of the next one, read from one snapshot: each ticket as its stored
+    document (msgpack when `packed`, else canonical JSON text), spliced into the answer like a pull's (rendering and
+    validating every ticket of a 500-ticket page was most of the request's CPU, and supervisors poll it)."""
     after = decode_cursor(cursor) if cursor is not None else None
 
-    async def body(conn: asyncpg.Connection) -> tuple[list[TicketRecord], str | None]:
+    async def body(conn: asyncpg.Connection) -> tuple[list[str | bytes], str | None]:
         crew_id = (await resolve_crew(conn, who, filters.crew, None))["id"] if filters.crew is not None else None
         st_id = (await _service_type(conn, who, filters.service_type))["id"] if filters.service_type is not None else None
         f = TicketFilter(scope(who), filters.statuses, crew_id, st_id, filters.updated_since, filters.sr_number)
         keys = await queries.ticket_page_ids(conn, f, after, limit + 1)
         more = len(keys) > limit
         keys = keys[:limit]
-        recs = await load_tickets(conn, [k[1] for k in keys])
-        return [recs[k[1]] for k in keys], encode_cursor(keys[-1]) if more else None
+        docs = await stored_documents(conn, [k[1] for k in keys], packed)
+        return [docs[k[1]] for k in keys], encode_cursor(keys[-1]) if more else None
 
     return await run_in_tx(pool, body, isolation="repeatable_read", readonly=True)
 

@@ -53,6 +53,22 @@ async def load_tickets(conn: asyncpg.Connection, ids: Iterable[UUID]) -> dict[UU
     return {r["id"]: _record(r, ticket_doc(r, r["notes"], r["photos"], r["items"])) for r in rows}
 
 
+_STORED_JSON = "SELECT id, doc_json AS doc FROM tickets WHERE id = ANY($1::uuid[])"
+_STORED_MP = "SELECT id, doc_mp AS doc FROM tickets WHERE id = ANY($1::uuid[])"
+
+
+async def stored_documents(conn: asyncpg.Connection, ids: Sequence[UUID], packed: bool) -> dict[UUID, str | bytes]:
+    """Tickets' documents as stored at their last change (msgpack bytes or canonical JSON text), for answers that
+    splice them instead of rendering every ticket from its rows; a row stored before documents were is rendered."""
+    rows = await conn.fetch(_STORED_MP if packed else _STORED_JSON, list(ids))
+    out: dict[UUID, str | bytes] = {r["id"]: r["doc"] for r in rows if r["doc"] is not None}
+    missing = [r["id"] for r in rows if r["doc"] is None]
+    for tid, rec in (await load_tickets(conn, missing)).items():
+        rendered = render(rec.doc)
+        out[tid] = rendered.mp if packed else rendered.json
+    return out
+
+
 def _record(r: asyncpg.Record, doc: dict[str, Any]) -> TicketRecord:
     """A loaded row and its document as the engine's typed record."""
     return TicketRecord(
