@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -147,6 +148,19 @@ def doc_hash(doc: dict[str, Any]) -> bytes:
     return hashlib.sha256(canonical_doc_bytes(doc)).digest()
 
 
+_WORDS: dict[int, struct.Struct] = {}
+
+
+def _words(n: int) -> struct.Struct:
+    """A parser of n big-endian 64-bit words, kept per n (a crew's scope size recurs; bounded by the sizes seen)."""
+    parser = _WORDS.get(n)
+    if parser is None:
+        if len(_WORDS) > 256:
+            _WORDS.clear()
+        parser = _WORDS[n] = struct.Struct(f">{n}Q")
+    return parser
+
+
 class ScopeChecksum:
     """Multiset hash: sum of ticket hashes mod 2**256 plus a count.
 
@@ -174,6 +188,18 @@ class ScopeChecksum:
             count += 1
         checksum = cls()
         checksum._total, checksum._count = total % _MOD, count
+        return checksum
+
+    @classmethod
+    def of_joined(cls, joined: bytes) -> ScopeChecksum:
+        """`of` for hashes given back to back in one value (how a server reads a crew's scope): each 256-bit hash as
+        four big-endian 64-bit words, the words of each rank summed in C, ~3x faster than a Python loop of 200."""
+        if len(joined) % 32:
+            raise ValueError("ticket hashes are 32-byte SHA-256 digests")
+        words = _words(len(joined) // 8).unpack(joined)
+        total = (sum(words[0::4]) << 192) + (sum(words[1::4]) << 128) + (sum(words[2::4]) << 64) + sum(words[3::4])
+        checksum = cls()
+        checksum._total, checksum._count = total % _MOD, len(joined) // 32
         return checksum
 
     @staticmethod

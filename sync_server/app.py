@@ -17,6 +17,7 @@ from sync_server.api.budget import BUDGETS, Budgets
 from sync_server.engine import maintenance
 from sync_server.engine.pull_batch import FirstPages
 from sync_server.engine.wakeups import wakeups_ctx
+from sync_server import auth
 from sync_server.auth import AuthCache, TouchMemo, flush_touches, touch_loop
 from sync_server.dbpool import Admission, MeteredPool, pool_kwargs
 from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, FIRST_PAGES, POOL, SETTINGS, TOUCHED
@@ -81,9 +82,11 @@ _WARM_SQL = "SELECT " + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_ARRAY_TY
 
 async def _warm(conn: asyncpg.Connection) -> None:
     """Learn every array codec in one introspection when the pool opens a connection, not one per first statement of a
-    type inside a request; and plan the first-pull statements there, not in the burst of first pulls after a start."""
+    type inside a request; and plan a device's first-pull statements (login, snapshot, delta) there, not in the burst
+    of first pulls after a start."""
     await conn.prepare(_WARM_SQL)
     await pull_sql.warm(conn)
+    await auth.warm(conn)
 
 
 async def _connect(dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:

@@ -8,6 +8,7 @@ import uuid
 
 import asyncpg
 
+from sync_server import auth
 from sync_server.app import create_pool
 from sync_server.settings import Settings
 from sync_server.storage import pull_sql
@@ -66,9 +67,9 @@ async def test_the_pool_opens_every_connection_before_serving_unless_told_a_floo
 
 
 async def test_a_new_pool_connection_has_the_first_pull_statements_planned(db_dsn: str, settings: Settings) -> None:
-    """The burst of first pulls after a start finds the snapshot and delta statements prepared with their generic plan
-    on every connection (each backend's first planning was ~2 ms of PostgreSQL CPU inside that burst); a first pull then
-    prepares nothing new."""
+    """The burst of first pulls after a start finds the device login, snapshot and delta statements prepared with their
+    generic plan on every connection (each backend's first planning was ~2 ms of PostgreSQL CPU inside that burst); a
+    first pull then prepares nothing new."""
     pool = await create_pool(db_dsn, settings)
     try:
         async with pool.acquire() as conn:
@@ -78,8 +79,9 @@ async def test_a_new_pool_connection_has_the_first_pull_statements_planned(db_ds
             before = await prepared()
             assert before.get(pull_sql._FIRST_SNAPSHOT_SQL[True], 0) >= 1
             assert before.get(pull_sql._FIRST_DELTAS_SQL[True], 0) >= 1
+            assert before.get(auth._DEVICE_LOGIN, 0) >= 1
             first = await pull_sql.first_snapshot(conn, 1, 10, (b"<", b">", b","), True)
-            assert (first.count, first.hashes, first.page) == (0, [], b"")  # a fresh database: crew 1 holds nothing
+            assert (first.count, first.hashes, first.page) == (0, b"", b"")  # a fresh database: crew 1 holds nothing
             after = await prepared()
             assert set(after) == set(before) | {"SELECT statement, generic_plans FROM pg_prepared_statements"}
     finally:

@@ -180,7 +180,8 @@ async def test_a_snapshot_first_page_is_the_held_documents_framed_in_id_order(po
     assert whole.page == stored[a]["doc_mp"] + stored[b]["doc_mp"] + stored[c]["doc_mp"]
     assert (mp.count, mp.last, js.count, js.last, whole.count, whole.last) == (2, b, 2, b, 3, c)
     for snap in (mp, js, whole):
-        assert sorted(snap.hashes) == sorted(stored[t]["doc_hash"] for t in (a, b, c))
+        hashes = [snap.hashes[i : i + 32] for i in range(0, len(snap.hashes), 32)]
+        assert sorted(hashes) == sorted(stored[t]["doc_hash"] for t in (a, b, c))
         assert snap.head.count(":") == 2  # a pg_snapshot text: xmin:xmax:xip
 
 

@@ -126,8 +126,9 @@ async def _first_snapshot(pool: asyncpg.Pool, crew_id: int, limit: int, signer: 
     scope checksum sums every held ticket's hash, the page's and the later pages' alike (I4)."""
     async with pool.acquire() as conn:
         snap = await store.first_snapshot(conn, crew_id, limit, UPSERT_FRAME[packed], packed)
-    checksum = ScopeChecksum.of(snap.hashes).hexdigest()
-    has_more = len(snap.hashes) > snap.count  # the crew holds more tickets than this page carries
+    scope_sum = ScopeChecksum.of_joined(snap.hashes)
+    checksum = scope_sum.hexdigest()
+    has_more = scope_sum.count > snap.count  # the crew holds more tickets than this page carries
     if has_more:  # later pages read the scope at this head, after the last ticket sent (change_page)
         nxt = CursorState(PROTOCOL_VERSION, scope, snap.head, now, head=snap.head, after=str(snap.last),
                           checksum=checksum, reset=True)

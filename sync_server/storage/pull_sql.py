@@ -160,11 +160,12 @@ async def first_pages(conn: asyncpg.Connection, asks: Sequence[DeltaAsk], packed
 
 @dataclass(frozen=True, slots=True)
 class SnapshotPage:
-    """The first page of a snapshot: its head, every held ticket's hash, and the first `count` held tickets (id order)
-    as one value, each document framed as asked and joined; `last` is the last one's id (None: no ticket)."""
+    """The first page of a snapshot: its head, every held ticket's hash (32 bytes each, back to back), and the first
+    `count` held tickets (id order) as one value, each document framed as asked and joined; `last` is the last one's id
+    (None: no ticket)."""
 
     head: str
-    hashes: list[bytes]
+    hashes: bytes
     count: int
     last: UUID | None
     page: bytes | str
@@ -179,9 +180,7 @@ async def first_snapshot(conn: asyncpg.Connection, crew_id: int, limit: int, fra
     statement (`frame` is bytes for msgpack documents, text for JSON ones)."""
     row = await conn.fetchrow(_FIRST_SNAPSHOT_SQL[packed], crew_id, limit, *frame)
     assert row is not None, "an aggregate over no rows is still one row"
-    joined: bytes = row["hashes"] or b""
-    hashes = [joined[j : j + 32] for j in range(0, len(joined), 32)]
-    return SnapshotPage(row["head"], hashes, row["n"], row["last"], row["page"] or frame[2][:0])
+    return SnapshotPage(row["head"], row["hashes"] or b"", row["n"], row["last"], row["page"] or frame[2][:0])
 
 
 async def warm(conn: asyncpg.Connection) -> None:

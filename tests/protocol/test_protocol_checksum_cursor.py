@@ -132,6 +132,29 @@ def test_checksum_count_and_duplicates() -> None:
     assert len(empty.hexdigest()) == 64
 
 
+def test_checksum_of_joined_hashes_sums_each_word_with_its_carry() -> None:
+    """of_joined (hashes back to back, as the server reads a scope) is the same multiset sum: carries cross the 64-bit
+    words it adds separately, and the sum wraps at 2**256. Expected totals written out by hand."""
+    low = bytes(31) + b"\x01"  # 1
+    carry = bytes(24) + b"\xff" * 8  # 2**64 - 1: adding it to itself carries into the next word
+    top = b"\xff" * 32  # 2**256 - 1
+    cases = [
+        (b"", 0, 0),
+        (low, 1, 1),
+        (carry + carry + low, 3, (1 << 65) - 1),
+        (top + top, 2, (1 << 256) - 2),  # wrapped
+        (top + low, 2, 0),
+    ]
+    for joined, count, total in cases:
+        got = p.ScopeChecksum.of_joined(joined)
+        assert (got.count, got._total) == (count, total)
+        assert got == p.ScopeChecksum.of([joined[i : i + 32] for i in range(0, len(joined), 32)])
+    hashes = [hashlib.sha256(bytes([i])).digest() for i in range(200)]
+    assert p.ScopeChecksum.of_joined(b"".join(hashes)).hexdigest() == p.ScopeChecksum.of(hashes).hexdigest()
+    with pytest.raises(ValueError):
+        p.ScopeChecksum.of_joined(low + b"\x00")
+
+
 def test_canonical_bytes_golden() -> None:
     ticket = p.decode(
         b'{"id":"0D4C6A8E-1111-4222-8333-444455556666","service_type":"Graffiti Removal",'
