@@ -391,10 +391,9 @@ class LiveHub:
         self._read_done.clear()
         try:
             conn = await self._reader_conn()
-            hi = await feed.watermark(conn)
+            hi, rows = await feed.advance(conn, sorted(departments), self.head)  # one round trip per cycle
             if hi <= self.head:
                 return False
-            rows = await feed.events(conn, sorted(departments), self.head, hi)
             self.reads += 1
             self.head = hi  # no await from here to the end of the fan-out: joiners see a consistent head
             for row in rows:
