@@ -135,6 +135,24 @@ def _jtext(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value, default=str, option=_JSONB_OPTS).decode()
 
 
+def _jfrag(value: Any) -> orjson.Fragment | None:
+    """A jsonb value inside a json parameter, written as _jtext writes it as a parameter of its own."""
+    text = _jtext(value)
+    return None if text is None else orjson.Fragment(text)
+
+
+def _rows(rows: list[dict[str, Any]]) -> str:
+    """Rows for json_to_recordset: ids as text, datetimes in RFC 3339 (what PostgreSQL's input functions read)."""
+    return orjson.dumps(rows, default=_uuid_text).decode()
+
+
+def _uuid_text(value: Any) -> str:
+    """Ids read back from PostgreSQL are asyncpg's UUID subclass, which orjson leaves to `default`."""
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a push row value")
+
+
 def result_text(result: dict[str, Any]) -> str:
     """A stored result's text: read back with json.loads, it must give the very dict sent (key order, value types),
     so a replay re-encodes the first answer byte for byte; orjson writes that JSON several times faster."""
@@ -222,14 +240,8 @@ class _Params:
         return [self(f"{prefix}.{name}", [getattr(r, name) for r in rows], cast) for name, cast in spec]
 
 
-# Per table: the attributes of its rows the push statement binds as arrays, in unnest order, with their casts.
-_STATE = (("status", "text[]"), ("crew_id", "integer[]"), ("resolution_code", "text[]"), ("reason_code", "text[]"),
-          ("field_meta", "text[]"), ("version", "integer[]"))
-_NOTE = (("id", "uuid[]"), ("ticket_id", "uuid[]"), ("text", "text[]"), ("author", "text[]"),
-         ("device_time", "timestamptz[]"))
-_ITEM = (("ticket_id", "uuid[]"), ("item_type", "text[]"), ("count", "integer[]"))
-_RESULT = (("seq", "bigint[]"), ("op", "text[]"), ("ticket_id", "uuid[]"), ("status", "text[]"), ("reason", "text[]"))
-_RESULT_TAIL = (("server_version", "bigint[]"), ("digest", "bytea[]"))
+# Per table: the attributes of its rows the push statement binds as arrays (the rarer parts), in unnest order, with
+# their casts.
 _CONFLICT = (("ticket_id", "uuid[]"), ("department_id", "smallint[]"), ("crew_id", "integer[]"), ("seq", "bigint[]"),
              ("kind", "text[]"), ("field", "text[]"), ("kept", "text[]"), ("discarded", "text[]"), ("detail", "text[]"))
 _PHOTO = (("ticket_id", "uuid[]"), ("sha256", "text[]"), ("kind", "text[]"), ("taken_at", "timestamptz[]"),
@@ -239,7 +251,7 @@ _CREATED = (("id", "uuid[]"), ("service_type_id", "smallint[]"), ("address", "te
             ("requested_at", "timestamptz[]"))
 
 
-# A whole push in ONE statement (data-modifying CTEs over unnest; every part sees the same snapshot and they touch
+# A whole push in ONE statement (data-modifying CTEs over json_to_recordset and unnest; every part sees the same snapshot and they touch
 # different rows, so none needs another's effects): each ticket's new state, version, stored document and hash in a
 # single UPDATE (`w`: one tuple version per ticket; PostgreSQL derives tickets.holder_crew_id, a generated column,
 # while the log's holder is domain.states.holder of the same state: tests/test_holder_rule.py pins the two to one
@@ -261,30 +273,43 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
     p = _Params()
     ctes: list[str] = []
     dev = p("device", device_id, "text")
-    ids = [t.id for t in tickets]
-
-    def state() -> str:
-        """The tickets' new state and stored document as unnest arguments (`w` and `nt` read the same arrays)."""
-        return ", ".join([p("ids", ids, "uuid[]"), *p.cols("t", tickets, _STATE), p("hashes", changes.hashes, "bytea[]"),
-                          p("docs", changes.docs, "text[]"), p("mps", changes.mps, "bytea[]")])
-
+    if tickets:
+        # the tickets' scalar columns as ONE json parameter (json_to_recordset parses it once, into the shared `v`):
+        # asyncpg type-checks every element of an array parameter in Python, ~0.5 us each, which cost a 25-mutation
+        # push more than building its statement; the documents, hashes and msgpack bytes stay arrays (few, large,
+        # no escaping), read by position. field_meta travels as the JSON value it is.
+        rows = [{"o": o, "id": t.id, "st": t.status, "crew": t.crew_id, "res": t.resolution_code, "why": t.reason_code,
+                 "meta": orjson.Fragment(t.field_meta), "ver": t.version, "dept": dept, "holder": t.holder_crew_id,
+                 "prev": prev, "reason": reason, "changed": changed}
+                for o, (t, dept, prev, reason, changed) in enumerate(
+                    zip(tickets, changes.depts, changes.prevs, changes.reasons, changes.changed), 1)]
+        ctes.append(
+            "v AS MATERIALIZED (\n"
+            f"  SELECT * FROM json_to_recordset({p('tickets', _rows(rows), 'json')}) AS v(o integer, id uuid, st text,\n"
+            "    crew integer, res text, why text, meta jsonb, ver integer, dept smallint, holder integer, prev integer,\n"
+            "    reason text, changed text))")
+    docs, hashes, mps = (p("docs", changes.docs, "text[]"), p("hashes", changes.hashes, "bytea[]"),
+                         p("mps", changes.mps, "bytea[]")) if tickets else ("", "", "")
     if len(tickets) > len(created):
         ctes.append(
             "w AS (\n"
             "  UPDATE tickets t SET status = v.st, crew_id = v.crew, resolution_code = v.res, reason_code = v.why,\n"
-            "    field_meta = v.meta::jsonb, version = v.ver, updated_at = now(), doc_hash = v.h, doc_json = v.doc, doc_mp = v.mp\n"
-            f"  FROM unnest({state()}) AS v(id, st, crew, res, why, meta, ver, h, doc, mp)\n"
-            "  WHERE t.id = v.id)")
+            f"    field_meta = v.meta, version = v.ver, updated_at = now(), doc_hash = ({hashes})[v.o],\n"
+            f"    doc_json = ({docs})[v.o], doc_mp = ({mps})[v.o]\n"
+            "  FROM v WHERE t.id = v.id)")
     if notes:
+        note_rows = p("notes", _rows([{"id": n.id, "tid": n.ticket_id, "body": n.text, "author": n.author,
+                                        "dt": n.device_time} for n in notes]), "json")
         ctes.append(
             "n AS (\n  INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)\n"
-            f"  SELECT * FROM unnest({', '.join(p.cols('n', notes, _NOTE))}))")
+            f"  SELECT id, tid, body, author, dt FROM json_to_recordset({note_rows})\n"
+            "    AS v(id uuid, tid uuid, body text, author text, dt timestamptz))")
     if items:
+        item_rows = p("items", _rows([{"tid": i.ticket_id, "kind": i.item_type, "n": i.count} for i in items]), "json")
         ctes.append(
             "i AS (\n  INSERT INTO ticket_items (ticket_id, item_type, count)\n"
-            f"  SELECT * FROM unnest({', '.join(p.cols('i', items, _ITEM))})\n"
+            f"  SELECT tid, kind, n FROM json_to_recordset({item_rows}) AS v(tid uuid, kind text, n integer)\n"
             "  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count)")
-    holders = p("holders", [t.holder_crew_id for t in tickets], "integer[]") if tickets else ""
     # holding history: only pairs not already read under the tickets' locks (rows there are never deleted)
     held = list(dict.fromkeys((t.id, t.holder_crew_id) for t in tickets
                               if t.holder_crew_id is not None and (t.id, t.holder_crew_id) not in known_holders))
@@ -299,33 +324,27 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             "c AS (\n"
             "  INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc_hash,\n"
             "                       changed, actor, doc_json, doc_mp)\n"
-            "  SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.ver, v.h,\n"
-            f"    CASE WHEN v.changed = '' THEN '{{}}'::text[] ELSE string_to_array(v.changed, ',') END, {dev}, v.doc, v.mp\n"
-            f"  FROM unnest({p('ids', ids, 'uuid[]')}, {p('depts', changes.depts, 'smallint[]')}, {holders},"
-            f" {p('prevs', changes.prevs, 'integer[]')}, {p('reasons', changes.reasons, 'text[]')},"
-            f" {p('t.version', [t.version for t in tickets], 'integer[]')}, {p('docs', changes.docs, 'text[]')},"
-            f" {p('hashes', changes.hashes, 'bytea[]')}, {p('changed', changes.changed, 'text[]')},"
-            f" {p('mps', changes.mps, 'bytea[]')}) WITH ORDINALITY\n"
-            "    AS v(id, dept, holder, prev, reason, ver, doc, h, changed, mp, ord)\n"
-            "  ORDER BY v.ord)")
+            f"  SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.ver, ({hashes})[v.o],\n"
+            f"    CASE WHEN v.changed = '' THEN '{{}}'::text[] ELSE string_to_array(v.changed, ',') END, {dev},\n"
+            f"    ({docs})[v.o], ({mps})[v.o]\n"
+            "  FROM v ORDER BY v.o)")
     if audits:
-        cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
-        for k, a, act, tid, dep, b, af, why in audits:
-            for col, v in zip(cols, (k, a, act, tid, dep, _jtext(b), _jtext(af), why)):
-                col.append(v)
-        a = [p(f"a{i}", col, cast) for i, (col, cast) in enumerate(zip(cols, (
-            "text[]", "text[]", "text[]", "uuid[]", "smallint[]", "text[]", "text[]", "text[]")))]
+        rows = [{"o": o, "k": k, "a": a, "act": act, "tid": tid, "dep": dep, "b": _jfrag(b), "af": _jfrag(af), "why": why}
+                for o, (k, a, act, tid, dep, b, af, why) in enumerate(audits, 1)]
         ctes.append(
             "a AS (\n  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)\n"
-            f"  SELECT k, a, act, tid, dep, b::jsonb, af::jsonb, why FROM unnest({', '.join(a)}) WITH ORDINALITY\n"
-            "    AS v(k, a, act, tid, dep, b, af, why, ord) ORDER BY ord)")
+            f"  SELECT k, a, act, tid, dep, b, af, why FROM json_to_recordset({p('audits', _rows(rows), 'json')})\n"
+            "    AS v(o integer, k text, a text, act text, tid uuid, dep smallint, b jsonb, af jsonb, why text) ORDER BY o)")
     if results:
-        r = [*p.cols("r", results, _RESULT), p("r.result", [result_text(x.result) for x in results], "text[]"),
-             *p.cols("r", results, _RESULT_TAIL)]
+        # the stored result text stays an array: it must be kept exactly as sent, and it is long
+        rows = [{"o": o, "seq": x.seq, "op": x.op, "tid": x.ticket_id, "st": x.status, "why": x.reason,
+                 "ver": x.server_version, "dig": x.digest.hex()} for o, x in enumerate(results, 1)]
         ctes.append(
             "r AS (\n  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)\n"
-            f"  SELECT {dev}, seq, op, tid, st, why, res, ver, dig FROM unnest({', '.join(r)})\n"
-            "    AS v(seq, op, tid, st, why, res, ver, dig))")
+            f"  SELECT {dev}, seq, op, tid, st, why, ({p('r.result', [result_text(x.result) for x in results], 'text[]')})[o],"
+            " ver, decode(dig, 'hex')\n"
+            f"  FROM json_to_recordset({p('results', _rows(rows), 'json')})\n"
+            "    AS v(o integer, seq bigint, op text, tid uuid, st text, why text, ver bigint, dig text))")
     if conflicts:
         ctes.append(
             "f AS (\n  INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)\n"
@@ -344,10 +363,9 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             "                       requested_at, crew_id, created_by_device, resolution_code, reason_code, field_meta, version,\n"
             "                       doc_hash, doc_json, doc_mp)\n"
             f"  SELECT n.id, n.stid, v.dept, v.st, n.addr, n.zip, n.lat, n.lon, n.descr, n.src, n.req, v.crew, {dev}, v.res, v.why,\n"
-            "    v.meta::jsonb, v.ver, v.h, v.doc, v.mp\n"
+            f"    v.meta, v.ver, ({hashes})[v.o], ({docs})[v.o], ({mps})[v.o]\n"
             f"  FROM unnest({', '.join(p.cols('nt', created, _CREATED))}) AS n(id, stid, addr, zip, lat, lon, descr, src, req)\n"
-            f"  JOIN unnest({state()}, {p('depts', changes.depts, 'smallint[]')})"
-            " AS v(id, st, crew, res, why, meta, ver, h, doc, mp, dept)\n    ON v.id = n.id)")
+            "  JOIN v ON v.id = n.id)")
     sql = ("WITH " + ",\n".join(ctes) + "\n" if ctes else "") + \
         f"UPDATE devices SET last_seq = {p('last_seq', last_seq, 'bigint')} WHERE id = {dev}"
     return sql, p.values
