@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -88,18 +89,23 @@ class CursorSigner:
         self._secrets: tuple[bytes, ...] = (secret, *old_secrets)
         if any(len(s) < _MIN_SECRET for s in self._secrets):
             raise ValueError(f"cursor secrets must be at least {_MIN_SECRET} bytes")
+        # Keyed once, with the domain prefix already fed: with OpenSSL 3 every hmac.new/hmac.digest fetches the digest
+        # and sets the key up again (~5-30 us on a loaded server, twice per pull); copying a keyed state is ~1 us.
+        self._keyed = tuple(hmac.new(s, _MAC_DOMAIN, hashlib.sha256) for s in self._secrets)
 
     @staticmethod
-    def _mac(secret: bytes, payload: bytes) -> bytes:
-        """Truncated HMAC-SHA256; 128 bits is ample against online forgery."""
-        return hmac.digest(secret, _MAC_DOMAIN + payload, "sha256")[:_MAC_LEN]  # one-shot C path, twice per pull
+    def _mac(keyed: hmac.HMAC, payload: bytes) -> bytes:
+        """Truncated HMAC-SHA256 of the domain prefix and the payload; 128 bits is ample against online forgery."""
+        mac = keyed.copy()
+        mac.update(payload)
+        return mac.digest()[:_MAC_LEN]
 
     def encode(self, state: CursorState) -> str:
         """Serialise compactly and sign; the device treats the result as opaque text."""
         fields = [state.version, state.scope, state.snapshot, state.issued_at, state.head, state.after, state.checksum,
                   state.reset, state.sent]  # not dataclasses.astuple: it deep-copies every field, per request
         payload: bytes = msgpack.packb(fields, use_bin_type=True)
-        token = base64.urlsafe_b64encode(payload + self._mac(self._secrets[0], payload))
+        token = base64.urlsafe_b64encode(payload + self._mac(self._keyed[0], payload))
         return token.rstrip(b"=").decode("ascii")
 
     def decode(self, token: str, *, scope: str) -> CursorState:
@@ -119,8 +125,8 @@ class CursorSigner:
         payload, mac = raw[:-_MAC_LEN], raw[-_MAC_LEN:]
         # Check every secret (no early exit) so timing does not reveal which one matched.
         matched = False
-        for secret in self._secrets:
-            matched |= hmac.compare_digest(self._mac(secret, payload), mac)
+        for keyed in self._keyed:
+            matched |= hmac.compare_digest(self._mac(keyed, payload), mac)
         if not matched:
             raise _invalid()
         try:

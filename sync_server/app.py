@@ -12,7 +12,7 @@ from aiohttp import web
 
 from protocol.cursor import CursorSigner
 from sync_server import metrics
-from sync_server.api import catalog, conflicts, devices, limits, live, metrics_mw, middleware, ops, org, supervisor, sync, uploads
+from sync_server.api import catalog, conflicts, devices, live, middleware, ops, org, supervisor, sync, uploads
 from sync_server.api.budget import BUDGETS, Budgets
 from sync_server.engine import maintenance
 from sync_server.engine.pull_batch import FirstPages
@@ -108,8 +108,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 def create_app(settings: Settings, dsn: str) -> web.Application:
     """Build the app; the pool opens on startup and closes on cleanup, so tests and workers get clean lifetimes."""
     app = web.Application(
-        middlewares=[metrics_mw.request_metrics, middleware.request_context, middleware.errors, limits.by_address,
-                     middleware.auth, limits.by_device],
+        middlewares=[middleware.pipeline],  # one layer: metrics, request id, errors, limits, auth (api/middleware.py)
         client_max_size=max(settings.max_push_bytes, settings.max_body_bytes),
         # aiohttp buffers up to 2x this per connection before pausing the socket; 64 KiB (not 3.14's 256 KiB) keeps
         # dozens of concurrent photo uploads from parking tens of MiB in memory (issue 5 benchmark).
