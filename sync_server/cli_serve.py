@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 from typing import Any
@@ -82,6 +83,22 @@ def _fork_workers(settings: Settings, db: Database, workers: int, supervise: Any
                          on_worker_exit=on_exit))
 
 
+# The cyclic collector's first-generation threshold while serving (CPython's default is 700). A 25-mutation push nets
+# ~700 new container objects (dicts of documents, results, rows), so the default ran a collection per push, and every
+# tenth of those a wider one over the app's long-lived objects: ~0.4-1.4 ms of Python CPU per push (gc.callbacks,
+# in-process pushes on a real PostgreSQL). Cycles are still collected, a few thousand objects later.
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Once the app is up: move everything allocated so far (modules, schemas, the pool) out of the collector's view
+    (gc.freeze: never garbage, scanned by no collection) and collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 def _url_host(host: str) -> str:
     """A wildcard bind is reached via loopback from this machine; IPv6 literals need brackets in a URL."""
     if host in ("", "0.0.0.0", "::"):
@@ -127,6 +144,7 @@ async def serve(settings: Settings, db: Database, *, reuse_port: bool = False, p
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()
+        tune_gc()
         port = runner.addresses[0][1]
         url = settings.public_url or f"http://{_url_host(settings.host)}:{port}"
         credentials = update_server_url(settings.data_dir, url)

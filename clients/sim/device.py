@@ -97,7 +97,7 @@ class Device:
         self.planner = Planner(cfg.seed, index, cfg.step_s, cfg.offline_fraction, cfg.photo_rate)
         self.fault_rng = random.Random(f"fieldsync-sim/{cfg.seed}/faults/{index}")
         self.retry_rng = random.Random(f"fieldsync-sim/{cfg.seed}/retry/{index}")
-        self.disk: dict[str, bytes] = {}
+        self.disk: dict[str, Any] = {}
         self.replica = Replica()
         self.outbox: list[dict[str, Any]] = []
         self.next_seq = 1
@@ -121,14 +121,22 @@ class Device:
     # ------------------------------------------------------------------------------------------ disk
 
     def persist(self) -> None:
-        """Write the durable state; called before anything that must survive a restart is relied upon."""
-        self.disk["outbox"] = msgpack.packb(self.outbox, use_bin_type=True)
+        """Write the whole durable state; called before anything that must survive a restart is relied upon.
+
+        The outbox is stored one record per seq, as a phone's app database keeps one row per tap: a tap writes its
+        own record (enqueue) and an answer deletes the acknowledged ones (process). Re-packing the whole outbox on
+        every tap was ~5 % of a 1,000-device simulator's CPU, growing with the outbox while the server lagged."""
+        self.disk["outbox"] = {m["seq"]: msgpack.packb(m, use_bin_type=True) for m in self.outbox}
         self.disk["next_seq"] = msgpack.packb(self.next_seq)
+        self.persist_photos()
+
+    def persist_photos(self) -> None:
+        """Write the gallery (each upload's URL and offset) after it changed."""
         self.disk["photos"] = msgpack.packb([p.to_disk() for p in self.photos], use_bin_type=True)
 
     def restart(self, reinstall: bool = False) -> None:
         """The app was killed and relaunched: volatile state is gone, the disk is read back."""
-        self.outbox = msgpack.unpackb(self.disk["outbox"], raw=False)
+        self.outbox = [msgpack.unpackb(rec, raw=False) for _, rec in sorted(self.disk["outbox"].items())]
         self.next_seq = msgpack.unpackb(self.disk["next_seq"])
         self.photos = [PendingPhoto(**d) for d in msgpack.unpackb(self.disk["photos"], raw=False)]
         self.fleet.metrics.faults["restart"] += 1
@@ -154,7 +162,10 @@ class Device:
         m = {"seq": seq, "op": op, "ticket_id": ticket_id, "args": args, "base_version": base_version,
              "device_time": datetime.now(timezone.utc).isoformat(), "gps": gps}
         self.outbox.append(m)
-        self.persist()
+        self.disk["outbox"][seq] = msgpack.packb(m, use_bin_type=True)
+        self.disk["next_seq"] = msgpack.packb(self.next_seq)
+        if op == "attach_photo" and self.fleet.uploads:
+            self.persist_photos()
         self.mutation_log.append((op, args))
         self.fleet.ledger[(self.id, seq)] = Entry(self.id, seq, op, ticket_id, args)
         self.fleet.metrics.counters["mutations_created"] += 1
@@ -380,7 +391,9 @@ class Device:
         before = len(self.outbox)
         self.outbox = [x for x in self.outbox if x["seq"] not in done]
         if len(self.outbox) != before:
-            self.persist()
+            records = self.disk["outbox"]
+            for seq in done:
+                records.pop(seq, None)
 
     async def pull(self, attempts: int = 3) -> None:
         """Pull a whole page set and apply it atomically; a checksum mismatch re-snapshots (SPEC §3)."""
@@ -450,14 +463,14 @@ class Device:
                     online=self.online.is_set)
             except UploadRefused as exc:
                 self.photos.remove(p)
-                self.persist()
+                self.persist_photos()
                 m.counters["photos_refused"] += 1
                 m.errors[f"upload_refused:{exc.code}"] += 1
                 continue
-            self.persist()
+            self.persist_photos()
             if outcome == "done":
                 self.photos.remove(p)
-                self.persist()
+                self.persist_photos()
                 self.fleet.uploaded[(p.sha256, p.ticket_id, p.kind)] = self.id
                 m.counters["photos_uploaded"] += 1
             elif outcome == "offline":

@@ -32,15 +32,15 @@ LIMIT $5
 # and pg_current_snapshot() returns exactly that one): the head; every held ticket's hash (for the scope checksum),
 # joined into one value; and the first $2 held tickets in id order, each stored document framed as the answer writes
 # an upsert ($3 document $4, separated by $5: engine/pull.UPSERT_FRAME) and joined into one value, with their count
-# and the last one's id (where a later page starts). One row of five values whatever the page size: the server copies
-# the page into its answer, with no row, record or Python object per ticket (one index scan feeds both aggregates;
-# PostgreSQL's CPU per 200-ticket page is within ~0.05 ms of the row-per-ticket form's). Current ticket rows, not
-# the change log's history: a ticket row and its latest change row are written together (storage/tickets.
-# record_changes), so at one snapshot they agree, and an index scan of the crew's tickets replaces a DISTINCT ON over
-# every change the crew ever saw.
+# and, when the crew holds more, the $2-th one's id (where the next page starts; no sort to find it). One row of five
+# values whatever the page size: the server copies the page into its answer, with no row, record or Python object
+# per ticket (one index scan feeds both aggregates; PostgreSQL's CPU per 200-ticket page is within ~0.05 ms of the
+# row-per-ticket form's). Current ticket rows, not the change log's history: a ticket row and its latest change row
+# are written together (storage/tickets.record_changes), so at one snapshot they agree, and an index scan of the
+# crew's tickets replaces a DISTINCT ON over every change the crew ever saw.
 _FIRST_SNAPSHOT = """
 SELECT pg_current_snapshot()::text AS head, string_agg(doc_hash, ''::bytea) AS hashes,
-  (count(*) FILTER (WHERE n <= $2))::integer AS n, (array_agg(id ORDER BY id DESC) FILTER (WHERE n <= $2))[1] AS last,
+  (count(*) FILTER (WHERE n <= $2))::integer AS n, (array_agg(id) FILTER (WHERE n = $2))[1] AS last,
   string_agg($3::{type} || doc || $4::{type}, $5::{type} ORDER BY id) FILTER (WHERE n <= $2) AS page
 FROM (SELECT id, doc_hash, {doc} AS doc, row_number() OVER (ORDER BY id) AS n FROM tickets WHERE holder_crew_id = $1) AS t
 """
@@ -162,7 +162,7 @@ async def first_pages(conn: asyncpg.Connection, asks: Sequence[DeltaAsk], packed
 class SnapshotPage:
     """The first page of a snapshot: its head, every held ticket's hash (32 bytes each, back to back), and the first
     `count` held tickets (id order) as one value, each document framed as asked and joined; `last` is the last one's id
-    (None: no ticket)."""
+    when the crew holds more (None: this page is the whole scope)."""
 
     head: str
     hashes: bytes
