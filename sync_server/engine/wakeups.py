@@ -15,7 +15,9 @@ from sync_server.storage.tickets import NOTIFY_AFTER_SQL, live_payload
 
 log = structlog.get_logger(__name__)
 
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# asyncpg reports a connection killed under a statement as a protocol-state InternalClientError, not only as
+# InterfaceError (engine/live.py's reader catches the same set)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 
 
 class LiveWakeups:
