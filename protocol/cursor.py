@@ -7,7 +7,6 @@ error never reveals whether the MAC, the version or the scope was wrong (I3).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -44,36 +43,42 @@ class CursorState:
     sent: int = 0
 
 
+_TO_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64encode(raw: bytes) -> str:
+    """base64url without padding: base64.urlsafe_b64encode(raw).rstrip(b"=") without the module's Python layers."""
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(token: str) -> bytes:
+    """base64.urlsafe_b64decode of an ASCII token with its padding restored, straight to binascii (same leniency:
+    characters outside the alphabet are skipped, which the caller's canonical re-encoding check refuses)."""
+    return binascii.a2b_base64(token.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(token) % 4))
+
+
 def _invalid() -> ProtocolError:
     """The single answer for every cursor problem, so no check leaks information."""
     return ProtocolError(ErrorCode.CURSOR_INVALID, "cursor is not valid; pull with cursor null")
 
 
-def _is_int(value: Any) -> bool:
-    """bool is an int subclass; a cursor field never means True by 1."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_opt_str(value: Any) -> bool:
-    """Optional text field check."""
-    return value is None or isinstance(value, str)
-
-
 def _from_fields(fields: Any) -> CursorState:
-    """Rebuild the state, checking every type, since a signed payload can still be old."""
-    if not isinstance(fields, list) or len(fields) != _N_FIELDS:
+    """Rebuild the state, checking every type, since a signed payload can still be old. The values come from msgpack,
+    whose ints, strs and bools are exactly those types: `type(v) is int` keeps a bool from passing for an int."""
+    if type(fields) is not list or len(fields) != _N_FIELDS:
         raise _invalid()
     version, scope, snapshot, issued_at, head, after, checksum, reset, sent = fields
     if not (
-        _is_int(version)
-        and isinstance(scope, str)
-        and isinstance(snapshot, str)
-        and _is_int(issued_at)
-        and _is_opt_str(head)
-        and _is_opt_str(after)
-        and _is_opt_str(checksum)
-        and isinstance(reset, bool)
-        and _is_int(sent)
+        type(version) is int
+        and type(scope) is str
+        and type(snapshot) is str
+        and type(issued_at) is int
+        and (head is None or type(head) is str)
+        and (after is None or type(after) is str)
+        and (checksum is None or type(checksum) is str)
+        and type(reset) is bool
+        and type(sent) is int
         and sent >= 0
     ):
         raise _invalid()
@@ -105,8 +110,7 @@ class CursorSigner:
         fields = [state.version, state.scope, state.snapshot, state.issued_at, state.head, state.after, state.checksum,
                   state.reset, state.sent]  # not dataclasses.astuple: it deep-copies every field, per request
         payload: bytes = msgpack.packb(fields, use_bin_type=True)
-        token = base64.urlsafe_b64encode(payload + self._mac(self._keyed[0], payload))
-        return token.rstrip(b"=").decode("ascii")
+        return _b64encode(payload + self._mac(self._keyed[0], payload))
 
     def decode(self, token: str, *, scope: str) -> CursorState:
         """Verify MAC, version and scope; any failure is the same CURSOR_INVALID."""
@@ -115,10 +119,10 @@ class CursorSigner:
         if not token.isascii() or "=" in token:
             raise _invalid()
         try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            raw = _b64decode(token)
         except (binascii.Error, ValueError):
             raise _invalid() from None
-        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+        if _b64encode(raw) != token:
             raise _invalid()  # non-canonical spelling: one cursor, one text
         if len(raw) <= _MAC_LEN:
             raise _invalid()

@@ -256,3 +256,31 @@ def test_cursor_key_rotation() -> None:
 def test_cursor_short_secret_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         p.CursorSigner(b"short")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.text(alphabet=st.characters(max_codepoint=127), max_size=120))
+def test_cursor_base64_helpers_equal_the_stdlib_functions(raw: bytes, text: str) -> None:
+    """The cursor's binascii shortcuts answer exactly what base64.urlsafe_b64encode/decode would, errors included."""
+    from protocol.cursor import _b64decode, _b64encode
+
+    assert _b64encode(raw) == base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    assert _b64decode(_b64encode(raw)) == raw
+    try:
+        expected: bytes | type[Exception] = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError as exc:  # binascii.Error is a ValueError
+        expected = type(exc)
+    try:
+        got: bytes | type[Exception] = _b64decode(text)
+    except ValueError as exc:
+        got = type(exc)
+    assert got == expected
+
+
+def test_cursor_base64_helpers_on_hand_written_values() -> None:
+    from protocol.cursor import _b64decode, _b64encode
+
+    assert _b64encode(b"\xfb\xff\xbf") == "-_-_"  # the two url-safe letters, both ways
+    assert _b64encode(b"\x00") == "AA" and _b64encode(b"") == ""
+    assert _b64decode("-_-_") == b"\xfb\xff\xbf" and _b64decode("AA") == b"\x00"
+    assert _b64decode("+/+/") == b"\xfb\xff\xbf"  # lenient like the stdlib; decode() refuses it by re-encoding
