@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgpack  # no stubs or py.typed upstream
 from aiohttp import web
 from pydantic import ConfigDict, Field
 
@@ -14,6 +15,7 @@ from sync_server.api.http import principal, read_model, respond_raw
 from sync_server.api.splice import pull_body
 from sync_server.api.registry import route
 from sync_server.auth import Role
+from sync_server.domain.document import RenderedDoc
 from sync_server.engine import pull as pull_engine
 from sync_server.engine import push as push_engine
 from sync_server.keys import CODES, CURSORS, FIRST_PAGES, POOL, SETTINGS, WAKEUPS
@@ -68,7 +70,28 @@ async def push(request: web.Request) -> web.Response:
     result = await push_engine.push(request.app[POOL], who, env.mutations, codes=request.app[CODES],
                                     wakeups=request.app[WAKEUPS])
     request.app[METRICS].count_push(result)
+    if negotiate(request.headers.get("Accept"), request.headers.get("Content-Type")) == MSGPACK:
+        return web.Response(body=push_msgpack(result), content_type=MSGPACK)
     return respond_raw(request, result)
+
+
+def push_msgpack(data: dict[str, Any]) -> bytes:
+    """`msgpack.packb(data)` byte for byte, except that a result's ticket carried with its exact rendering is copied
+    from its msgpack bytes instead of being encoded again (a 25-mutation push answers with ~20 documents)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    out = [packer.pack_map_header(len(data))]
+    for key, value in data.items():
+        out.append(packer.pack(key))
+        if key != "results":
+            out.append(packer.pack(value))
+            continue
+        out.append(packer.pack_array_header(len(value)))
+        for result in value:
+            out.append(packer.pack_map_header(len(result)))
+            for rkey, rvalue in result.items():
+                out.append(packer.pack(rkey))
+                out.append(rvalue.rendered.mp if isinstance(rvalue, RenderedDoc) else packer.pack(rvalue))
+    return b"".join(out)
 
 
 def setup(app: web.Application) -> None:

@@ -27,16 +27,39 @@ from protocol.fields import format_datetime
 # push builds one of these per ticket or per mutation
 @dataclass(slots=True)
 class Rendered:
-    """The stored forms of one ticket document: `json` is the canonical text, `hash` its SHA-256 (I4)."""
+    """The stored forms of one ticket document: `json` is the canonical text, `hash` its SHA-256 (I4). `exact`: the
+    document's own key and child order is the canonical one, so `json` and `mp` are also exactly what encoding the
+    document as it stands gives (an answer may copy them instead of encoding it again)."""
 
     json: str
     mp: bytes
     hash: bytes
+    exact: bool = False
+
+
+class RenderedDoc(dict[str, Any]):
+    """A ticket document carried with its exact rendering: equal to, and encoded (by orjson, json and msgpack) like,
+    the plain document; a writer that knows the type copies `rendered.json` / `rendered.mp` instead."""
+
+    __slots__ = ("rendered",)
+
+    def __init__(self, doc: dict[str, Any], rendered: Rendered) -> None:
+        super().__init__(doc)
+        self.rendered = rendered
 
 
 def render(doc: dict[str, Any]) -> Rendered:
     """Canonical text, msgpack bytes and hash of a JSON-mode ticket document, computed once per change."""
     raw = canonical_doc_bytes(doc)
+    try:  # the document as it stands, in its own order: the same bytes when its order is the canonical one
+        exact = orjson.dumps(doc) == raw
+    except TypeError:  # orjson.JSONEncodeError: a value it does not write (an integer beyond 64 bits)
+        exact = False
+    if exact:
+        # the canonical text parses back to this very document (JSON types only, same order, floats round-trip), so
+        # packing the document itself gives the bytes packing the parsed text would
+        packed: bytes = msgpack.packb(doc, use_bin_type=True)
+        return Rendered(raw.decode("utf-8"), packed, hashlib.sha256(raw).digest(), True)
     # The canonical text parsed back is the document with children sorted and keys sorted at every level, the order
     # the msgpack form lists them in, with the same values (floats round-trip exactly); orjson parses it faster than
     # Python can re-sort the dict.
@@ -44,7 +67,7 @@ def render(doc: dict[str, Any]) -> Rendered:
         ordered = orjson.loads(raw)
     except orjson.JSONDecodeError:  # an integer beyond 64 bits: the standard library parses it alike
         ordered = json.loads(raw)
-    packed: bytes = msgpack.packb(ordered, use_bin_type=True)
+    packed = msgpack.packb(ordered, use_bin_type=True)
     return Rendered(raw.decode("utf-8"), packed, hashlib.sha256(raw).digest())
 
 

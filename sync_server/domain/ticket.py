@@ -11,7 +11,7 @@ from uuid import UUID
 
 from protocol import Ticket, TicketStatus
 from sync_server.domain.conflicts import WorkTicket
-from sync_server.domain.document import NewNote, next_doc
+from sync_server.domain.document import NewNote, Rendered, next_doc, render
 from sync_server.domain.states import holder
 
 
@@ -32,6 +32,12 @@ class TicketRecord:
     def ticket(self) -> Ticket:
         """The validated model, built only when a caller needs one (supervisor answers, uploads)."""
         return Ticket.model_validate(self.doc)
+
+    @cached_property
+    def rendered(self) -> Rendered:
+        """The document's stored forms, rendered once however many writers and answers need them (the document is
+        never changed in place: a change is a new record)."""
+        return render(self.doc)
 
     @cached_property
     def id(self) -> UUID:

@@ -16,7 +16,7 @@ from protocol.fields import format_datetime
 from sync_server.auth import Principal
 from sync_server.domain.catalog import CODE_FIELDS, code_refusal
 from sync_server.domain.conflicts import Conflict, DeviceCtx, Outcome, Where, WorkTicket, apply, op_note, rejected
-from sync_server.domain.document import NewNote, created_doc, photo_entry
+from sync_server.domain.document import NewNote, RenderedDoc, created_doc, photo_entry
 from sync_server.domain.states import holder
 from sync_server.domain.ticket import TicketRecord
 from sync_server.engine.changes import change_entries
@@ -374,4 +374,8 @@ def _result(p: Parsed, o: Outcome, current: dict[UUID, TicketRecord], batch: _Ba
     tid = p.ticket_id
     rec = (current.get(tid) or batch.records.get(tid)) if tid is not None else None
     doc, removed = holding(rec, batch.work.get(tid) if tid is not None else None, dev)
+    if doc is not None and tid in current:  # a ticket this push changed: rendered once for its rows and its answers
+        rendered = current[tid].rendered
+        if rendered.exact:
+            doc = RenderedDoc(doc, rendered)
     return result_dict(p.seq, o.status, o.reason, o.message, doc, removed, [conflict_info(c) for c in o.conflicts], version)

@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 import orjson
 
+from sync_server.domain.document import RenderedDoc
 from sync_server.storage.tickets import ChangeColumns
 from sync_server.storage.uploads import PHOTO_LOCK_CLASS
 
@@ -155,7 +156,11 @@ def _uuid_text(value: Any) -> str:
 
 def result_text(result: dict[str, Any]) -> str:
     """A stored result's text: read back with json.loads, it must give the very dict sent (key order, value types),
-    so a replay re-encodes the first answer byte for byte; orjson writes that JSON several times faster."""
+    so a replay re-encodes the first answer byte for byte; orjson writes that JSON several times faster. A ticket
+    carried with its exact rendering is copied from its canonical text (the bytes orjson would write for it)."""
+    ticket = result.get("ticket")
+    if isinstance(ticket, RenderedDoc):
+        result = {**result, "ticket": orjson.Fragment(ticket.rendered.json)}
     return orjson.dumps(result).decode()
 
 

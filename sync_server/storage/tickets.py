@@ -134,7 +134,7 @@ class ChangeColumns:
         cols = cls([], [], [], [], [], [], [], [], [], [])
         for e in entries:
             d = e.record.doc
-            out = render(d)
+            out = e.record.rendered
             cols.ids.append(e.record.id)
             cols.depts.append(e.record.department_id)
             cols.holders.append(e.record.holder_crew_id)
