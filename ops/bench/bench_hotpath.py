@@ -36,7 +36,7 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
 import bench_clients  # noqa: E402
-from common import emit, mutation, stop_server, wait_ready  # noqa: E402
+from common import emit, mutation, start_server, stop_server, wait_ready  # noqa: E402
 import push_replay  # noqa: E402
 from pg_limits import Counters, delta as pg_delta  # noqa: E402
 
@@ -359,18 +359,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         seeded = await seed(dsn)
         tps, pgbench_wal = await pgbench(pg, args.pgbench_seconds, [8, 32], args.pg_tcp)
         pg_pid = int((pg.pg_dir / "postmaster.pid").read_text().split()[0])
-        port = 18000 + random.randint(0, 999)
-        env = dict(os.environ, FIELDSYNC_DATA_DIR=str(root / "srv"), FIELDSYNC_LOG_LEVEL="warning")
-        server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port", str(port),
-                                   "--no-demo", *(["--workers", str(args.workers)] if args.workers > 1 else [])],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        server, url = start_server(ROOT, dsn, root / "srv", args.workers)
         out: dict[str, Any] = {"client": args.client, "workers": args.workers, "pg_transport": "tcp" if args.pg_tcp else "unix",
                                "pgbench_tps": {"8": tps[8], "32": tps[32]}, "pgbench_pg": pgbench_wal}
         counters = await Counters.open(dsn, "fieldsync")
-        out["phases"] = await phases(f"http://127.0.0.1:{port}", seeded, Meter(server.pid, pg_pid), tps[32], counters,
+        out["phases"] = await phases(url, seeded, Meter(server.pid, pg_pid), tps[32], counters,
                                      dsn if args.pg_stats else None, args.client)
         if args.replay:
-            out["push_replay"] = await replay(pg, dsn, f"http://127.0.0.1:{port}", args, tps, out["phases"])
+            out["push_replay"] = await replay(pg, dsn, url, args, tps, out["phases"])
         return out
     finally:
         if counters is not None:

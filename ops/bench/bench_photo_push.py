@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
 from bench_hotpath import Meter, headers, pg_top, summary  # noqa: E402
-from common import emit, stop_server, wait_ready  # noqa: E402
+from common import emit, start_server, stop_server, wait_ready  # noqa: E402
 
 from sync_server.auth import enroll_device  # noqa: E402
 from sync_server.embedded_pg import EmbeddedPostgres  # noqa: E402
@@ -118,11 +116,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         devs = await seed(dsn, args.crews)
         pg_pid = int((pg.pg_dir / "postmaster.pid").read_text().split()[0])
-        port = 18000 + random.randint(0, 999)
-        env = dict(os.environ, FIELDSYNC_DATA_DIR=str(root / "srv"), FIELDSYNC_LOG_LEVEL="warning")
-        server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port", str(port),
-                                   "--no-demo"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        url, meter, stats = f"http://127.0.0.1:{port}", Meter(server.pid, pg_pid), dsn if args.pg_stats else None
+        server, url = start_server(ROOT, dsn, root / "srv")
+        meter, stats = Meter(server.pid, pg_pid), dsn if args.pg_stats else None
         out: dict[str, Any] = {"crews": args.crews, "pushes_per_device": args.pushes}
         rnd = random.Random(3)
         async with aiohttp.ClientSession() as http:

@@ -37,7 +37,7 @@ import msgpack  # noqa: E402
 import bench_clients  # noqa: E402
 import bench_hotpath  # noqa: E402
 from bench_hotpath import Meter, headers, pct, pull_all, seed  # noqa: E402
-from common import emit, stop_server, wait_ready  # noqa: E402
+from common import emit, start_server, stop_server, wait_ready  # noqa: E402
 
 from sync_server.embedded_pg import EmbeddedPostgres  # noqa: E402
 
@@ -144,16 +144,6 @@ async def office_change(http: Any, sup: str, devs: list[dict[str, Any]], rnd: in
         assert status == 200, answer[:300]
 
     await asyncio.gather(*(one(i, t) for i, t in enumerate(picks)))
-
-
-def start_server(tree: Path, dsn: str, data_dir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    """`fieldsync serve` from a source tree on a free-ish port."""
-    port = 18000 + random.randint(0, 999)
-    env = dict(os.environ, FIELDSYNC_DATA_DIR=str(data_dir), FIELDSYNC_LOG_LEVEL="warning")
-    server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port",
-                               str(port), "--no-demo", *(["--workers", str(workers)] if workers > 1 else [])],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tree)
-    return server, f"http://127.0.0.1:{port}"
 
 
 async def start_bare(http: aiohttp.ClientSession) -> tuple[subprocess.Popen[bytes], str]:  # aiohttp: waits only

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp  # noqa: E402
-from common import emit, mutation, wait_ready  # noqa: E402
+from common import emit, mutation, start_server, wait_ready  # noqa: E402
 import asyncpg  # noqa: E402
 import msgpack  # noqa: E402
 
@@ -153,12 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     server = None
     try:
         creds = await seed(dsn, args.devices, args.big)
-        port = 18000 + random.randint(0, 999)
-        env = dict(os.environ, FIELDSYNC_DATA_DIR=str(root / "srv"), FIELDSYNC_LOG_LEVEL="warning")
-        server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port", str(port),
-                                   "--no-demo", *(["--workers", str(args.workers)] if args.workers > 1 else [])],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-        url = f"http://127.0.0.1:{port}"
+        server, url = start_server(ROOT, dsn, root / "srv", args.workers)
         conn = aiohttp.TCPConnector(limit=args.devices + 20)
         async with aiohttp.ClientSession(connector=conn) as http:
             await wait_ready(http, url, 200)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -49,6 +50,17 @@ def mutation(seq: int, tid: str, rnd: random.Random) -> dict[str, Any]:
         op, args = "add_note", {"note_id": str(uuid.uuid4()), "text": "Items at the curb, gate code 1234"}
     return {"seq": seq, "op": op, "ticket_id": tid, "args": args, "base_version": None,
             "device_time": datetime.now(timezone.utc).isoformat()}
+
+
+def start_server(tree: Path, dsn: str, data_dir: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    """`fieldsync serve` from a source tree (its own code: cwd comes first on `-m`'s path) on a free-ish loopback port,
+    quiet; every benchmark spawns its server this one way, so their figures compare."""
+    port = 18000 + random.randint(0, 999)  # noqa: S311 - a port, not a secret
+    env = dict(os.environ, FIELDSYNC_DATA_DIR=str(data_dir), FIELDSYNC_LOG_LEVEL="warning")
+    server = subprocess.Popen([sys.executable, "-m", "sync_server.cli", "serve", "--database-url", dsn, "--port",
+                               str(port), "--no-demo", *(["--workers", str(workers)] if workers > 1 else [])],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tree)
+    return server, f"http://127.0.0.1:{port}"
 
 
 def stop_server(server: subprocess.Popen[bytes] | None) -> None:
