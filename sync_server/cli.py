@@ -3,48 +3,37 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import getpass
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import asyncpg
 import pydantic
 import structlog
 
 from protocol import ProtocolError
-from sync_server.auth import Principal, Role
+from sync_server.auth import Role
 from sync_server.embedded_pg import EmbeddedPostgresError
 from sync_server.ingest.parse import HeaderError, Rejected
 from sync_server.logging import configure_logging
 from sync_server.open311.mirror import MirrorError
-from sync_server.runtime import CliError, Database, DatabaseUnreachable, connect, open_database
+from sync_server.runtime import CliError, Database, DatabaseUnreachable, connect
 from sync_server.settings import LogFormat, Settings
+from sync_server import __version__, cli_maintenance, cli_open311, cli_org
+from sync_server.cli_common import cli_principal, command_pool, db_options, out, with_db
 from sync_server.cli_serve import cmd_serve, prepare, serve  # noqa: F401  (prepare, serve: part of this module's API)
-from sync_server.storage.migrate import SchemaTooNewError, check_schema, migrate
+from sync_server.storage.migrate import SchemaTooNewError, migrate
 
 log = structlog.get_logger("sync_server.cli")
-T = TypeVar("T")
 EXIT_ERROR = 2  # configuration or environment problem: the operator must act (same code argparse uses)
 
 
 # --------------------------------------------------------------------------------------------------- arguments
 
-def _db_options(p: argparse.ArgumentParser) -> None:
-    """Every command that touches the database takes the same two ways to reach it."""
-    p.add_argument("--data-dir", type=Path, help="data directory of the embedded cluster (env FIELDSYNC_DATA_DIR)")
-    p.add_argument("--database-url", help="external PostgreSQL DSN instead of the embedded cluster (env FIELDSYNC_DATABASE_URL)")
-    # SUPPRESS: a subcommand's default must not overwrite `fieldsync --log-level X COMMAND` given before it.
-    p.add_argument("--log-level", default=argparse.SUPPRESS, help="minimum log level: debug, info, warning, error")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands; flags override FIELDSYNC_* environment variables."""
-    from sync_server import __version__, cli_maintenance, cli_open311, cli_org  # they import this module's helpers
 
     parser = argparse.ArgumentParser(prog="fieldsync", description="Offline-first sync backend for city 311 field crews.")
     parser.add_argument("--version", action="version", version=f"fieldsync {__version__}")
@@ -52,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the HTTP server (embedded PostgreSQL and demo data by default)")
-    _db_options(p)
+    db_options(p)
     p.add_argument("--host", help="bind address (env FIELDSYNC_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="bind port, 0 picks a free one (env FIELDSYNC_PORT, default 8080)")
     p.add_argument("--log-format", choices=[f.value for f in LogFormat], help="console or json (env FIELDSYNC_LOG_FORMAT)")
@@ -66,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("migrate", help="apply pending schema migrations")
-    _db_options(p)
+    db_options(p)
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("device", help="enrol or revoke crew devices")
@@ -75,11 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--crew", required=True, help="crew name, e.g. san-ev")
     e.add_argument("--label", help="free-text label, e.g. the phone's asset tag")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-    _db_options(e)
+    db_options(e)
     e.set_defaults(func=cmd_device_enroll)
     r = dsub.add_parser("revoke", help="revoke a device; its pushes fail at once, its other sync requests once servers get the NOTIFY (within 1 s without it)")
     r.add_argument("device_id")
-    _db_options(r)
+    db_options(r)
     r.set_defaults(func=cmd_device_revoke)
 
     p = sub.add_parser("user", help="create supervisor and admin accounts")
@@ -89,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--role", required=True, choices=[Role.SUPERVISOR.value, Role.ADMIN.value])
     c.add_argument("--department", help="department code (required for supervisors), e.g. sanitation")
     c.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-    _db_options(c)
+    db_options(c)
     c.set_defaults(func=cmd_user_create)
     cli_org.add_user_commands(usub)
     cli_org.add_org_commands(sub)
@@ -97,25 +86,25 @@ def build_parser() -> argparse.ArgumentParser:
     cli_maintenance.add_maintenance_commands(sub)
     sp = usub.add_parser("set-password", help="set a user's console password, read from stdin (first line)")
     sp.add_argument("name")
-    _db_options(sp)
+    db_options(sp)
     sp.set_defaults(func=cmd_user_set_password)
 
     p = sub.add_parser("prune", help="drop change-log history, tombstones and old push results past the retention window")
     p.add_argument("--retention-days", type=float, help="override FIELDSYNC_RETENTION_DAYS for this run")
-    _db_options(p)
+    db_options(p)
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("check", help="verify integrity: photos in the store with their hash, ticket documents vs rows, "
                                      "change log vs tickets, device seqs vs stored results (JSON report; exit 1 if not ok)")
     p.add_argument("--no-hash", dest="hash_photos", action="store_false",
                    help="check photos by presence and size only (skip reading every original)")
-    _db_options(p)
+    db_options(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("import-311", help="import a MyLA311 service-request CSV export (upsert by SR number)")
     p.add_argument("path", type=Path, help="CSV file (portal CamelCase or lowercase headers; .csv.gz accepted)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    _db_options(p)
+    db_options(p)
     p.set_defaults(func=cmd_import_311)
     return parser
 
@@ -160,43 +149,6 @@ def update_readme(path: Path = Path("README.md")) -> None:
 
 # --------------------------------------------------------------------------------------------------- helpers
 
-def _with_db(settings: Settings, body: Callable[[Database], Awaitable[T]]) -> T:
-    """Run an async command body against the runtime database (cluster started and stopped around it if needed)."""
-    with open_database(settings) as db:
-        return asyncio.run(body(db))
-
-
-async def _pool(db: Database, *, migrate_first: bool) -> asyncpg.Pool:
-    """A small pool for a command; commands other than migrate/import refuse a schema that is not current."""
-    conn = await connect(db)
-    try:
-        if migrate_first:
-            await migrate(conn)
-        else:
-            try:
-                await check_schema(conn)
-            except RuntimeError as exc:
-                raise CliError(str(exc)) from None
-    finally:
-        await conn.close()
-    try:
-        # direct, not through a pooler: CLI work may hold session advisory locks
-        return await asyncpg.create_pool(db.session_dsn, min_size=1, max_size=2)
-    except (OSError, asyncpg.CannotConnectNowError) as exc:
-        raise DatabaseUnreachable.of(db.session_dsn, exc) from None
-
-
-def _cli_principal() -> Principal:
-    """Whoever has shell access to the data dir is an operator; audit rows name the OS user."""
-    return Principal(Role.ADMIN, f"cli:{getpass.getuser()}")
-
-
-def _out(text: str) -> None:
-    """Command results go to stdout (logs go to stderr), so they can be piped."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
 # --------------------------------------------------------------------------------------------------- commands
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -208,8 +160,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await conn.close()
 
-    applied = _with_db(settings, body)
-    _out("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    applied = with_db(settings, body)
+    out("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 
 
@@ -218,17 +170,17 @@ def cmd_device_enroll(args: argparse.Namespace, settings: Settings) -> int:
     from sync_server.engine import supervise
 
     async def body(db: Database) -> tuple[str, str, str]:
-        pool = await _pool(db, migrate_first=False)
+        pool = await command_pool(db, migrate_first=False)
         try:
-            return await supervise.enroll(pool, _cli_principal(), args.crew, args.label)
+            return await supervise.enroll(pool, cli_principal(), args.crew, args.label)
         finally:
             await pool.close()
 
-    device_id, token, crew = _with_db(settings, body)
+    device_id, token, crew = with_db(settings, body)
     if args.json:
-        _out(json.dumps({"device_id": device_id, "crew": crew, "token": token}))
+        out(json.dumps({"device_id": device_id, "crew": crew, "token": token}))
     else:
-        _out(f"device_id: {device_id}\ncrew: {crew}\ntoken: {token}")
+        out(f"device_id: {device_id}\ncrew: {crew}\ntoken: {token}")
     return 0
 
 
@@ -237,14 +189,14 @@ def cmd_device_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from sync_server.engine import supervise
 
     async def body(db: Database) -> Any:
-        pool = await _pool(db, migrate_first=False)
+        pool = await command_pool(db, migrate_first=False)
         try:
-            return await supervise.revoke(pool, _cli_principal(), args.device_id)
+            return await supervise.revoke(pool, cli_principal(), args.device_id)
         finally:
             await pool.close()
 
-    row = _with_db(settings, body)
-    _out(f"revoked: {args.device_id} at {row['revoked_at'].isoformat()}")
+    row = with_db(settings, body)
+    out(f"revoked: {args.device_id} at {row['revoked_at'].isoformat()}")
     return 0
 
 
@@ -257,17 +209,17 @@ def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("--department is required for a supervisor and not allowed for an admin")
 
     async def body(db: Database) -> tuple[str, str | None]:
-        pool = await _pool(db, migrate_first=False)
+        pool = await command_pool(db, migrate_first=False)
         try:
-            return await supervise.add_user(pool, _cli_principal(), args.name, role, args.department)
+            return await supervise.add_user(pool, cli_principal(), args.name, role, args.department)
         finally:
             await pool.close()
 
-    token, dept = _with_db(settings, body)
+    token, dept = with_db(settings, body)
     if args.json:
-        _out(json.dumps({"name": args.name, "role": role.value, "department": dept, "token": token}))
+        out(json.dumps({"name": args.name, "role": role.value, "department": dept, "token": token}))
         return 0
-    _out(f"user: {args.name}\nrole: {role.value}" + (f"\ndepartment: {dept}" if dept else "") + f"\ntoken: {token}")
+    out(f"user: {args.name}\nrole: {role.value}" + (f"\ndepartment: {dept}" if dept else "") + f"\ntoken: {token}")
     return 0
 
 
@@ -280,17 +232,17 @@ def cmd_user_set_password(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("no password on stdin (e.g. `fieldsync user set-password NAME < file`)")
 
     async def body(db: Database) -> int:
-        pool = await _pool(db, migrate_first=False)
+        pool = await command_pool(db, migrate_first=False)
         try:
             async with pool.acquire() as conn:
-                return await set_password(conn, args.name, password, actor=_cli_principal().name)
+                return await set_password(conn, args.name, password, actor=cli_principal().name)
         except ProtocolError as err:
             raise CliError(err.message) from None
         finally:
             await pool.close()
 
-    _with_db(settings, body)
-    _out(f"user: {args.name}\npassword: set (console sessions of this user ended)")
+    with_db(settings, body)
+    out(f"user: {args.name}\npassword: set (console sessions of this user ended)")
     return 0
 
 
@@ -313,8 +265,8 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await conn.close()
 
-    report = _with_db(settings, body)
-    _out(json.dumps({"retention_days": days, **report.__dict__}))
+    report = with_db(settings, body)
+    out(json.dumps({"retention_days": days, **report.__dict__}))
     return 0
 
 
@@ -324,7 +276,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from sync_server.engine.check import check
 
     async def body(db: Database) -> dict[str, Any]:
-        pool = await _pool(db, migrate_first=False)
+        pool = await command_pool(db, migrate_first=False)
         store = open_store(settings)
         try:
             return (await check(pool, store, hash_photos=args.hash_photos)).as_dict()
@@ -332,8 +284,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
             await store.close()
             await pool.close()
 
-    report = _with_db(settings, body)
-    _out(json.dumps(report))
+    report = with_db(settings, body)
+    out(json.dumps(report))
     return 0 if report["ok"] else 1
 
 
@@ -350,18 +302,18 @@ def cmd_import_311(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"{path.name}:{r.line}: rejected: {r.reason}\n")
 
     async def body(db: Database) -> dict[str, int]:
-        pool = await _pool(db, migrate_first=True)
+        pool = await command_pool(db, migrate_first=True)
         try:
             summary = await import_csv(pool, path, on_reject=reject, progress=Progress(path.stat().st_size))
         finally:
             await pool.close()
         return summary.as_dict()
 
-    counts = _with_db(settings, body)
+    counts = with_db(settings, body)
     if args.json:
-        _out(json.dumps(counts))
+        out(json.dumps(counts))
     else:
-        _out("  ".join(f"{k} {v}" for k, v in counts.items()))
+        out("  ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
 

@@ -10,8 +10,8 @@ from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
 
-from sync_server.cli import CliError, _cli_principal, _db_options, _out, _pool, _with_db
-from sync_server.runtime import Database
+from sync_server.cli_common import cli_principal, command_pool, db_options, out, with_db
+from sync_server.runtime import CliError, Database
 from sync_server.settings import Settings
 
 
@@ -24,14 +24,14 @@ def add_maintenance_commands(sub: Any) -> None:
     a.add_argument("--before", required=True, type=_day, help="UTC date (YYYY-MM-DD): rows older than its midnight")
     a.add_argument("--to", required=True, type=Path, dest="dest", help="new file (never overwritten)")
     a.add_argument("--batch", type=int, default=5000, help="rows per write+delete batch (default 5000)")
-    _db_options(a)
+    db_options(a)
     a.set_defaults(func=cmd_audit_archive)
 
     p = sub.add_parser("blobs", help="photo store maintenance")
     bsub = p.add_subparsers(dest="blobs_command", required=True, metavar="ACTION")
     c = bsub.add_parser("collect", help="delete photos no ticket shows (after FIELDSYNC_UNATTACHED_PHOTO_DAYS) and "
                                         "store objects without a row (after FIELDSYNC_BLOB_ORPHAN_GRACE_HOURS) now")
-    _db_options(c)
+    db_options(c)
     c.set_defaults(func=cmd_blobs_collect)
 
 
@@ -51,16 +51,16 @@ def cmd_audit_archive(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("--batch must be between 1 and 100000")
 
     async def body(db: Database) -> Any:
-        pool = await _pool(db, migrate_first=False)
+        pool = await command_pool(db, migrate_first=False)
         try:
             async with pool.acquire() as conn:
-                return await archive(conn, args.before, args.dest, actor=_cli_principal().name, batch=args.batch)
+                return await archive(conn, args.before, args.dest, actor=cli_principal().name, batch=args.batch)
         except ArchiveRefused as exc:
             raise CliError(str(exc)) from None
         finally:
             await pool.close()
 
-    _out(json.dumps(asdict(_with_db(settings, body))))
+    out(json.dumps(asdict(with_db(settings, body))))
     return 0
 
 
@@ -70,7 +70,7 @@ def cmd_blobs_collect(args: argparse.Namespace, settings: Settings) -> int:
     from sync_server.engine.blob_gc import collect_if_due
 
     async def body(db: Database) -> Any:
-        pool = await _pool(db, migrate_first=False)
+        pool = await command_pool(db, migrate_first=False)
         store = open_store(settings)
         try:
             return await collect_if_due(pool, store, settings, force=True)
@@ -78,6 +78,6 @@ def cmd_blobs_collect(args: argparse.Namespace, settings: Settings) -> int:
             await store.close()
             await pool.close()
 
-    report = _with_db(settings, body)
-    _out(json.dumps(asdict(report) if report is not None else {}))
+    report = with_db(settings, body)
+    out(json.dumps(asdict(report) if report is not None else {}))
     return 0

@@ -9,13 +9,13 @@ from typing import Any
 
 import asyncpg
 
-from sync_server.cli import _cli_principal, _db_options, _out
-from sync_server.cli_org import _emit, _json_arg, _plain, _run, _table
+from sync_server.runtime import CliError
+from sync_server.cli_common import cli_principal, db_options, emit, json_arg, out, plain, run_use_case, table
 from sync_server.settings import Settings
 
 
 def _key(r: asyncpg.Record) -> dict[str, Any]:
-    return {k: _plain(r[k]) for k in ("name", "rate_per_minute", "created_at", "created_by", "revoked_at",
+    return {k: plain(r[k]) for k in ("name", "rate_per_minute", "created_at", "created_by", "revoked_at",
                                       "created_requests")}
 
 
@@ -40,8 +40,8 @@ def add_open311_commands(sub: Any) -> None:
     r.add_argument("name")
     r.set_defaults(func=cmd_key_revoke)
     for q in (i, ls, r):
-        _json_arg(q)
-        _db_options(q)
+        json_arg(q)
+        db_options(q)
 
     p = sub.add_parser("dispatch-rule", help="add, list and delete rules routing new requests to crews")
     rsub = p.add_subparsers(dest="rule_command", required=True, metavar="ACTION")
@@ -61,8 +61,8 @@ def add_open311_commands(sub: Any) -> None:
     d.add_argument("id", type=int)
     d.set_defaults(func=cmd_rule_delete)
     for q in (a, ls, d):
-        _json_arg(q)
-        _db_options(q)
+        json_arg(q)
+        db_options(q)
 
     m = sub.add_parser("open311-mirror", help="pull new and updated requests from an upstream Open311 server")
     m.add_argument("--endpoint", required=True, help="GeoReport v2 base URL, e.g. https://311.example.gov/open311/v2")
@@ -71,16 +71,16 @@ def add_open311_commands(sub: Any) -> None:
     m.add_argument("--interval", type=float, default=60.0, help="seconds between runs (default 60)")
     m.add_argument("--once", action="store_true", help="one run, then exit (cron)")
     m.set_defaults(func=cmd_mirror)
-    _json_arg(m)
-    _db_options(m)
+    json_arg(m)
+    db_options(m)
 
 
 def cmd_key_issue(args: argparse.Namespace, settings: Settings) -> int:
     """Issue an API key."""
     from sync_server.open311 import manage
 
-    row, key = _run(settings, lambda pool: manage.issue_api_key(pool, _cli_principal(), args.name, args.rate))
-    _emit(args, {**_key(row), "api_key": key}, f"api key {row['name']} ({row['rate_per_minute']}/min): {key}")
+    row, key = run_use_case(settings, lambda pool: manage.issue_api_key(pool, cli_principal(), args.name, args.rate))
+    emit(args, {**_key(row), "api_key": key}, f"api key {row['name']} ({row['rate_per_minute']}/min): {key}")
     return 0
 
 
@@ -88,8 +88,8 @@ def cmd_key_list(args: argparse.Namespace, settings: Settings) -> int:
     """List API keys."""
     from sync_server.open311 import manage
 
-    rows = [_key(r) for r in _run(settings, lambda pool: manage.list_api_keys(pool, _cli_principal()))]
-    _emit(args, {"api_keys": rows}, _table(rows, ["name", "rate_per_minute", "created_requests", "revoked_at"]))
+    rows = [_key(r) for r in run_use_case(settings, lambda pool: manage.list_api_keys(pool, cli_principal()))]
+    emit(args, {"api_keys": rows}, table(rows, ["name", "rate_per_minute", "created_requests", "revoked_at"]))
     return 0
 
 
@@ -97,14 +97,13 @@ def cmd_key_revoke(args: argparse.Namespace, settings: Settings) -> int:
     """Revoke an API key."""
     from sync_server.open311 import manage
 
-    row = _run(settings, lambda pool: manage.revoke_api_key(pool, _cli_principal(), args.name))
-    _emit(args, _key(row), f"api key {row['name']} revoked")
+    row = run_use_case(settings, lambda pool: manage.revoke_api_key(pool, cli_principal(), args.name))
+    emit(args, _key(row), f"api key {row['name']} revoked")
     return 0
 
 
 def cmd_rule_add(args: argparse.Namespace, settings: Settings) -> int:
     """Add a dispatch rule."""
-    from sync_server.cli import CliError
     from sync_server.open311 import manage
 
     polygon = None
@@ -115,8 +114,8 @@ def cmd_rule_add(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError("--polygon must be JSON like [[-118.3, 34.0], [-118.2, 34.0], [-118.2, 34.1]]") from None
     spec = {"position": args.position, "service_type": args.service_type, "council_district": args.district,
             "zip": args.zip, "polygon": polygon, "routing_area": args.routing_area, "crew": args.crew}
-    row = _run(settings, lambda pool: manage.add_rule(pool, _cli_principal(), spec))
-    _emit(args, _rule(row), f"dispatch rule {row['id']}: {row['service_type'] or 'any type'} -> {row['crew']}")
+    row = run_use_case(settings, lambda pool: manage.add_rule(pool, cli_principal(), spec))
+    emit(args, _rule(row), f"dispatch rule {row['id']}: {row['service_type'] or 'any type'} -> {row['crew']}")
     return 0
 
 
@@ -124,8 +123,8 @@ def cmd_rule_list(args: argparse.Namespace, settings: Settings) -> int:
     """List dispatch rules."""
     from sync_server.open311 import manage
 
-    rows = [_rule(r) for r in _run(settings, lambda pool: manage.list_rules(pool, _cli_principal()))]
-    _emit(args, {"rules": rows}, _table(rows, ["id", "position", "service_type", "council_district", "zip",
+    rows = [_rule(r) for r in run_use_case(settings, lambda pool: manage.list_rules(pool, cli_principal()))]
+    emit(args, {"rules": rows}, table(rows, ["id", "position", "service_type", "council_district", "zip",
                                                 "routing_area", "crew"]))
     return 0
 
@@ -134,8 +133,8 @@ def cmd_rule_delete(args: argparse.Namespace, settings: Settings) -> int:
     """Delete a dispatch rule."""
     from sync_server.open311 import manage
 
-    row = _run(settings, lambda pool: manage.delete_rule(pool, _cli_principal(), args.id))
-    _emit(args, _rule(row), f"dispatch rule {row['id']} deleted")
+    row = run_use_case(settings, lambda pool: manage.delete_rule(pool, cli_principal(), args.id))
+    emit(args, _rule(row), f"dispatch rule {row['id']} deleted")
     return 0
 
 
@@ -143,13 +142,13 @@ def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
     """Mirror an upstream Open311 server (once, or every --interval seconds until interrupted)."""
     from sync_server.open311 import mirror
 
-    stats = _run(settings, lambda pool: mirror.run(
+    stats = run_use_case(settings, lambda pool: mirror.run(
         pool, args.endpoint, sr_format=settings.open311_sr_format, jurisdiction=args.jurisdiction,
         api_key=args.api_key, interval=args.interval, once=args.once))
     data = {"created": stats.created, "updated": stats.updated, "closed": stats.closed, "unchanged": stats.unchanged,
             "skipped": stats.skipped,
-            "pages": stats.pages, "position": _plain(stats.position)}
-    _out(json.dumps(data) if args.json else
+            "pages": stats.pages, "position": plain(stats.position)}
+    out(json.dumps(data) if args.json else
          f"mirrored {args.endpoint}: {stats.created} new, {stats.updated} updated ({stats.closed} closed), "
          f"{stats.unchanged} unchanged, "
          f"skipped {stats.skipped or 0}; position {data['position']}")

@@ -4,24 +4,15 @@ use cases as the admin API (engine/org.py), so a command and an API call leave i
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
 from sync_server.auth import Role
-from sync_server.cli import _cli_principal, _db_options, _out, _pool, _with_db
-from sync_server.runtime import CliError, Database
+from sync_server.cli_common import cli_principal, db_options, emit, json_arg, plain, run_use_case, table
+from sync_server.runtime import CliError
 from sync_server.settings import Settings
 
-T = TypeVar("T")
-
-
-def _json_arg(p: argparse.ArgumentParser) -> None:
-    """Every organisation command prints one JSON document on stdout with --json, for scripts."""
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
 
 
 def _codes(text: str) -> list[str]:
@@ -44,8 +35,8 @@ def add_org_commands(sub: Any) -> None:
     ls = dsub.add_parser("list", help="list departments")
     ls.set_defaults(func=cmd_department_list)
     for q in (c, ls):
-        _json_arg(q)
-        _db_options(q)
+        json_arg(q)
+        db_options(q)
 
     p = sub.add_parser("crew", help="create, list and retire crews")
     csub = p.add_subparsers(dest="crew_command", required=True, metavar="ACTION")
@@ -62,8 +53,8 @@ def add_org_commands(sub: Any) -> None:
     r.add_argument("--to", metavar="CREW", help="move its open tickets to this crew of the same department first")
     r.set_defaults(func=cmd_crew_retire)
     for q in (c, ls, r):
-        _json_arg(q)
-        _db_options(q)
+        json_arg(q)
+        db_options(q)
 
     p = sub.add_parser("service-type", help="create and list service types and their allowed codes")
     ssub = p.add_subparsers(dest="service_type_command", required=True, metavar="ACTION")
@@ -79,15 +70,15 @@ def add_org_commands(sub: Any) -> None:
     ls.add_argument("--department", help="only this department")
     ls.set_defaults(func=cmd_service_type_list)
     for q in (c, ls):
-        _json_arg(q)
-        _db_options(q)
+        json_arg(q)
+        db_options(q)
 
     p = sub.add_parser("admin", help="bootstrap admin accounts")
     asub = p.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
     c = asub.add_parser("create", help="create an admin (applies migrations first) and print its token once")
     c.add_argument("--name", default="admin", help="account name (default: admin)")
-    _json_arg(c)
-    _db_options(c)
+    json_arg(c)
+    db_options(c)
     c.set_defaults(func=cmd_admin_create)
 
 
@@ -102,52 +93,14 @@ def add_user_commands(usub: Any) -> None:
     r.add_argument("name")
     r.set_defaults(func=cmd_user_rotate_token)
     for q in (ls, d, r):
-        _json_arg(q)
-        _db_options(q)
+        json_arg(q)
+        db_options(q)
 
 
 # --------------------------------------------------------------------------------------------------- plumbing
 
-def _run(settings: Settings, call: Callable[[asyncpg.Pool], Awaitable[T]], *, migrate_first: bool = False) -> T:
-    """Open the database (embedded or URL), a small pool, run one use case, close everything."""
-
-    async def body(db: Database) -> T:
-        pool = await _pool(db, migrate_first=migrate_first)
-        try:
-            return await call(pool)
-        finally:
-            await pool.close()
-
-    return _with_db(settings, body)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able form of a record value (datetimes as ISO 8601, arrays as lists)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    """JSON for scripts with --json, else a short human line or table."""
-    _out(json.dumps(data, default=str) if args.json else text)
-
-
-def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
-    """A plain aligned table for humans (scripts use --json)."""
-    if not rows:
-        return "(none)"
-    cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
 def _dept(r: asyncpg.Record) -> dict[str, Any]:
-    return {"code": r["code"], "name": r["name"], "agency_code": r["agency_code"], "created_at": _plain(r["created_at"])}
+    return {"code": r["code"], "name": r["name"], "agency_code": r["agency_code"], "created_at": plain(r["created_at"])}
 
 
 def _stype(r: asyncpg.Record) -> dict[str, Any]:
@@ -156,8 +109,8 @@ def _stype(r: asyncpg.Record) -> dict[str, Any]:
 
 
 def _user(r: asyncpg.Record) -> dict[str, Any]:
-    return {"name": r["name"], "role": r["role"], "department": r["department"], "created_at": _plain(r["created_at"]),
-            "disabled_at": _plain(r["revoked_at"])}
+    return {"name": r["name"], "role": r["role"], "department": r["department"], "created_at": plain(r["created_at"]),
+            "disabled_at": plain(r["revoked_at"])}
 
 
 # --------------------------------------------------------------------------------------------------- commands
@@ -166,8 +119,8 @@ def cmd_department_create(args: argparse.Namespace, settings: Settings) -> int:
     """Create a department."""
     from sync_server.engine import org
 
-    row = _run(settings, lambda pool: org.create_department(pool, _cli_principal(), args.code, args.name, args.agency_code))
-    _emit(args, _dept(row), f"department: {row['code']} ({row['name']})")
+    row = run_use_case(settings, lambda pool: org.create_department(pool, cli_principal(), args.code, args.name, args.agency_code))
+    emit(args, _dept(row), f"department: {row['code']} ({row['name']})")
     return 0
 
 
@@ -175,8 +128,8 @@ def cmd_department_list(args: argparse.Namespace, settings: Settings) -> int:
     """List departments."""
     from sync_server.engine import org
 
-    rows = [_dept(r) for r in _run(settings, lambda pool: org.list_departments(pool, _cli_principal()))]
-    _emit(args, {"departments": rows}, _table(rows, ["code", "name", "agency_code"]))
+    rows = [_dept(r) for r in run_use_case(settings, lambda pool: org.list_departments(pool, cli_principal()))]
+    emit(args, {"departments": rows}, table(rows, ["code", "name", "agency_code"]))
     return 0
 
 
@@ -184,9 +137,9 @@ def cmd_crew_create(args: argparse.Namespace, settings: Settings) -> int:
     """Create a crew."""
     from sync_server.engine import org
 
-    _run(settings, lambda pool: org.create_crew(pool, _cli_principal(), args.name, args.display_name, args.department))
+    run_use_case(settings, lambda pool: org.create_crew(pool, cli_principal(), args.name, args.display_name, args.department))
     data = {"name": args.name, "display_name": args.display_name, "department": args.department, "active": True}
-    _emit(args, data, f"crew: {args.name} ({args.department})")
+    emit(args, data, f"crew: {args.name} ({args.department})")
     return 0
 
 
@@ -194,11 +147,11 @@ def cmd_crew_list(args: argparse.Namespace, settings: Settings) -> int:
     """List crews with their device and open-ticket counts."""
     from sync_server.engine import supervise
 
-    rows = _run(settings, lambda pool: supervise.list_crews(pool, _cli_principal()))
+    rows = run_use_case(settings, lambda pool: supervise.list_crews(pool, cli_principal()))
     crews = [{"name": r["name"], "display_name": r["display_name"], "department": r["department"], "active": r["active"],
-              "retired_at": _plain(r["retired_at"]), "devices": r["devices"], "open_tickets": r["open_tickets"]}
+              "retired_at": plain(r["retired_at"]), "devices": r["devices"], "open_tickets": r["open_tickets"]}
              for r in rows if args.department is None or r["department"] == args.department]
-    _emit(args, {"crews": crews}, _table(crews, ["name", "department", "active", "devices", "open_tickets", "display_name"]))
+    emit(args, {"crews": crews}, table(crews, ["name", "department", "active", "devices", "open_tickets", "display_name"]))
     return 0
 
 
@@ -208,7 +161,7 @@ def cmd_crew_retire(args: argparse.Namespace, settings: Settings) -> int:
     from sync_server.engine import org
 
     try:
-        done = _run(settings, lambda pool: org.retire_crew(pool, _cli_principal(), args.name, args.to))
+        done = run_use_case(settings, lambda pool: org.retire_crew(pool, cli_principal(), args.name, args.to))
     except ProtocolError as err:
         if err.code is ErrorCode.CONFLICT and "tickets" in err.details:
             named = ", ".join(t["sr_number"] or t["id"] for t in err.details["tickets"][:10])
@@ -217,7 +170,7 @@ def cmd_crew_retire(args: argparse.Namespace, settings: Settings) -> int:
         raise
     data = {"crew": done.crew, "department": done.department, "active": False, "moved_to": done.to,
             "moved": [str(t) for t in done.moved]}
-    _emit(args, data, f"retired: {done.crew}" + (f" ({len(done.moved)} open tickets moved to {done.to})" if done.moved else ""))
+    emit(args, data, f"retired: {done.crew}" + (f" ({len(done.moved)} open tickets moved to {done.to})" if done.moved else ""))
     return 0
 
 
@@ -228,8 +181,8 @@ def cmd_service_type_create(args: argparse.Namespace, settings: Settings) -> int
     new = org.NewServiceType(code=args.code, name=args.name, department=args.department,
                              default_priority=args.default_priority, resolution_codes=args.resolution_codes,
                              reason_codes=args.reason_codes)
-    row = _run(settings, lambda pool: org.create_service_type(pool, _cli_principal(), new))
-    _emit(args, _stype(row), f"service type: {row['code']} ({row['name']}, {row['department']})")
+    row = run_use_case(settings, lambda pool: org.create_service_type(pool, cli_principal(), new))
+    emit(args, _stype(row), f"service type: {row['code']} ({row['name']}, {row['department']})")
     return 0
 
 
@@ -237,9 +190,9 @@ def cmd_service_type_list(args: argparse.Namespace, settings: Settings) -> int:
     """List service types and their codes."""
     from sync_server.engine import org
 
-    rows = [_stype(r) for r in _run(settings, lambda pool: org.list_service_types(pool, _cli_principal(), args.department))]
+    rows = [_stype(r) for r in run_use_case(settings, lambda pool: org.list_service_types(pool, cli_principal(), args.department))]
     shown = [{**r, "resolution_codes": ",".join(r["resolution_codes"]), "reason_codes": ",".join(r["reason_codes"])} for r in rows]
-    _emit(args, {"service_types": rows}, _table(shown, ["code", "name", "department", "default_priority", "resolution_codes"]))
+    emit(args, {"service_types": rows}, table(shown, ["code", "name", "department", "default_priority", "resolution_codes"]))
     return 0
 
 
@@ -247,8 +200,8 @@ def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
     """List staff accounts."""
     from sync_server.engine import org
 
-    rows = [_user(r) for r in _run(settings, lambda pool: org.list_users(pool, _cli_principal()))]
-    _emit(args, {"users": rows}, _table(rows, ["name", "role", "department", "created_at", "disabled_at"]))
+    rows = [_user(r) for r in run_use_case(settings, lambda pool: org.list_users(pool, cli_principal()))]
+    emit(args, {"users": rows}, table(rows, ["name", "role", "department", "created_at", "disabled_at"]))
     return 0
 
 
@@ -256,8 +209,8 @@ def cmd_user_disable(args: argparse.Namespace, settings: Settings) -> int:
     """Disable a staff account."""
     from sync_server.engine import org
 
-    row = _run(settings, lambda pool: org.disable_user(pool, _cli_principal(), args.name))
-    _emit(args, _user(row), f"disabled: {row['name']} at {row['revoked_at'].isoformat()}")
+    row = run_use_case(settings, lambda pool: org.disable_user(pool, cli_principal(), args.name))
+    emit(args, _user(row), f"disabled: {row['name']} at {row['revoked_at'].isoformat()}")
     return 0
 
 
@@ -265,8 +218,8 @@ def cmd_user_rotate_token(args: argparse.Namespace, settings: Settings) -> int:
     """Rotate a staff account's token; the new one is printed once."""
     from sync_server.engine import org
 
-    row, token = _run(settings, lambda pool: org.rotate_user_token(pool, _cli_principal(), args.name))
-    _emit(args, {"name": row["name"], "role": row["role"], "department": row["department"], "token": token},
+    row, token = run_use_case(settings, lambda pool: org.rotate_user_token(pool, cli_principal(), args.name))
+    emit(args, {"name": row["name"], "role": row["role"], "department": row["department"], "token": token},
           f"user: {row['name']}\ntoken: {token}")
     return 0
 
@@ -275,7 +228,7 @@ def cmd_admin_create(args: argparse.Namespace, settings: Settings) -> int:
     """Bootstrap an admin on a fresh (or any) database: migrate, create, print the token once on stdout."""
     from sync_server.engine import supervise
 
-    token, _ = _run(settings, lambda pool: supervise.add_user(pool, _cli_principal(), args.name, Role.ADMIN, None),
+    token, _ = run_use_case(settings, lambda pool: supervise.add_user(pool, cli_principal(), args.name, Role.ADMIN, None),
                     migrate_first=True)
-    _emit(args, {"name": args.name, "role": "admin", "token": token}, f"user: {args.name}\nrole: admin\ntoken: {token}")
+    emit(args, {"name": args.name, "role": "admin", "token": token}, f"user: {args.name}\nrole: admin\ntoken: {token}")
     return 0
