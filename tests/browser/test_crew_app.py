@@ -1,5 +1,6 @@
 """The crew app (/app/) in headless Chromium on a phone-sized screen, against the real server: offline work that
-survives a reload arrives exactly once, a late field report is explained in words, two phones of a crew converge."""
+survives a reload arrives exactly once, a late field report is explained in words, two phones of a crew converge, a
+push whose answer the network lost is resent and applied once."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from clients.sim.photos import png_bytes
 from tests.browser.conftest import TIMEOUT_MS
+from tests.browser.relay import Relay
 from tests.conftest import Server
 from tests.factories import World, make_tickets
 
@@ -226,3 +228,40 @@ async def test_self_report_creates_a_completed_ticket_for_the_crew(
     doc = (await staff_get(live_server, world.supervisors["sanitation"], f"/v1/tickets/{ticket_id}"))["ticket"]
     assert (doc["status"], doc["service_type"], doc["address"], doc["crew"]) == ("completed", "Graffiti Removal", "700 S Main St", "san-1")
     assert doc["created_by_device"] == device.device_id and doc["description"] == "Tag on utility box"
+
+
+async def test_push_answer_lost_after_commit_is_resent_and_applied_once(
+        browser: Browser, phones: list[Phone], live_server: Server, world: World, pool: asyncpg.Pool) -> None:
+    """A dead spot right after the server committed a push: the phone never hears the answer and, with the browser still
+    believing it is online, must say it cannot reach the server, keep the work, and resend it once the network is back."""
+    [ticket] = await make_tickets(pool, world, 1, crew="san-1")
+    relay = await Relay(int(live_server.url.rsplit(":", 1)[1])).start()
+    try:
+        phone = await new_phone(browser, phones)
+        await phone.sign_in(Server(live_server.app, live_server.runner, relay.url), world.device("san-1").token, 1)
+        page = phone.page
+        await phone.open_ticket(str(ticket.id))
+        relay.drop_answer_to(b"POST /v1/sync/push")
+        await phone.tap("acknowledge", "Acknowledged")
+        await asyncio.wait_for(relay.cut_event.wait(), TIMEOUT_MS / 1000)
+        sup = world.supervisors["sanitation"]
+        # the server did commit it: only the answer was lost
+        assert (await staff_get(live_server, sup, f"/v1/tickets/{ticket.id}"))["ticket"]["status"] == "acknowledged"
+        await expect(page.get_by_test_id("sync-state")).to_have_text("Offline")
+        await page.locator("textarea[name=note-text]").fill("written in the dead spot")
+        await phone.tap("add-note")
+        await expect(page.get_by_test_id("queued")).to_have_text("2 changes waiting")
+        assert await page.evaluate("() => navigator.onLine")  # the browser never knew: only failed requests told the app
+
+        await relay.start()
+        await expect(page.get_by_test_id("queued")).to_have_text("Nothing waiting", timeout=30_000)
+        await expect(page.get_by_test_id("sync-state")).to_have_text("Up to date")
+        assert relay.answers_dropped == 1
+        detail = await staff_get(live_server, sup, f"/v1/tickets/{ticket.id}")
+        assert detail["ticket"]["status"] == "acknowledged"
+        assert [n["text"] for n in detail["ticket"]["notes"]] == ["written in the dead spot"]
+        actions = [h["action"] for h in detail["history"] if h["actor_kind"] == "device"]
+        assert actions.count("acknowledge") == 1, actions  # the resent push was answered from its stored result
+        assert not [m for m in await page.get_by_test_id("message").all_text_contents() if "rejected" in m.lower()]
+    finally:
+        await relay.cut()
