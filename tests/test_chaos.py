@@ -1,6 +1,7 @@
-"""A shift against a server that is killed with SIGKILL three times while crews push, upload and pull, and restarted on
-the same port: nothing a crew sent is lost or applied twice, every replica converges, and `fieldsync check` finds the
-database consistent. The in-repo version of the crash-and-restart soak (bounded: ~40 s)."""
+"""Shifts against a server that is killed with SIGKILL three times while crews push, upload and pull (restarted on the
+same port), and against a PostgreSQL that is stopped immediately (a crash: recovery on restart) twice mid-shift: nothing
+a crew sent is lost or applied twice, every replica converges, and `fieldsync check` finds the database and blob store
+consistent. The in-repo version of the crash-and-restart soak (bounded: ~40 s each)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 from clients.sim.cli import simulate
 from clients.sim.config import SimConfig
 from tests.factories import World
-from tests.infra import free_port
+from tests.infra import Cluster, free_port, rmtree, scratch
 
 REPO = Path(__file__).resolve().parents[1]
 KILLS = 3
@@ -27,8 +28,8 @@ KILLS = 3
 class ServerProcess:
     """`fieldsync serve` as an operator runs it, on one fixed port and data dir, so a restart is the same server."""
 
-    def __init__(self, dsn: str, data_dir: Path) -> None:
-        self.dsn, self.data_dir, self.port = dsn, data_dir, free_port()
+    def __init__(self, dsn: str, data_dir: Path, *, demo: bool = False) -> None:
+        self.dsn, self.data_dir, self.port, self.demo = dsn, data_dir, free_port(), demo
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -44,7 +45,7 @@ class ServerProcess:
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sync_server.cli", "serve", "--database-url", self.dsn, "--data-dir",
-                 str(self.data_dir), "--no-demo", "--port", str(self.port)],
+                 str(self.data_dir), "--demo" if self.demo else "--no-demo", "--port", str(self.port)],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env)
         self.starts += 1
         deadline = time.monotonic() + 60
@@ -102,15 +103,57 @@ async def test_shift_survives_server_kills_mid_push(db_dsn: str, world: World, t
         server.stop()
 
     assert len(killed_at) == KILLS and server.starts == KILLS + 1
+    assert_survived(rep, fleet, db_dsn, tmp_path)
+
+
+def assert_survived(rep: dict[str, Any], fleet: Any, dsn: str, data_dir: Path) -> None:
+    """The verdict holds, the faults were felt, and the stores are consistent."""
     assert rep["ok"], rep["examples"]
     assert (rep["lost"], rep["duplicated"], rep["diverged_devices"], rep["unresolved"], rep["broken_devices"]) == (0,) * 5
     assert rep["photo_failures"] == 0 and rep["photos_verified"] == rep["photos_uploaded"] > 0
     assert rep["mutations_applied"] > 150
-    # the kills were felt: requests failed in flight or were refused, and were retried
+    # the outages were felt: requests failed in flight or were refused, and were retried
     assert fleet.metrics.counters["retries"] > 0
-
-    check = subprocess.run([sys.executable, "-m", "sync_server.cli", "check", "--database-url", db_dsn,
-                            "--data-dir", str(tmp_path)],
+    check = subprocess.run([sys.executable, "-m", "sync_server.cli", "check", "--database-url", dsn,
+                            "--data-dir", str(data_dir)],
                            cwd=REPO, capture_output=True, text=True, timeout=120,
                            env={k: v for k, v in os.environ.items() if not k.startswith("FIELDSYNC_")})
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+
+
+async def test_shift_survives_postgres_crash_restarts(tmp_path: Path) -> None:
+    root = scratch("fs-chaos-pg-")
+    cluster = Cluster(root, "primary").init().start()
+    cluster.psql("CREATE DATABASE fieldsync")
+    dsn = cluster.dsn("fieldsync")
+    server = ServerProcess(dsn, tmp_path, demo=True)
+    try:
+        await server.start()  # migrates and seeds the demo city, writing its credentials file
+        credentials = json.loads((tmp_path / "demo-credentials.json").read_text())
+        credentials["server"] = server.url
+        config = SimConfig(devices=20, duration_s=24, seed=12, fault_rate=0.05, offline_fraction=0.1, photo_rate=0.4,
+                           supervisor_rate=20, step_s=0.3, progress=False, quiesce_timeout_s=90, request_timeout_s=15)
+        rng = random.Random(6)
+        crashes = 0
+
+        async def chaos() -> None:
+            nonlocal crashes
+            await asyncio.sleep(4)
+            for _ in range(2):
+                await asyncio.sleep(rng.uniform(2.0, 4.0))
+                await asyncio.to_thread(cluster.stop)  # -m immediate: no checkpoint, WAL replay on start
+                crashes += 1
+                await asyncio.sleep(rng.uniform(0.5, 2.0))
+                await asyncio.to_thread(cluster.start)
+
+        chaos_task = asyncio.ensure_future(chaos())
+        rep, verdict, fleet = await simulate(config, credentials)
+        await asyncio.wait_for(chaos_task, 60)
+        assert crashes == 2
+        assert server.proc is not None and server.proc.poll() is None, "the server must ride out database restarts"
+        server.stop()
+        assert_survived(rep, fleet, dsn, tmp_path)
+    finally:
+        server.stop()
+        cluster.stop()
+        rmtree(root)
