@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import pytest
@@ -12,6 +13,8 @@ from protocol import Ticket
 from clients.sim.cli import simulate
 from clients.sim.config import SimConfig
 from clients.sim.verdict import judge
+from sync_server.engine.changes import commit_changes
+from sync_server.storage.tickets import load_tickets, lock_tickets
 from tests.conftest import Server
 from tests.factories import World
 
@@ -64,17 +67,29 @@ async def _rejudge(fleet: Any) -> Any:
         return await judge(fleet)
 
 
-@pytest.mark.rows_edited_by_hand  # deletes a note row behind the server's back, on purpose
+async def lose_first_note(pool: asyncpg.Pool) -> UUID | None:
+    """Lose the run's first note as a faulty server would, so that every reader sees it gone: its row deleted and its
+    ticket re-rendered through the one change path (commit_changes). Deleting the row alone leaves the stored document
+    (what the ticket list, and so the verdict, serves) showing the note until some later writer happens to re-render
+    that ticket, which is timing: under load that was often nobody, and the run passed."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow("SELECT id, ticket_id FROM ticket_notes ORDER BY created_at, id LIMIT 1")
+        if row is None:
+            return None
+        await lock_tickets(conn, [row["ticket_id"]])
+        before = await load_tickets(conn, [row["ticket_id"]])
+        await conn.execute("DELETE FROM ticket_notes WHERE id = $1", row["id"])
+        await commit_changes(conn, before, actor_kind="system", actor="test", action="update")
+        return UUID(str(row["id"]))
+
+
 async def test_note_deleted_on_the_server_mid_run_is_reported_lost(server: Server, world: World, pool: asyncpg.Pool) -> None:
     run = asyncio.create_task(simulate(config(devices=10, duration_s=8, seed=11, offline_fraction=0.0),
                                        credentials(server, world)))
     deleted = None
-    for _ in range(200):  # bounded: the shift is 8 s
+    while deleted is None and not run.done():  # bounded by the run (its shift and quiesce have their own bounds)
         await asyncio.sleep(0.05)
-        deleted = await pool.fetchval(
-            "DELETE FROM ticket_notes WHERE id = (SELECT id FROM ticket_notes ORDER BY created_at LIMIT 1) RETURNING id")
-        if deleted is not None:
-            break
+        deleted = await lose_first_note(pool)
     rep, _, _ = await run
     assert deleted is not None
     assert not rep["ok"] and rep["lost"] >= 1
