@@ -187,7 +187,7 @@ async def test_enrol_and_revoke_device(page: Page, live_server: Server, staff: W
     assert drawn is not None and f'd="{drawn}"' in expected
     app = await page.context.new_page()  # the link signs the crew app in and it syncs
     await app.goto(link)
-    await expect(app.get_by_test_id("sync-state")).to_have_text("Up to date", timeout=15_000)
+    await expect(app.get_by_test_id("sync-state")).to_have_text("Up to date")
     assert "enrol" not in app.url  # the token leaves the address bar
     await app.close()
     device_id = await pool.fetchval("SELECT id FROM devices WHERE label = 'truck 12 tablet'")
