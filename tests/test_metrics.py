@@ -144,7 +144,7 @@ async def test_workers_share_one_metrics_view(db_dsn: str, pool: asyncpg.Pool, w
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
         )
     try:
-        deadline = time.monotonic() + 25
+        deadline = time.monotonic() + 60
         ready: list[dict] = []
         while len(ready) < 2:
             assert time.monotonic() < deadline and proc.poll() is None, log_path.read_text()[-3000:]

@@ -37,7 +37,7 @@ def _events(log_path: Path) -> list[dict[str, object]]:
     return out
 
 
-async def _wait_for(log_path: Path, predicate: object, what: str, timeout: float = 25.0) -> list[dict[str, object]]:
+async def _wait_for(log_path: Path, predicate: object, what: str, timeout: float = 60.0) -> list[dict[str, object]]:
     """Bounded wait until predicate(events) is true; returns the events."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
