@@ -16,11 +16,12 @@ from sync_server.api import catalog, conflicts, devices, live, middleware, ops, 
 from sync_server.api.budget import BUDGETS, Budgets
 from sync_server.engine import maintenance
 from sync_server.engine.pull_batch import FirstPages
+from sync_server.engine.push_batch import PushBatcher
 from sync_server.engine.wakeups import wakeups_ctx
 from sync_server import auth
 from sync_server.auth import AuthCache, TouchMemo, flush_touches, touch_loop
 from sync_server.dbpool import Admission, MeteredPool, pool_kwargs
-from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, FIRST_PAGES, POOL, SETTINGS, TOUCHED
+from sync_server.keys import AUTH_CACHE, CODES, CURSORS, DSN, FIRST_PAGES, POOL, PUSHES, SETTINGS, TOUCHED
 from sync_server.settings import Settings
 from sync_server.storage import pull_sql
 from sync_server.storage.org import CodeCache
@@ -122,6 +123,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[metrics.METRICS] = metrics.Metrics()
     app[TOUCHED] = TouchMemo()
     app[FIRST_PAGES] = FirstPages()
+    app[PUSHES] = PushBatcher(max_batch=settings.push_batch_max)
     app[AUTH_CACHE] = AuthCache()
     app[BUDGETS] = Budgets()
     app[CODES] = CodeCache()

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from protocol.cursor import CursorSigner
     from sync_server.auth import AuthCache, Principal, TouchMemo
     from sync_server.engine.pull_batch import FirstPages
+    from sync_server.engine.push_batch import PushBatcher
     from sync_server.engine.wakeups import LiveWakeups
     from sync_server.storage.org import CodeCache
 
@@ -24,5 +25,6 @@ AUTH_CACHE: web.AppKey["AuthCache"] = web.AppKey("auth_cache")  # device princip
 CODES: web.AppKey["CodeCache"] = web.AppKey("codes")  # service types' allowed codes, for the push's checks
 TOUCHED: web.AppKey["TouchMemo"] = web.AppKey("touched")  # device contacts this process queued or wrote
 FIRST_PAGES: web.AppKey["FirstPages"] = web.AppKey("first_pages")  # concurrent delta pulls' shared statements
+PUSHES: web.AppKey["PushBatcher"] = web.AppKey("pushes")  # concurrent pushes' shared transactions
 PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("fieldsync.principal")  # set by the auth middleware
 WAKEUPS: web.AppKey["LiveWakeups"] = web.AppKey("live_wakeups")  # pushes' live-feed NOTIFYs, coalesced on their own connection

@@ -18,7 +18,7 @@ from sync_server.auth import Role
 from sync_server.domain.document import RenderedDoc
 from sync_server.engine import pull as pull_engine
 from sync_server.engine import push as push_engine
-from sync_server.keys import CODES, CURSORS, FIRST_PAGES, POOL, SETTINGS, WAKEUPS
+from sync_server.keys import CODES, CURSORS, FIRST_PAGES, POOL, PUSHES, SETTINGS, WAKEUPS
 from sync_server.metrics import METRICS
 
 
@@ -68,7 +68,7 @@ async def push(request: web.Request) -> web.Response:
     who = principal(request, Role.DEVICE)
     env = await read_model(request, PushEnvelope, max_bytes=request.app[SETTINGS].max_push_bytes)
     result = await push_engine.push(request.app[POOL], who, env.mutations, codes=request.app[CODES],
-                                    wakeups=request.app[WAKEUPS])
+                                    wakeups=request.app[WAKEUPS], batcher=request.app[PUSHES])
     request.app[METRICS].count_push(result)
     if negotiate(request.headers.get("Accept"), request.headers.get("Content-Type")) == MSGPACK:
         return web.Response(body=push_msgpack(result), content_type=MSGPACK)

@@ -1,10 +1,11 @@
-"""Exactly-once push (I1, I5, I6): one transaction per batch, mutations folded in seq order, results stored with the effects."""
+"""Exactly-once push (I1, I5, I6): one transaction per request (or per batch of concurrent devices' requests,
+engine/push_batch), mutations folded in seq order, results stored with the effects."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -30,6 +31,9 @@ from sync_server.storage import push_sql as store
 from sync_server.storage.org import CodeCache
 from sync_server.storage.tickets import ChangeColumns, load_tickets, notify_after_commit, stored_records
 
+if TYPE_CHECKING:
+    from sync_server.engine.push_batch import PushBatcher
+
 
 @dataclass
 class _Batch:
@@ -53,17 +57,25 @@ class _Batch:
 
 
 async def push(pool: asyncpg.Pool, who: Principal, raw: list[dict[str, Any]], codes: CodeCache | None = None,
-               wakeups: LiveWakeups | None = None) -> dict[str, Any]:
+               wakeups: LiveWakeups | None = None, batcher: PushBatcher | None = None) -> dict[str, Any]:
     """Apply a device's batch exactly once; a replayed seq gets its stored result, a gap is refused whole.
 
     Returns the PushResponse as a JSON-mode dict: ticket documents come pre-rendered from storage, and building
     models only to serialise them again would dominate the cost of a push. `wakeups`: the process's coalesced
-    live-feed NOTIFY sender (without one, the push notifies on its own connection after COMMIT).
+    live-feed NOTIFY sender (without one, the push notifies on its own connection after COMMIT). `batcher`: the
+    process's push batcher, which may run this push in one transaction with other devices' concurrent pushes.
     """
     parsed = parse_batch(raw)
     assert who.device_id is not None and who.crew_id is not None and who.department_id is not None
     dev = DeviceCtx(who.device_id, who.crew_id, who.department_id)
+    if batcher is not None:
+        return await batcher.push(pool, dev, parsed, codes, wakeups)
+    return await push_one(pool, dev, parsed, codes, wakeups)
 
+
+async def push_one(pool: asyncpg.Pool, dev: DeviceCtx, parsed: list[Parsed], codes: CodeCache | None = None,
+                   wakeups: LiveWakeups | None = None) -> dict[str, Any]:
+    """One device's push in its own transaction."""
     wake: list[_Wake] = []
 
     async def body(conn: asyncpg.Connection) -> dict[str, Any]:
@@ -95,16 +107,75 @@ class _Wake:
     crews: set[int]
 
 
+@dataclass
+class _Plan:
+    """One device's push decided under its locks: the answer, what to write (None: nothing new) and who to wake."""
+
+    response: dict[str, Any]
+    write: store.PushWrite | None
+    wake: list[_Wake]
+
+
+def _ask(dev: DeviceCtx, parsed: list[Parsed]) -> store.PushAsk:
+    """What a push locks and reads; the locks and reads cover the whole request, replays included (a replay is rare,
+    and its extra locks harmless)."""
+    models = [p.model for p in parsed if p.model is not None]
+    return store.PushAsk(dev.device_id, dev.crew_id, [m.ticket_id for m in models],
+                         [m.args.sha256 for m in models if m.op == "attach_photo"],
+                         [m.args.note_id for m in models if m.op == "add_note"])
+
+
 async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed],
                    wake: list[_Wake] | None = None, codes: CodeCache | None = None) -> dict[str, Any]:
     """The push transaction's body; who to wake after commit is appended to `wake` (None: nobody is woken)."""
-    wake = [] if wake is None else wake
-    models = [p.model for p in parsed if p.model is not None]
-    # one round trip: device row, photo locks, ticket rows (that order), stored documents and note-id owners; the
-    # locks and reads cover the whole request, replays included (a replay is rare, and its extra locks harmless)
-    start = await store.begin_push(
-        conn, dev.device_id, dev.crew_id, [m.ticket_id for m in models],
-        [m.args.sha256 for m in models if m.op == "attach_photo"], [m.args.note_id for m in models if m.op == "add_note"])
+    # one round trip: device row, photo locks, ticket rows (that order), stored documents and note-id owners
+    (start,) = await store.begin_pushes(conn, [_ask(dev, parsed)])
+    plan = await _plan(conn, dev, parsed, start, codes or CodeCache())
+    if plan.write is not None:
+        await store.apply_pushes(conn, [plan.write])
+    if wake is not None:
+        wake.extend(plan.wake)
+    return plan.response
+
+
+async def push_many(pool: asyncpg.Pool, members: list[tuple[DeviceCtx, list[Parsed]]], codes: CodeCache | None = None,
+                    wakeups: LiveWakeups | None = None) -> list[dict[str, Any] | ProtocolError]:
+    """Several devices' pushes in ONE transaction: one lock-and-read statement, each device's fold over its part of
+    the shared read, one write statement for all (engine/push_batch). Each answer is what the push alone would have
+    got: the members name distinct devices, tickets, photos and note ids, so no member reads what another writes.
+    A member refused as a whole (revoked, seq_gap, seq_reused) gets its error and writes nothing; the others commit.
+    Any other error fails the whole transaction (the caller then runs each member alone)."""
+    cache = codes or CodeCache()
+
+    async def body(conn: asyncpg.Connection) -> list[_Plan | ProtocolError]:
+        starts = await store.begin_pushes(conn, [_ask(dev, parsed) for dev, parsed in members])
+        outs: list[_Plan | ProtocolError] = []
+        for (dev, parsed), start in zip(members, starts, strict=True):
+            try:
+                outs.append(await _plan(conn, dev, parsed, start, cache))
+            except ProtocolError as exc:  # decided before any write of this member
+                outs.append(exc)
+        writes = [o.write for o in outs if isinstance(o, _Plan) and o.write is not None]
+        if writes:
+            await store.apply_pushes(conn, writes)
+        return outs
+
+    async def after_commit(conn: asyncpg.Connection, outs: list[_Plan | ProtocolError]) -> None:
+        for w in (w for o in outs if isinstance(o, _Plan) for w in o.wake):
+            if wakeups is not None:
+                wakeups.wake(w.xid, w.departments, w.crews)
+            else:
+                await notify_after_commit(conn, w.xid, w.departments, w.crews)
+
+    outs = await run_in_tx(pool, body, after_commit=after_commit, retry_if=_note_id_race)
+    return [o.response if isinstance(o, _Plan) else o for o in outs]
+
+
+async def _plan(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed], start: store.PushStart,
+                codes: CodeCache) -> _Plan:
+    """Everything of one push but its write statement, under the locks `start` holds: the checks that refuse the
+    whole request, the fold, the answers and the rows to write."""
+    wake: list[_Wake] = []
     row = start.device
     if row is None or row["revoked_at"] is not None:
         raise ProtocolError(ErrorCode.TOKEN_REVOKED, "this device has been revoked")
@@ -121,10 +192,10 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
         if kept is not None and kept.digest is not None and kept.digest != p.digest:
             raise ProtocolError(ErrorCode.SEQ_REUSED, f"seq {p.seq} was already applied with a different body",
                                 {"seq": p.seq, "stored_digest": kept.digest.hex()})
-    batch = await _fold(conn, dev, fresh, codes or CodeCache(), start)
+    batch = await _fold(conn, dev, fresh, codes, start)
     # Every push renders its documents in Python from the fold (an attached photo's state from the crew's possession,
     # read under the photo locks; a self-reported ticket's office fields from its mutation) and writes everything,
-    # results and last_seq included, in one statement below.
+    # results and last_seq included, in one statement (the caller's).
     if fresh:
         batch.possessed = await _possessed(conn, batch, dev)
     after = _next_records(batch) if fresh else {}
@@ -150,16 +221,18 @@ async def _push_tx(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed
     fresh_results = [_result(p, o, current, batch, dev, version) for p, o in batch.outcomes]
     fresh_results = last_carries_ticket(fresh_results)
     results.extend(fresh_results)
+    write = None
     if fresh:
         last_seq = fresh[-1].seq
         kept_results = [store.StoredResult(p.seq, p.op, p.ticket_id, r["status"], r["reason"], r, version, p.digest)
                         for r, (p, _) in zip(fresh_results, batch.outcomes)]
-        await _apply(conn, dev, batch, after, last_seq, kept_results)
-    return {
+        write = _write(dev, batch, after, last_seq, kept_results)
+    response = {
         "results": results,
         "server_version": version or max((int(r["server_version"]) for r in results), default=0),
         "last_seq": last_seq,
     }
+    return _Plan(response, write, wake)
 
 
 async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], cache: CodeCache,
@@ -335,10 +408,10 @@ def _next_records(batch: _Batch) -> dict[UUID, TicketRecord]:
     return out
 
 
-async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after: dict[UUID, TicketRecord],
-                 last_seq: int, results: list[store.StoredResult]) -> None:
-    """The push's one write statement: ticket state with its stored document, self-reported tickets, notes, items,
-    photos, change rows, audit, conflicts, results and last_seq (I1, I2, I5, I9)."""
+def _write(dev: DeviceCtx, batch: _Batch, after: dict[UUID, TicketRecord], last_seq: int,
+           results: list[store.StoredResult]) -> store.PushWrite:
+    """The push's rows for the one write statement: ticket state with its stored document, self-reported tickets,
+    notes, items, photos, change rows, audit, conflicts, results and last_seq (I1, I2, I5, I9)."""
     before = {tid: batch.before[tid] for tid in after}
     entries, _ = change_entries(before, after, actor_kind="device", actor=dev.device_id, action="push", audit_rows=False)
     items: list[store.ItemRow] = []
@@ -346,8 +419,8 @@ async def _apply(conn: asyncpg.Connection, dev: DeviceCtx, batch: _Batch, after:
         old = before[tid]
         had = {i["item_type"]: i["count"] for i in old.doc["items"]} if old is not None else {}
         items.extend(store.ItemRow(tid, k, v) for k, v in batch.work[tid].items.items() if had.get(k) != v)
-    await store.apply_push(
-        conn, dev.device_id, last_seq,
+    return store.PushWrite(
+        dev.device_id, last_seq,
         [store.TicketWrite(tid, r.doc["status"], r.crew_id, r.doc["resolution_code"], r.doc["reason_code"],
                            orjson.dumps(r.field_meta).decode(), r.doc["version"], r.holder_crew_id)
          for tid, r in after.items()],

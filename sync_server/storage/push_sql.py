@@ -15,36 +15,57 @@ from sync_server.domain.document import RenderedDoc
 from sync_server.storage.tickets import ChangeColumns
 from sync_server.storage.uploads import PHOTO_LOCK_CLASS
 
-# The start of a push in ONE statement, taking its locks in the one order every writer uses: the device row (its
-# seqs are a single line, I1), then the photo advisory locks in sorted order, then the tickets' rows in id order
-# (engine.uploads.mark_blob_verified takes a photo lock, then the rows of the tickets showing it). The order is the
-# plan's: UNION ALL runs its branches in order, the device branch first; the ticket branch's uncorrelated
-# `(SELECT n FROM p)` is a one-time filter evaluated before its scan yields (and LockRows locks) any row, and `p`
-# waits on `d`. Row 0 is the device (absent: unknown device), with the owners of the batch's note ids; the rest are
-# the tickets with their STORED documents and whether the crew ever held each (ticket_holders: retention keeps it).
+# The start of a push in ONE statement, taking its locks in the one order every writer uses: the device rows (a
+# device's seqs are a single line, I1), then the photo advisory locks, then the tickets' rows, each in sorted order
+# (engine.uploads.mark_blob_verified takes a photo lock, then the rows of the tickets showing it). The same statement
+# starts a batch of several devices' pushes (engine.push_batch): every lock of the batch is taken here, in that order
+# over the whole batch, so two batches, or a batch and a single writer, never wait for each other in a cycle.
+# The order is the plan's: UNION ALL runs its branches in order, the device branch first; the ticket branch's
+# uncorrelated `(SELECT n FROM p)` is a one-time filter evaluated before its scan yields (and LockRows locks) any row,
+# and `p` waits on `d`. Rows of k = 0 are the devices found (a missing one: unknown device), k = 2 the owners of the
+# batch's note ids, k = 1 the tickets with their STORED documents and whether the pushing crew (each ticket's own,
+# `$3`) ever held each (ticket_holders: retention keeps it).
 _BEGIN = """
 WITH d AS MATERIALIZED (
-  SELECT d.last_seq, d.revoked_at, pg_current_xact_id()::text::bigint AS xid, now() AS now, c.name AS crew_name
-  FROM devices d JOIN crews c ON c.id = d.crew_id WHERE d.id = $1 FOR UPDATE OF d),
+  SELECT d.id, d.last_seq, d.revoked_at, pg_current_xact_id()::text::bigint AS xid, now() AS now, c.name AS crew_name
+  FROM devices d JOIN crews c ON c.id = d.crew_id WHERE d.id = ANY($1::text[]) ORDER BY d.id FOR UPDATE OF d),
 p AS MATERIALIZED (
   SELECT count(pg_advisory_xact_lock($6, hashtext(s))) AS n
   FROM (SELECT s FROM unnest($4::text[]) AS s ORDER BY s) AS o WHERE EXISTS (SELECT 1 FROM d)),
 t AS MATERIALIZED (
-  SELECT t.id, EXISTS (SELECT 1 FROM ticket_holders h WHERE h.ticket_id = t.id AND h.crew_id = $3) AS held,
+  SELECT t.id, EXISTS (SELECT 1 FROM ticket_holders h WHERE h.ticket_id = t.id AND h.crew_id = q.crew) AS held,
     t.department_id, t.crew_id, t.holder_crew_id, t.field_meta::text AS field_meta, t.duplicate_of, t.doc_json AS doc
-  FROM tickets t WHERE t.id = ANY($2::uuid[]) AND (SELECT n FROM p) IS NOT NULL ORDER BY t.id FOR UPDATE OF t)
-SELECT 0 AS k, d.last_seq, d.revoked_at, d.xid, d.now, d.crew_name,
-  ARRAY(SELECT n.id FROM ticket_notes n WHERE n.id = ANY($5::uuid[]) ORDER BY n.id) AS note_ids,
-  ARRAY(SELECT n.ticket_id FROM ticket_notes n WHERE n.id = ANY($5::uuid[]) ORDER BY n.id) AS note_tickets,
-  NULL::uuid AS id, NULL::boolean AS held, NULL::smallint AS department_id, NULL::integer AS crew_id,
-  NULL::integer AS holder_crew_id, NULL::text AS field_meta, NULL::uuid AS duplicate_of, NULL::text AS doc
+  FROM unnest($2::uuid[], $3::integer[]) AS q(id, crew) JOIN tickets t ON t.id = q.id
+  WHERE (SELECT n FROM p) IS NOT NULL ORDER BY t.id FOR UPDATE OF t)
+SELECT 0 AS k, d.id AS device_id, d.last_seq, d.revoked_at, d.xid, d.now, d.crew_name, NULL::uuid[] AS note_ids,
+  NULL::uuid[] AS note_tickets, NULL::uuid AS id, NULL::boolean AS held, NULL::smallint AS department_id,
+  NULL::integer AS crew_id, NULL::integer AS holder_crew_id, NULL::text AS field_meta, NULL::uuid AS duplicate_of,
+  NULL::text AS doc
 FROM d
 UNION ALL
-SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.id, t.held, t.department_id, t.crew_id, t.holder_crew_id,
+SELECT 2, NULL, NULL, NULL, NULL, NULL, NULL,
+  ARRAY(SELECT n.id FROM ticket_notes n WHERE n.id = ANY($5::uuid[]) ORDER BY n.id),
+  ARRAY(SELECT n.ticket_id FROM ticket_notes n WHERE n.id = ANY($5::uuid[]) ORDER BY n.id),
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+WHERE cardinality($5::uuid[]) > 0
+UNION ALL
+SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.id, t.held, t.department_id, t.crew_id, t.holder_crew_id,
   t.field_meta, t.duplicate_of, t.doc
 FROM t
-ORDER BY k, id
+ORDER BY k, device_id, id
 """
+
+
+@dataclass(frozen=True)
+class PushAsk:
+    """What one device's push locks and reads: its device row, the crew whose holding history decides late reports,
+    its tickets, the photos it attaches and the note ids it adds."""
+
+    device_id: str
+    crew_id: int
+    ticket_ids: Sequence[UUID]
+    photo_hashes: Sequence[str]
+    note_ids: Sequence[UUID]
 
 
 @dataclass(frozen=True)
@@ -60,11 +81,27 @@ class PushStart:
 async def begin_push(conn: asyncpg.Connection, device_id: str, crew_id: int, ticket_ids: Sequence[UUID],
                      photo_hashes: Sequence[str], note_ids: Sequence[UUID]) -> PushStart:
     """Lock device, photos and tickets in that order and read what the fold needs, in one round trip."""
-    rows = await conn.fetch(_BEGIN, device_id, sorted(set(ticket_ids)), crew_id, sorted(set(photo_hashes)),
-                            list(note_ids), PHOTO_LOCK_CLASS)
-    head = rows[0] if rows and rows[0]["k"] == 0 else None
-    owners = dict(zip(head["note_ids"], head["note_tickets"])) if head is not None else {}
-    return PushStart(head, [r for r in rows if r["k"] == 1], owners)
+    (start,) = await begin_pushes(conn, [PushAsk(device_id, crew_id, ticket_ids, photo_hashes, note_ids)])
+    return start
+
+
+async def begin_pushes(conn: asyncpg.Connection, asks: Sequence[PushAsk]) -> list[PushStart]:
+    """The start of several devices' pushes in one round trip, each ask's view in its order. The asks name distinct
+    devices and tickets (a ticket's `held` is read for its ask's crew); photos and note ids may repeat."""
+    pairs = sorted({(t, a.crew_id) for a in asks for t in a.ticket_ids})
+    assert len({t for t, _ in pairs}) == len(pairs), "a ticket in two asks of one batch"
+    rows = await conn.fetch(_BEGIN, sorted({a.device_id for a in asks}), [t for t, _ in pairs], [c for _, c in pairs],
+                            sorted({h for a in asks for h in a.photo_hashes}),
+                            sorted({n for a in asks for n in a.note_ids}), PHOTO_LOCK_CLASS)
+    devices = {r["device_id"]: r for r in rows if r["k"] == 0}
+    tickets = {r["id"]: r for r in rows if r["k"] == 1}
+    owners = next((dict(zip(r["note_ids"], r["note_tickets"])) for r in rows if r["k"] == 2), {})
+    out = []
+    for a in asks:
+        mine = sorted(set(a.ticket_ids))
+        out.append(PushStart(devices.get(a.device_id), [tickets[t] for t in mine if t in tickets],
+                             {n: owners[n] for n in a.note_ids if n in owners}))
+    return out
 
 
 @dataclass(frozen=True)
@@ -270,31 +307,50 @@ _CREATED = (("id", "uuid[]"), ("service_type_id", "smallint[]"), ("address", "te
 # (relations, indexes, triggers, constraint expressions) even when its arrays are empty, which cost a one-mutation push
 # more than its writes. The text depends only on which parts are present, so a connection prepares a handful of
 # statements once (asyncpg's statement cache) and reuses their generic plans.
-def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], changes: ChangeColumns,
-               notes: Sequence[NoteRow], items: Sequence[ItemRow], audits: Sequence[tuple[Any, ...]],
-               results: Sequence[StoredResult], conflicts: Sequence[ConflictRow], photos: Sequence[PhotoRow],
-               created: Sequence[CreatedRow], known_holders: Collection[tuple[UUID, int]]) -> tuple[str, list[Any]]:
-    """The push statement with only the parts this push has, and its arguments."""
+@dataclass
+class PushWrite:
+    """Everything one device's push writes: `tickets` and `changes` list the same tickets in the same order (the
+    `created` ones among them); `known_holders` are (ticket, crew) holding rows read under the locks (no insert)."""
+
+    device_id: str
+    last_seq: int
+    tickets: Sequence[TicketWrite]
+    changes: ChangeColumns
+    notes: Sequence[NoteRow] = ()
+    items: Sequence[ItemRow] = ()
+    audits: Sequence[tuple[Any, ...]] = ()
+    results: Sequence[StoredResult] = ()
+    conflicts: Sequence[ConflictRow] = ()
+    photos: Sequence[PhotoRow] = ()
+    created: Sequence[CreatedRow] = ()
+    known_holders: Collection[tuple[UUID, int]] = ()
+
+
+def _apply_sql(writes: Sequence[PushWrite]) -> tuple[str, list[Any]]:
+    """The push statement with only the parts these pushes have, and its arguments (one device or a batch's)."""
     p = _Params()
     ctes: list[str] = []
-    dev = p("device", device_id, "text")
+    tickets = [(w.device_id, t) for w in writes for t in w.tickets]
+    created = [(w.device_id, c) for w in writes for c in w.created]
+    docs_l = [d for w in writes for d in w.changes.docs]
     if tickets:
         # the tickets' scalar columns as ONE json parameter (json_to_recordset parses it once, into the shared `v`):
         # asyncpg type-checks every element of an array parameter in Python, ~0.5 us each, which cost a 25-mutation
         # push more than building its statement; the documents, hashes and msgpack bytes stay arrays (few, large,
         # no escaping), read by position. field_meta travels as the JSON value it is.
-        rows = [{"o": o, "id": t.id, "st": t.status, "crew": t.crew_id, "res": t.resolution_code, "why": t.reason_code,
-                 "meta": orjson.Fragment(t.field_meta), "ver": t.version, "dept": dept, "holder": t.holder_crew_id,
-                 "prev": prev, "reason": reason, "changed": changed}
-                for o, (t, dept, prev, reason, changed) in enumerate(
-                    zip(tickets, changes.depts, changes.prevs, changes.reasons, changes.changed), 1)]
+        rows = [{"o": o, "id": t.id, "dev": dev, "st": t.status, "crew": t.crew_id, "res": t.resolution_code,
+                 "why": t.reason_code, "meta": orjson.Fragment(t.field_meta), "ver": t.version, "dept": dept,
+                 "holder": t.holder_crew_id, "prev": prev, "reason": reason, "changed": changed}
+                for o, ((dev, t), dept, prev, reason, changed) in enumerate(zip(
+                    tickets, *([x for w in writes for x in getattr(w.changes, col)]
+                               for col in ("depts", "prevs", "reasons", "changed"))), 1)]
         ctes.append(
             "v AS MATERIALIZED (\n"
-            f"  SELECT * FROM json_to_recordset({p('tickets', _rows(rows), 'json')}) AS v(o integer, id uuid, st text,\n"
-            "    crew integer, res text, why text, meta jsonb, ver integer, dept smallint, holder integer, prev integer,\n"
-            "    reason text, changed text))")
-    docs, hashes, mps = (p("docs", changes.docs, "text[]"), p("hashes", changes.hashes, "bytea[]"),
-                         p("mps", changes.mps, "bytea[]")) if tickets else ("", "", "")
+            f"  SELECT * FROM json_to_recordset({p('tickets', _rows(rows), 'json')}) AS v(o integer, id uuid, dev text,\n"
+            "    st text, crew integer, res text, why text, meta jsonb, ver integer, dept smallint, holder integer,\n"
+            "    prev integer, reason text, changed text))")
+    docs, hashes, mps = (p("docs", docs_l, "text[]"), p("hashes", [h for w in writes for h in w.changes.hashes], "bytea[]"),
+                         p("mps", [m for w in writes for m in w.changes.mps], "bytea[]")) if tickets else ("", "", "")
     if len(tickets) > len(created):
         ctes.append(
             "w AS (\n"
@@ -302,6 +358,7 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             f"    field_meta = v.meta, version = v.ver, updated_at = now(), doc_hash = ({hashes})[v.o],\n"
             f"    doc_json = ({docs})[v.o], doc_mp = ({mps})[v.o]\n"
             "  FROM v WHERE t.id = v.id)")
+    notes = [n for w in writes for n in w.notes]
     if notes:
         note_rows = p("notes", _rows([{"id": n.id, "tid": n.ticket_id, "body": n.text, "author": n.author,
                                         "dt": n.device_time} for n in notes]), "json")
@@ -309,6 +366,7 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             "n AS (\n  INSERT INTO ticket_notes (id, ticket_id, text, author, device_time)\n"
             f"  SELECT id, tid, body, author, dt FROM json_to_recordset({note_rows})\n"
             "    AS v(id uuid, tid uuid, body text, author text, dt timestamptz))")
+    items = [i for w in writes for i in w.items]
     if items:
         item_rows = p("items", _rows([{"tid": i.ticket_id, "kind": i.item_type, "n": i.count} for i in items]), "json")
         ctes.append(
@@ -316,8 +374,8 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             f"  SELECT tid, kind, n FROM json_to_recordset({item_rows}) AS v(tid uuid, kind text, n integer)\n"
             "  ON CONFLICT (ticket_id, item_type) DO UPDATE SET count = EXCLUDED.count)")
     # holding history: only pairs not already read under the tickets' locks (rows there are never deleted)
-    held = list(dict.fromkeys((t.id, t.holder_crew_id) for t in tickets
-                              if t.holder_crew_id is not None and (t.id, t.holder_crew_id) not in known_holders))
+    held = list(dict.fromkeys((t.id, t.holder_crew_id) for w in writes for t in w.tickets
+                              if t.holder_crew_id is not None and (t.id, t.holder_crew_id) not in w.known_holders))
     if held:
         ctes.append(
             "th AS (\n  INSERT INTO ticket_holders (ticket_id, crew_id)\n"
@@ -330,9 +388,10 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             "  INSERT INTO changes (ticket_id, department_id, holder_crew_id, prev_crew_id, removal_reason, version, doc_hash,\n"
             "                       changed, actor, doc_json, doc_mp)\n"
             f"  SELECT v.id, v.dept, v.holder, v.prev, v.reason, v.ver, ({hashes})[v.o],\n"
-            f"    CASE WHEN v.changed = '' THEN '{{}}'::text[] ELSE string_to_array(v.changed, ',') END, {dev},\n"
+            "    CASE WHEN v.changed = '' THEN '{}'::text[] ELSE string_to_array(v.changed, ',') END, v.dev,\n"
             f"    ({docs})[v.o], ({mps})[v.o]\n"
             "  FROM v ORDER BY v.o)")
+    audits = [a for w in writes for a in w.audits]
     if audits:
         rows = [{"o": o, "k": k, "a": a, "act": act, "tid": tid, "dep": dep, "b": _jfrag(b), "af": _jfrag(af), "why": why}
                 for o, (k, a, act, tid, dep, b, af, why) in enumerate(audits, 1)]
@@ -340,39 +399,49 @@ def _apply_sql(device_id: str, last_seq: int, tickets: Sequence[TicketWrite], ch
             "a AS (\n  INSERT INTO audit_log (actor_kind, actor, action, ticket_id, department_id, before, after, reason)\n"
             f"  SELECT k, a, act, tid, dep, b, af, why FROM json_to_recordset({p('audits', _rows(rows), 'json')})\n"
             "    AS v(o integer, k text, a text, act text, tid uuid, dep smallint, b jsonb, af jsonb, why text) ORDER BY o)")
+    results = [(w.device_id, x) for w in writes for x in w.results]
     if results:
         # the stored result text stays an array: it must be kept exactly as sent, and it is long
-        rows = [{"o": o, "seq": x.seq, "op": x.op, "tid": x.ticket_id, "st": x.status, "why": x.reason,
-                 "ver": x.server_version, "dig": x.digest.hex()} for o, x in enumerate(results, 1)]
+        rows = [{"o": o, "dev": dev, "seq": x.seq, "op": x.op, "tid": x.ticket_id, "st": x.status, "why": x.reason,
+                 "ver": x.server_version, "dig": x.digest.hex()} for o, (dev, x) in enumerate(results, 1)]
         ctes.append(
             "r AS (\n  INSERT INTO mutation_results (device_id, seq, op, ticket_id, status, reason, result, server_version, digest)\n"
-            f"  SELECT {dev}, seq, op, tid, st, why, ({p('r.result', [result_text(x.result) for x in results], 'text[]')})[o],"
+            f"  SELECT dev, seq, op, tid, st, why, ({p('r.result', [result_text(x.result) for _, x in results], 'text[]')})[o],"
             " ver, decode(dig, 'hex')\n"
             f"  FROM json_to_recordset({p('results', _rows(rows), 'json')})\n"
-            "    AS v(o integer, seq bigint, op text, tid uuid, st text, why text, ver bigint, dig text))")
+            "    AS v(o integer, dev text, seq bigint, op text, tid uuid, st text, why text, ver bigint, dig text))")
+    conflicts = [c for w in writes for c in w.conflicts]
     if conflicts:
+        devs = p("f.dev", [w.device_id for w in writes for _ in w.conflicts], "text[]")
         ctes.append(
             "f AS (\n  INSERT INTO conflicts (ticket_id, department_id, crew_id, device_id, seq, kind, field, kept, discarded, detail)\n"
-            f"  SELECT tid, dep, crew, {dev}, seq, kind, fld, kept::jsonb, disc::jsonb, detail"
-            f" FROM unnest({', '.join(p.cols('f', conflicts, _CONFLICT))})"
-            " WITH ORDINALITY\n    AS v(tid, dep, crew, seq, kind, fld, kept, disc, detail, ord) ORDER BY ord)")
+            "  SELECT tid, dep, crew, dev, seq, kind, fld, kept::jsonb, disc::jsonb, detail"
+            f" FROM unnest({', '.join(p.cols('f', conflicts, _CONFLICT))}, {devs})"
+            " WITH ORDINALITY\n    AS v(tid, dep, crew, seq, kind, fld, kept, disc, detail, dev, ord) ORDER BY ord)")
+    photos = [ph for w in writes for ph in w.photos]
     if photos:
+        devs = p("ph.dev", [w.device_id for w in writes for _ in w.photos], "text[]")
         ctes.append(
             "ph AS (\n  INSERT INTO ticket_photos (ticket_id, sha256, kind, taken_at, lat, lon, added_by, verified)\n"
-            f"  SELECT tid, sha, kind, taken, lat, lon, {dev}, ok FROM unnest({', '.join(p.cols('ph', photos, _PHOTO))})\n"
-            "    AS v(tid, sha, kind, taken, lat, lon, ok)\n  ON CONFLICT DO NOTHING)")
+            f"  SELECT tid, sha, kind, taken, lat, lon, dev, ok FROM unnest({', '.join(p.cols('ph', photos, _PHOTO))}, {devs})\n"
+            "    AS v(tid, sha, kind, taken, lat, lon, ok, dev)\n  ON CONFLICT DO NOTHING)")
     if created:
         ctes.append(
             "nt AS (\n"
             "  INSERT INTO tickets (id, service_type_id, department_id, status, address, zip, lat, lon, description, source,\n"
             "                       requested_at, crew_id, created_by_device, resolution_code, reason_code, field_meta, version,\n"
             "                       doc_hash, doc_json, doc_mp)\n"
-            f"  SELECT n.id, n.stid, v.dept, v.st, n.addr, n.zip, n.lat, n.lon, n.descr, n.src, n.req, v.crew, {dev}, v.res, v.why,\n"
+            "  SELECT n.id, n.stid, v.dept, v.st, n.addr, n.zip, n.lat, n.lon, n.descr, n.src, n.req, v.crew, v.dev, v.res, v.why,\n"
             f"    v.meta, v.ver, ({hashes})[v.o], ({docs})[v.o], ({mps})[v.o]\n"
-            f"  FROM unnest({', '.join(p.cols('nt', created, _CREATED))}) AS n(id, stid, addr, zip, lat, lon, descr, src, req)\n"
+            f"  FROM unnest({', '.join(p.cols('nt', [c for _, c in created], _CREATED))}) AS n(id, stid, addr, zip, lat, lon, descr, src, req)\n"
             "  JOIN v ON v.id = n.id)")
-    sql = ("WITH " + ",\n".join(ctes) + "\n" if ctes else "") + \
-        f"UPDATE devices SET last_seq = {p('last_seq', last_seq, 'bigint')} WHERE id = {dev}"
+    if len(writes) == 1:  # the common single push: a plain keyed update
+        last = f"UPDATE devices SET last_seq = {p('last_seq', writes[0].last_seq, 'bigint')}" \
+               f" WHERE id = {p('device', writes[0].device_id, 'text')}"
+    else:
+        last = (f"UPDATE devices d SET last_seq = u.seq FROM unnest({p('devices', [w.device_id for w in writes], 'text[]')},"
+                f" {p('last_seqs', [w.last_seq for w in writes], 'bigint[]')}) AS u(id, seq) WHERE d.id = u.id")
+    sql = ("WITH " + ",\n".join(ctes) + "\n" if ctes else "") + last
     return sql, p.values
 
 
@@ -381,12 +450,19 @@ async def apply_push(conn: asyncpg.Connection, device_id: str, last_seq: int, ti
                      audits: Sequence[tuple[Any, ...]], results: Sequence[StoredResult],
                      conflicts: Sequence[ConflictRow], photos: Sequence[PhotoRow] = (),
                      created: Sequence[CreatedRow] = (), known_holders: Collection[tuple[UUID, int]] = ()) -> None:
-    """Every write of a push in one round trip; `tickets` and `changes` list the same tickets in the same order (the
-    `created` ones among them), and the caller holds the device row, the photo locks and the tickets' row locks.
-    `known_holders`: (ticket, crew) holding rows the caller read under those locks, which need no insert (I5)."""
-    assert [t.id for t in tickets] == changes.ids
-    sql, args = _apply_sql(device_id, last_seq, tickets, changes, notes, items, audits, results, conflicts, photos,
-                           created, known_holders)
+    """Every write of one push in one round trip; the caller holds the device row, the photo locks and the tickets'
+    row locks (begin_push)."""
+    await apply_pushes(conn, [PushWrite(device_id, last_seq, tickets, changes, notes, items, audits, results, conflicts,
+                                        photos, created, known_holders)])
+
+
+async def apply_pushes(conn: asyncpg.Connection, writes: Sequence[PushWrite]) -> None:
+    """Every write of one or several devices' pushes in ONE statement (I1: each device's results and last_seq commit
+    with its effects); the caller holds every device row, photo lock and ticket row lock they need (begin_pushes), and
+    no two writes name the same device or ticket."""
+    for w in writes:
+        assert [t.id for t in w.tickets] == w.changes.ids
+    sql, args = _apply_sql(writes)
     await conn.execute(sql, *args)
 
 
