@@ -123,7 +123,7 @@ def create_app(settings: Settings, dsn: str) -> web.Application:
     app[metrics.METRICS] = metrics.Metrics()
     app[TOUCHED] = TouchMemo()
     app[FIRST_PAGES] = FirstPages()
-    app[PUSHES] = PushBatcher(max_batch=settings.push_batch_max)
+    app[PUSHES] = PushBatcher(max_batch=settings.push_batch_max) if settings.push_batch_max > 1 else None
     app[AUTH_CACHE] = AuthCache()
     app[BUDGETS] = Budgets()
     app[CODES] = CodeCache()

@@ -25,6 +25,6 @@ AUTH_CACHE: web.AppKey["AuthCache"] = web.AppKey("auth_cache")  # device princip
 CODES: web.AppKey["CodeCache"] = web.AppKey("codes")  # service types' allowed codes, for the push's checks
 TOUCHED: web.AppKey["TouchMemo"] = web.AppKey("touched")  # device contacts this process queued or wrote
 FIRST_PAGES: web.AppKey["FirstPages"] = web.AppKey("first_pages")  # concurrent delta pulls' shared statements
-PUSHES: web.AppKey["PushBatcher"] = web.AppKey("pushes")  # concurrent pushes' shared transactions
+PUSHES: web.AppKey["PushBatcher | None"] = web.AppKey("pushes")  # concurrent pushes' shared transactions (None: off)
 PRINCIPAL: web.RequestKey["Principal"] = web.RequestKey("fieldsync.principal")  # set by the auth middleware
 WAKEUPS: web.AppKey["LiveWakeups"] = web.AppKey("live_wakeups")  # pushes' live-feed NOTIFYs, coalesced on their own connection

@@ -237,11 +237,11 @@ async def _plan(conn: asyncpg.Connection, dev: DeviceCtx, parsed: list[Parsed], 
 
 async def _fold(conn: asyncpg.Connection, dev: DeviceCtx, fresh: list[Parsed], cache: CodeCache,
                 start: store.PushStart) -> _Batch:
-    """Fold mutations in seq order in memory over the tickets `begin_push` locked.
+    """Fold mutations in seq order in memory over the tickets `begin_pushes` locked.
 
     Lock order, everywhere: device row, then photo advisory locks (sorted hashes), then ticket rows (id order).
     Photo verification (engine.uploads.mark_blob_verified) takes a photo lock and then the rows of the tickets
-    showing it, so a push holds its photo locks before its first ticket row lock or the two deadlock (begin_push).
+    showing it, so a push holds its photo locks before its first ticket row lock or the two deadlock (begin_pushes).
     Locking the hash of an attach that the fold later rejects costs nothing but a short wait.
     """
     batch = _Batch()

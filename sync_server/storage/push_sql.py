@@ -78,13 +78,6 @@ class PushStart:
     note_owner: dict[UUID, UUID]
 
 
-async def begin_push(conn: asyncpg.Connection, device_id: str, crew_id: int, ticket_ids: Sequence[UUID],
-                     photo_hashes: Sequence[str], note_ids: Sequence[UUID]) -> PushStart:
-    """Lock device, photos and tickets in that order and read what the fold needs, in one round trip."""
-    (start,) = await begin_pushes(conn, [PushAsk(device_id, crew_id, ticket_ids, photo_hashes, note_ids)])
-    return start
-
-
 async def begin_pushes(conn: asyncpg.Connection, asks: Sequence[PushAsk]) -> list[PushStart]:
     """The start of several devices' pushes in one round trip, each ask's view in its order. The asks name distinct
     devices and tickets (a ticket's `held` is read for its ask's crew); photos and note ids may repeat."""
@@ -302,7 +295,8 @@ _CREATED = (("id", "uuid[]"), ("service_type_id", "smallint[]"), ("address", "te
 # before, photo_possession), self-reported tickets (`nt`: inserted with their final state, so `w` finds nothing to
 # update for them; ticket_photos' foreign key is checked at the statement's end, when the row exists), and the device's
 # last_seq (I1: results and last_seq commit with the effects or not at all). The documents were rendered in Python
-# (domain.document) from the fold's state.
+# (domain.document) from the fold's state. Several devices' pushes (engine.push_batch) are written by the same
+# statement, every row carrying its device: they name distinct devices and tickets, so their rows never meet.
 # Only the parts a push has are in its statement: PostgreSQL sets up every part of a statement on each execution
 # (relations, indexes, triggers, constraint expressions) even when its arrays are empty, which cost a one-mutation push
 # more than its writes. The text depends only on which parts are present, so a connection prepares a handful of
@@ -451,7 +445,7 @@ async def apply_push(conn: asyncpg.Connection, device_id: str, last_seq: int, ti
                      conflicts: Sequence[ConflictRow], photos: Sequence[PhotoRow] = (),
                      created: Sequence[CreatedRow] = (), known_holders: Collection[tuple[UUID, int]] = ()) -> None:
     """Every write of one push in one round trip; the caller holds the device row, the photo locks and the tickets'
-    row locks (begin_push)."""
+    row locks (begin_pushes)."""
     await apply_pushes(conn, [PushWrite(device_id, last_seq, tickets, changes, notes, items, audits, results, conflicts,
                                         photos, created, known_holders)])
 
@@ -466,7 +460,7 @@ async def apply_pushes(conn: asyncpg.Connection, writes: Sequence[PushWrite]) ->
     await conn.execute(sql, *args)
 
 
-# Possession of photos a push attaches, read under the push's photo locks (a statement after begin_push: its snapshot
+# Possession of photos a push attaches, read under the push's photo locks (a statement after begin_pushes: its snapshot
 # sees an upload that committed while the push waited for the lock, engine.uploads.mark_blob_verified). Per hash: the
 # crew proved it (delivered the bytes), and the tickets showing it verified that the crew holds or that this push
 # folded (whose holder the fold may change); fs_photo_possessed is this rule over the tickets' current holders.
