@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,12 @@ async def test_shift_survives_server_kills_mid_push(db_dsn: str, world: World, t
     config = SimConfig(devices=20, duration_s=24, seed=11, fault_rate=0.05, offline_fraction=0.1, photo_rate=0.4,
                        supervisor_rate=20, step_s=0.3, progress=False, quiesce_timeout_s=90, request_timeout_s=15)
     rng = random.Random(5)
+    shift_started, gate = shift_gate()
     killed_at: list[float] = []
 
     async def chaos() -> None:
-        await asyncio.sleep(4)  # setup (crews, enrolment) and the first pulls and pushes
+        await shift_started.wait()  # kills land in the shift, never in setup (crews, enrolment)
+        await asyncio.sleep(1)
         for _ in range(KILLS):
             await asyncio.sleep(rng.uniform(2.0, 4.0))
             server.kill()
@@ -97,7 +100,7 @@ async def test_shift_survives_server_kills_mid_push(db_dsn: str, world: World, t
 
     try:
         chaos_task = asyncio.ensure_future(chaos())
-        rep, verdict, fleet = await simulate(config, credentials)
+        rep, verdict, fleet = await simulate(config, credentials, gate=gate)
         await asyncio.wait_for(chaos_task, 60)
     finally:
         server.stop()
@@ -106,12 +109,22 @@ async def test_shift_survives_server_kills_mid_push(db_dsn: str, world: World, t
     assert_survived(rep, fleet, db_dsn, tmp_path)
 
 
+def shift_gate() -> tuple[asyncio.Event, Callable[[], Awaitable[None]]]:
+    """An event set when the simulator ends its setup and starts the shift (its `gate` hook)."""
+    started = asyncio.Event()
+
+    async def gate() -> None:
+        started.set()
+
+    return started, gate
+
+
 def assert_survived(rep: dict[str, Any], fleet: Any, dsn: str, data_dir: Path) -> None:
     """The verdict holds, the faults were felt, and the stores are consistent."""
     assert rep["ok"], rep["examples"]
     assert (rep["lost"], rep["duplicated"], rep["diverged_devices"], rep["unresolved"], rep["broken_devices"]) == (0,) * 5
     assert rep["photo_failures"] == 0 and rep["photos_verified"] == rep["photos_uploaded"] > 0
-    assert rep["mutations_applied"] > 150
+    assert rep["mutations_applied"] > 60  # work went on around the outages (a bound for a slow machine, not a speed)
     # the outages were felt: requests failed in flight or were refused, and were retried
     assert fleet.metrics.counters["retries"] > 0
     check = subprocess.run([sys.executable, "-m", "sync_server.cli", "check", "--database-url", dsn,
@@ -134,11 +147,13 @@ async def test_shift_survives_postgres_crash_restarts(tmp_path: Path) -> None:
         config = SimConfig(devices=20, duration_s=24, seed=12, fault_rate=0.05, offline_fraction=0.1, photo_rate=0.4,
                            supervisor_rate=20, step_s=0.3, progress=False, quiesce_timeout_s=90, request_timeout_s=15)
         rng = random.Random(6)
+        shift_started, gate = shift_gate()
         crashes = 0
 
         async def chaos() -> None:
             nonlocal crashes
-            await asyncio.sleep(4)
+            await shift_started.wait()
+            await asyncio.sleep(1)
             for _ in range(2):
                 await asyncio.sleep(rng.uniform(2.0, 4.0))
                 await asyncio.to_thread(cluster.stop)  # -m immediate: no checkpoint, WAL replay on start
@@ -147,7 +162,7 @@ async def test_shift_survives_postgres_crash_restarts(tmp_path: Path) -> None:
                 await asyncio.to_thread(cluster.start)
 
         chaos_task = asyncio.ensure_future(chaos())
-        rep, verdict, fleet = await simulate(config, credentials)
+        rep, verdict, fleet = await simulate(config, credentials, gate=gate)
         await asyncio.wait_for(chaos_task, 60)
         assert crashes == 2
         assert server.proc is not None and server.proc.poll() is None, "the server must ride out database restarts"
