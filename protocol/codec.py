@@ -213,7 +213,7 @@ _SCALARS: Final = (bool, int, float, type(None))
 
 def _check_tree(root: Any, limits: Limits) -> None:
     """Walk level by level (no recursion, so no RecursionError) enforcing depth, container
-    lengths and plain JSON types; bytes (msgpack bin) and anything else are refused."""
+    lengths, finite floats and plain JSON types; bytes (msgpack bin) and anything else are refused."""
     strings: list[str] = []
     level: list[Any] = [root]
     depth = 0
@@ -237,6 +237,12 @@ def _check_tree(root: Any, limits: Limits) -> None:
                     below.extend(node.values())
                 else:
                     below.extend(node)
+            elif kind is float:
+                # msgpack carries NaN and +-Infinity as ordinary float32/64; JSON refuses them while parsing. Both
+                # encodings answer the same (SPEC §1), and a non-finite float must never reach the mutation digest
+                # (canonical JSON cannot write it) or a float field.
+                if not math.isfinite(node):
+                    raise _malformed("NaN and Infinity are not allowed")
             elif kind not in _SCALARS:
                 raise _malformed(f"{kind.__name__} values are not allowed")
         level = below

@@ -1,0 +1,69 @@
+"""What a client written from protocol/SPEC.md alone, or a third-party HTTP/tus/Open311 tool, finds at the edges: each
+test is one probe that once answered wrongly (a 500, a 422 where SPEC promises another code, a header missing), run
+against the real server on loopback; every refusal must also leave the database as it was."""
+
+from __future__ import annotations
+
+import json
+import struct
+import uuid
+from datetime import datetime, timezone
+
+import asyncpg
+import msgpack
+import pytest
+
+from protocol import PROTOCOL_VERSION, VERSION_HEADER
+from tests.conftest import Server
+from tests.factories import World, make_tickets
+from tests.rawhttp import send
+
+
+def device_headers(token: str, media: str = "application/json") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", VERSION_HEADER: str(PROTOCOL_VERSION), "Content-Type": media,
+            "Accept": media}
+
+
+def note(seq: int, ticket: uuid.UUID) -> dict[str, object]:
+    return {"seq": seq, "op": "add_note", "ticket_id": str(ticket), "args": {"note_id": str(uuid.uuid4()), "text": "x"},
+            "base_version": None, "device_time": datetime.now(timezone.utc).isoformat()}
+
+
+async def stored_results(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM mutation_results"))
+
+
+# A float64 NaN and +Infinity as msgpack writes them (0xcb + IEEE 754 big-endian): JSON cannot carry either, and
+# SPEC §1 lists both among the malformed_body causes, whatever the encoding.
+NAN64 = b"\xcb" + struct.pack(">d", float("nan"))
+INF64 = b"\xcb" + struct.pack(">d", float("inf"))
+
+
+@pytest.mark.parametrize("where", ["gps", "unknown_op_args"])
+async def test_msgpack_nan_or_infinity_in_a_push_is_malformed_body_not_500(
+        server: Server, pool: asyncpg.Pool, world: World, where: str) -> None:
+    (rec,) = await make_tickets(pool, world, 1)
+    m = note(1, rec.ticket.id)
+    if where == "gps":
+        m["gps"] = {"lat": "NAN", "lon": 1.5, "accuracy_m": None}
+    else:
+        m["op"], m["args"] = "from_the_future", {"x": "NAN"}
+    body = msgpack.packb({"mutations": [m]}, use_bin_type=True).replace(msgpack.packb("NAN"), NAN64 if where == "gps" else INF64)
+    assert msgpack.unpackb(body)  # still valid msgpack: the float is well-formed, just not finite
+    before = await stored_results(pool)
+    r = await send(server.url, "POST", "/v1/sync/push", device_headers(world.device("san-1").token, "application/msgpack"),
+                   body)
+    assert r.status == 400, (r.status, r.body[:200])
+    assert msgpack.unpackb(r.body)["error"]["code"] == "malformed_body"
+    assert await stored_results(pool) == before
+
+
+async def test_msgpack_nan_in_a_pull_is_malformed_body_like_json(server: Server, world: World) -> None:
+    body = b"\x82\xa6cursor\xc0\xa5limit" + NAN64
+    r = await send(server.url, "POST", "/v1/sync/pull", device_headers(world.device("san-1").token, "application/msgpack"),
+                   body)
+    assert r.status == 400, r.body[:200]
+    assert msgpack.unpackb(r.body)["error"]["code"] == "malformed_body"
+    r = await send(server.url, "POST", "/v1/sync/pull", device_headers(world.device("san-1").token),
+                   b'{"cursor":null,"limit":NaN}')
+    assert (r.status, r.json()["error"]["code"]) == (400, "malformed_body")
