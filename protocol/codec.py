@@ -250,8 +250,9 @@ def _check_tree(root: Any, limits: Limits) -> None:
 
 
 def _precheck(model: type[BaseModel], obj: Any) -> None:
-    """Answer 413 for an oversized push before validating thousands of mutations."""
-    if model is PushRequest and isinstance(obj, dict):
+    """Answer 413 for an oversized push before validating thousands of mutations: any push body, the closed
+    PushRequest or the server's open envelope of one mutation dict per item (sync_server/api/sync.PushEnvelope)."""
+    if (model is PushRequest or "mutations" in model.model_fields) and isinstance(obj, dict):
         mutations = obj.get("mutations")
         if isinstance(mutations, list) and len(mutations) > MAX_MUTATIONS:
             raise ProtocolError(

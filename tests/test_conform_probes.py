@@ -67,3 +67,20 @@ async def test_msgpack_nan_in_a_pull_is_malformed_body_like_json(server: Server,
     r = await send(server.url, "POST", "/v1/sync/pull", device_headers(world.device("san-1").token),
                    b'{"cursor":null,"limit":NaN}')
     assert (r.status, r.json()["error"]["code"]) == (400, "malformed_body")
+
+
+@pytest.mark.parametrize("media", ["application/json", "application/msgpack"])
+async def test_push_of_501_mutations_is_413_too_many_mutations(server: Server, pool: asyncpg.Pool, world: World,
+                                                              media: str) -> None:
+    """SPEC §3: "more than 500 mutations (`too_many_mutations`, 413)", and the error table; it answered 422."""
+    (rec,) = await make_tickets(pool, world, 1)
+    muts = [note(i, rec.ticket.id) for i in range(1, 502)]
+    body = json.dumps({"mutations": muts}).encode() if media.endswith("json") else msgpack.packb({"mutations": muts})
+    r = await send(server.url, "POST", "/v1/sync/push", device_headers(world.device("san-1").token, media), body)
+    err = (json.loads(r.body) if media.endswith("json") else msgpack.unpackb(r.body))["error"]
+    assert (r.status, err["code"]) == (413, "too_many_mutations"), err
+    assert err["details"] == {"max_mutations": 500, "received": 501}
+    assert await stored_results(pool) == 0
+    ok = await send(server.url, "POST", "/v1/sync/push", device_headers(world.device("san-1").token),
+                    json.dumps({"mutations": muts[:500]}).encode())
+    assert ok.status == 200 and len(ok.json()["results"]) == 500
