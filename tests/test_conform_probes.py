@@ -84,3 +84,25 @@ async def test_push_of_501_mutations_is_413_too_many_mutations(server: Server, p
     ok = await send(server.url, "POST", "/v1/sync/push", device_headers(world.device("san-1").token),
                     json.dumps({"mutations": muts[:500]}).encode())
     assert ok.status == 200 and len(ok.json()["results"]) == 500
+
+
+async def test_head_is_served_wherever_get_is(server: Server, pool: asyncpg.Pool, world: World) -> None:
+    """RFC 9110 §9.1: a server that serves GET serves HEAD (caches, link checkers and monitoring send it); the API
+    routes answered 405 while /openapi.json, the console and the crew app served it. Same status and headers, no body."""
+    await make_tickets(pool, world, 1)
+    device = {"Authorization": f"Bearer {world.device('san-1').token}"}
+    staff = {"Authorization": f"Bearer {world.supervisors['sanitation']}"}
+    for path, headers in (("/v1/catalog", device), ("/v1/tickets?limit=5", staff), ("/v1/crews", staff),
+                          ("/open311/v2/services.json", {}), ("/open311/v2/requests.xml", {})):
+        got = await send(server.url, "GET", path, headers)
+        head = await send(server.url, "HEAD", path, headers)
+        assert got.status == 200, (path, got.status, got.body[:200])
+        assert head.status == 200, (path, head.status, head.headers)
+        assert head.body == b""
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers["content-length"] == str(len(got.body)), path
+    # refusals keep their status (and send no body)
+    for path, headers, status in (("/v1/catalog", {}, 401), ("/v1/photos/" + "a" * 64, device, 404),
+                                  ("/v1/tickets", device, 403)):
+        head = await send(server.url, "HEAD", path, headers)
+        assert (head.status, head.body) == (status, b""), (path, head.status)

@@ -57,7 +57,11 @@ def route(
     # own_path_errors: the handler answers bad path parameters in its own protocol's error format (Open311), so they
     # are documented by the model but not refused here with FieldSync's envelope
     checked = None if own_path_errors else path_model
-    app.router.add_route(method, path, _typed(handler, roles, response is not None, checked, query))
+    typed = _typed(handler, roles, response is not None, checked, query)
+    if method.upper() == "GET":  # RFC 9110 §9.1: HEAD wherever GET (the same handler; aiohttp sends no body)
+        app.router.add_get(path, typed)
+    else:
+        app.router.add_route(method, path, typed)
     if ROUTES not in app:
         app[ROUTES] = []
     # documented by its canonical form ({id}, as aiohttp's resource.canonical): a segment's regex is a routing detail
