@@ -80,11 +80,22 @@ async def warm(conn: asyncpg.Connection) -> None:
         pass  # a schema behind this build: the start-up check (migrate.check_schema) says so
 
 
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None. The scheme name is case-insensitive
+    (RFC 9110 §11.1): generated clients and proxies that send `bearer` were refused as if they sent no token."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
+
+
 async def authenticate(conn: asyncpg.Connection, header: str | None) -> Principal:
     """Resolve an Authorization header to a principal; every failure is the same 401 family, never a hint."""
-    if not header or not header.startswith("Bearer "):
+    token = bearer_token(header)
+    if not token:
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "missing bearer token")
-    token = header[len("Bearer "):].strip()
     # tokens are ASCII; a header byte above 0x7f arrives as a lone surrogate that cannot even be hashed (was a 500)
     if len(token) > 200 or not token.isascii():
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "invalid token")
@@ -189,10 +200,8 @@ class AuthCache:
 
 def _device_token(header: str | None) -> str | None:
     """The token of a well-formed device bearer header, else None (those always go to the database)."""
-    if not header or not header.startswith("Bearer "):
-        return None
-    token = header[len("Bearer "):].strip()
-    return token if token.startswith(DEVICE_PREFIX) and len(token) <= 200 else None
+    token = bearer_token(header)
+    return token if token is not None and token.startswith(DEVICE_PREFIX) and len(token) <= 200 else None
 
 
 class TouchMemo:

@@ -106,3 +106,26 @@ async def test_head_is_served_wherever_get_is(server: Server, pool: asyncpg.Pool
                                   ("/v1/tickets", device, 403)):
         head = await send(server.url, "HEAD", path, headers)
         assert (head.status, head.body) == (status, b""), (path, head.status)
+
+
+async def test_bearer_scheme_is_case_insensitive(server: Server, pool: asyncpg.Pool, world: World) -> None:
+    """RFC 9110 §11.1: the auth scheme is case-insensitive; `bearer <token>` (what some generated clients and proxies
+    send) was a 401 "missing bearer token"."""
+    await make_tickets(pool, world, 1)
+    token = world.device("san-1").token
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        r = await send(server.url, "GET", "/v1/catalog", {"Authorization": f"{scheme} {token}"})
+        assert r.status == 200, (scheme, r.body[:200])
+        r = await send(server.url, "POST", "/v1/sync/pull", {**device_headers(token), "Authorization": f"{scheme} {token}"},
+                       b'{"cursor":null,"limit":5}')
+        assert r.status == 200 and len(r.json()["changes"]) == 1, (scheme, r.body[:200])
+        r = await send(server.url, "GET", "/v1/crews", {"Authorization": f"{scheme} {world.supervisors['sanitation']}"})
+        assert r.status == 200, (scheme, r.body[:200])
+    # rotation keeps the token it was asked with, whatever the scheme's spelling
+    r = await send(server.url, "POST", "/v1/devices/self/rotate", {"Authorization": f"bearer {token}"})
+    assert r.status == 200, r.body[:200]
+    assert (await send(server.url, "GET", "/v1/catalog", {"Authorization": f"Bearer {token}"})).status == 200
+    assert (await send(server.url, "GET", "/v1/catalog", {"Authorization": f"Bearer {r.json()['token']}"})).status == 200
+    for bad in (f"Basic {token}", f"Bearer{token}", "bearer", "bearer    "):
+        r = await send(server.url, "GET", "/v1/catalog", {"Authorization": bad})
+        assert (r.status, r.json()["error"]["code"]) == (401, "unauthorized"), bad

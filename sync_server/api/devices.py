@@ -10,7 +10,7 @@ from protocol import ErrorCode, ProtocolError, WireModel
 from protocol.fields import WireDatetime
 from sync_server.api.http import principal, respond
 from sync_server.api.registry import route
-from sync_server.auth import DEVICE_PREFIX, Role, hash_token, new_token
+from sync_server.auth import DEVICE_PREFIX, Role, bearer_token, hash_token, new_token
 from sync_server.keys import AUTH_CACHE, POOL, SETTINGS
 from sync_server.storage.credentials import rotate_device_token
 from sync_server.storage.tickets import audit
@@ -28,7 +28,7 @@ async def rotate(request: web.Request) -> web.Response:
     """POST /v1/devices/self/rotate: store the new token, keep the presented one for the grace window, audit it."""
     who = principal(request, Role.DEVICE)
     assert who.device_id is not None
-    presented = hash_token(request.headers["Authorization"][len("Bearer "):].strip())
+    presented = hash_token(bearer_token(request.headers["Authorization"]) or "")
     token = new_token(DEVICE_PREFIX)
     grace = request.app[SETTINGS].device_token_grace_s
     async with request.app[POOL].acquire() as conn, conn.transaction():
