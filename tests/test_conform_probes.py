@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import struct
 import uuid
+import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
 import asyncpg
@@ -16,7 +17,7 @@ import pytest
 from protocol import PROTOCOL_VERSION, VERSION_HEADER
 from tests.conftest import Server
 from tests.factories import World, make_tickets
-from tests.rawhttp import send
+from tests.rawhttp import RawResponse, send
 
 
 def device_headers(token: str, media: str = "application/json") -> dict[str, str]:
@@ -129,3 +130,33 @@ async def test_bearer_scheme_is_case_insensitive(server: Server, pool: asyncpg.P
     for bad in (f"Basic {token}", f"Bearer{token}", "bearer", "bearer    "):
         r = await send(server.url, "GET", "/v1/catalog", {"Authorization": bad})
         assert (r.status, r.json()["error"]["code"]) == (401, "unauthorized"), bad
+
+
+def open311_error(r: RawResponse, fmt: str) -> tuple[int, str]:
+    """(code, description) of a GeoReport error body, after checking it is the spec's list of one error."""
+    if fmt == "json":
+        assert r.headers["content-type"].startswith("application/json"), r.headers
+        body = r.json()
+        assert isinstance(body, list) and len(body) == 1 and set(body[0]) == {"code", "description"}, body
+        return int(body[0]["code"]), str(body[0]["description"])
+    assert r.headers["content-type"].startswith("text/xml"), r.headers
+    root = ET.fromstring(r.body)
+    assert root.tag == "errors" and [e.tag for e in root] == ["error"], r.body[:300]
+    return int(root.findtext("error/code") or 0), str(root.findtext("error/description"))
+
+
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+async def test_open311_refusals_outside_the_handlers_are_the_spec_error_list(server: Server, pool: asyncpg.Pool,
+                                                                            fmt: str) -> None:
+    """GeoReport clients parse `[{code, description}]` / `<errors>`; a too-large POST body (413), a method the path does
+    not serve (405) and an unknown GeoReport path (404) were refused in FieldSync's own {"error": …} envelope."""
+    before = await pool.fetchval("SELECT count(*) FROM tickets")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = await send(server.url, "POST", f"/open311/v2/requests.{fmt}", form, b"description=" + b"x" * (300 << 10))
+    assert r.status == 413 and open311_error(r, fmt)[0] == 413
+    r = await send(server.url, "PUT", f"/open311/v2/requests.{fmt}", form, b"service_code=bulky_items")
+    assert r.status == 405 and open311_error(r, fmt)[0] == 405
+    assert {m.strip() for m in r.headers["allow"].split(",")} >= {"GET", "POST"}
+    r = await send(server.url, "GET", f"/open311/v2/no_such_thing.{fmt}", {})
+    assert r.status == 404 and open311_error(r, fmt)[0] == 404
+    assert await pool.fetchval("SELECT count(*) FROM tickets") == before

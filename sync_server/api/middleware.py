@@ -21,6 +21,7 @@ from sync_server.dbpool import REQUEST, RequestTag
 from sync_server.keys import AUTH_CACHE, POOL, PRINCIPAL, SETTINGS, TOUCHED
 from sync_server.logging import REQUEST_FIELDS
 from sync_server.metrics import METRICS
+from sync_server.open311 import render as open311_render
 from sync_server.storage.errors import database_unavailable_cause
 
 log = structlog.get_logger("sync_server.http")
@@ -39,6 +40,7 @@ COOKIE_AUTHENTICATED_PREFIXES = ("/console",)
 # Device sync endpoints speak the versioned protocol; every request carries the version header.
 VERSIONED_PREFIXES = ("/v1/sync/",)
 UPLOAD_PREFIX = "/v1/uploads"
+OPEN311_PREFIX = "/open311/"
 
 
 # A sync answer slower than this is always logged, whatever access_log_sample says.
@@ -47,9 +49,17 @@ _RETRY_AFTER = (ErrorCode.RATE_LIMITED, ErrorCode.TOO_MANY_UPLOADS, ErrorCode.SE
 
 
 def error_response(request: web.Request, err: ProtocolError, headers: dict[str, str] | None = None) -> web.Response:
-    """The single error envelope, in the media type the client reads."""
-    media = response_type(request)
-    resp = web.Response(body=encode_error(err, media), status=err.http_status, content_type=media, headers=headers)
+    """The single error envelope, in the media type the client reads; under /open311/ the GeoReport error list
+    instead (its clients parse `[{code, description}]` or `<errors>`, whoever refuses: a handler, the body limit, the
+    router's 404/405 or the address rate limit)."""
+    if request.path.startswith(OPEN311_PREFIX):
+        fmt = open311_render.format_of_path(request.path)
+        body = open311_render.error_body(fmt, open311_render.Open311Error(err.http_status, err.message))
+        resp = web.Response(body=body, status=err.http_status, content_type=open311_render.MEDIA[fmt], charset="utf-8",
+                            headers=headers)
+    else:
+        media = response_type(request)
+        resp = web.Response(body=encode_error(err, media), status=err.http_status, content_type=media, headers=headers)
     if err.code in _RETRY_AFTER:
         resp.headers["Retry-After"] = str(err.details.get("retry_after", 1))
     if err.code is ErrorCode.REQUEST_TIMEOUT:

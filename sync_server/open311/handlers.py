@@ -22,7 +22,7 @@ from sync_server.api.registry import route
 from sync_server.keys import POOL, SETTINGS
 from sync_server.open311 import service
 from sync_server.open311.params import check_text, posted_request, request_query
-from sync_server.open311.render import FORMATS, JSON, MEDIA, XML, Open311Error, error_body, render
+from sync_server.open311.render import FORMATS, JSON, MEDIA, XML, Open311Error, error_body, format_of_path, render
 
 log = structlog.get_logger(__name__)
 PREFIX = "/open311"
@@ -36,7 +36,7 @@ def _fmt_of(request: web.Request) -> str:
     fmt = request.match_info.get("fmt", "")
     if fmt in FORMATS:
         return fmt
-    return JSON if request.path.endswith(".json") else XML
+    return format_of_path(request.path)
 
 
 def answer(fmt: str, body: bytes, status: int = 200) -> web.Response:

@@ -103,6 +103,11 @@ def render(fmt: str, root: str, item: str | None, records: Sequence[Mapping[str,
     return to_json(records) if fmt == JSON else to_xml(root, item, records)
 
 
+def format_of_path(path: str) -> str:
+    """The format a GeoReport path names by its extension; anything else is XML, the spec's mandatory format."""
+    return JSON if path.endswith(".json") else XML
+
+
 def error_body(fmt: str, err: Open311Error) -> bytes:
     """The spec's error list: `[{code, description}]`, or `<errors><error>…</error></errors>`."""
     return render(fmt, "errors", "error", [{"code": err.status, "description": err.description}])
