@@ -160,3 +160,18 @@ async def test_open311_refusals_outside_the_handlers_are_the_spec_error_list(ser
     r = await send(server.url, "GET", f"/open311/v2/no_such_thing.{fmt}", {})
     assert r.status == 404 and open311_error(r, fmt)[0] == 404
     assert await pool.fetchval("SELECT count(*) FROM tickets") == before
+
+
+async def test_tus_resumable_is_on_every_upload_answer_refusals_before_the_handler_included(
+        server: Server, world: World) -> None:
+    """tus 1.0.0 core: "The Tus-Resumable header MUST be included in every request and response except for OPTIONS
+    requests"; answers refused before the tus handler ran (no token, wrong role, wrong method) lacked it."""
+    tus = {"Tus-Resumable": "1.0.0", "Upload-Length": "1000", "Upload-Metadata": ""}
+    cases = [("POST", "/v1/uploads", {}, 401), ("POST", "/v1/uploads", {"Authorization": "Bearer nope"}, 401),
+             ("POST", "/v1/uploads", {"Authorization": f"Bearer {world.supervisors['sanitation']}"}, 403),
+             ("DELETE", "/v1/uploads", {"Authorization": f"Bearer {world.device('san-1').token}"}, 405),
+             ("HEAD", "/v1/uploads/abc", {}, 401), ("PATCH", "/v1/uploads/abc", {"Upload-Offset": "0"}, 401)]
+    for method, path, extra, status in cases:
+        r = await send(server.url, method, path, {**tus, **extra})
+        assert r.status == status, (method, path, r.status)
+        assert r.headers.get("tus-resumable") == "1.0.0", (method, path, r.headers)

@@ -40,6 +40,7 @@ COOKIE_AUTHENTICATED_PREFIXES = ("/console",)
 # Device sync endpoints speak the versioned protocol; every request carries the version header.
 VERSIONED_PREFIXES = ("/v1/sync/",)
 UPLOAD_PREFIX = "/v1/uploads"
+TUS_RESUMABLE = "1.0.0"  # the tus version our uploads speak (sync_server/api/uploads.py)
 OPEN311_PREFIX = "/open311/"
 
 
@@ -62,6 +63,9 @@ def error_response(request: web.Request, err: ProtocolError, headers: dict[str, 
         resp = web.Response(body=encode_error(err, media), status=err.http_status, content_type=media, headers=headers)
     if err.code in _RETRY_AFTER:
         resp.headers["Retry-After"] = str(err.details.get("retry_after", 1))
+    if request.path.startswith(UPLOAD_PREFIX) and request.method != "OPTIONS":
+        # tus 1.0.0: on every answer but OPTIONS, also the refusals made before the tus handler (token, role, method)
+        resp.headers["Tus-Resumable"] = TUS_RESUMABLE
     if err.code is ErrorCode.REQUEST_TIMEOUT:
         resp.force_close()  # the rest of a stalled body must not be read as the next request
     return resp

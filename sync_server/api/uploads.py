@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from protocol import ErrorCode, PhotoKind, PhotoState, ProtocolError, UploadMetadata
 from protocol.codec import encode_error
 from sync_server.api.http import principal, respond, response_type
-from sync_server.api.middleware import error_response
+from sync_server.api.middleware import TUS_RESUMABLE, error_response
 from sync_server.api.registry import route
 from sync_server.auth import Role
 from sync_server.blobs import Variant, open_store
@@ -43,7 +43,7 @@ from sync_server.keys import DSN, POOL, PRINCIPAL, SETTINGS
 from sync_server.metrics import METRICS, Metrics
 log = structlog.get_logger(__name__)
 
-TUS_VERSION = "1.0.0"
+TUS_VERSION = TUS_RESUMABLE
 TUS_EXTENSIONS = "creation,checksum,termination,expiration"
 OFFSET_TYPE = "application/offset+octet-stream"
 UPLOADS = web.AppKey("fieldsync.uploads", engine.Uploads)
