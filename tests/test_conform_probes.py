@@ -175,3 +175,16 @@ async def test_tus_resumable_is_on_every_upload_answer_refusals_before_the_handl
         r = await send(server.url, method, path, {**tus, **extra})
         assert r.status == status, (method, path, r.status)
         assert r.headers.get("tus-resumable") == "1.0.0", (method, path, r.headers)
+
+
+async def test_two_protocol_version_headers_are_protocol_version_invalid(server: Server, world: World) -> None:
+    """`FieldSync-Protocol: 1` and `FieldSync-Protocol: 2` in one request: we answered as v1 while a proxy or a log that
+    reads the other one sees v2 (the same reason two Authorization headers are refused)."""
+    r = await send(server.url, "POST", "/v1/sync/pull",
+                   {**device_headers(world.device("san-1").token), "FieldSync-Protocol": "1\r\nFieldSync-Protocol: 2"},
+                   b'{"cursor":null,"limit":5}')
+    assert (r.status, r.json()["error"]["code"]) == (400, "protocol_version_invalid"), r.body[:200]
+    r = await send(server.url, "POST", "/v1/sync/pull",
+                   {**device_headers(world.device("san-1").token), "FieldSync-Protocol": "1\r\nFieldSync-Protocol: 1"},
+                   b'{"cursor":null,"limit":5}')
+    assert (r.status, r.json()["error"]["code"]) == (400, "protocol_version_invalid"), r.body[:200]

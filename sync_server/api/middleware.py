@@ -229,7 +229,9 @@ async def _authenticate(request: web.Request, app: web.Application) -> Principal
         who = app[AUTH_CACHE].get(header, time.monotonic())  # the hit, without a coroutine of its own
         if who is None:
             who = await cached_principal(request, header, any_role=True)
-        check_version(request.headers.get(VERSION_HEADER))
+        versions = request.headers.getall(VERSION_HEADER, ())
+        # two version headers: a proxy or log reading the other one would disagree with us on what the client speaks
+        check_version(versions[0] if len(versions) == 1 else None)
         return who
     if path.startswith(UPLOAD_PREFIX):
         return await cached_principal(request, header, any_role=False)
