@@ -188,3 +188,19 @@ async def test_two_protocol_version_headers_are_protocol_version_invalid(server:
                    {**device_headers(world.device("san-1").token), "FieldSync-Protocol": "1\r\nFieldSync-Protocol: 1"},
                    b'{"cursor":null,"limit":5}')
     assert (r.status, r.json()["error"]["code"]) == (400, "protocol_version_invalid"), r.body[:200]
+
+
+async def test_query_escapes_that_are_not_utf8_are_refused_not_replaced(server: Server, world: World) -> None:
+    """SPEC §1: a lone surrogate in a query parameter is validation_failed. Percent-encoded (%ED%A0%80, or a Latin-1
+    byte %E9) it reached the handler as U+FFFD, and `?crew=` answered 404 "no such crew '\ufffd\ufffd\ufffd'"."""
+    staff = {"Authorization": f"Bearer {world.supervisors['sanitation']}"}
+    for bad in ("%ED%A0%80", "%E9", "caf%E9"):
+        r = await send(server.url, "GET", f"/v1/tickets?crew={bad}", staff)
+        assert (r.status, r.json()["error"]["code"]) == (422, "validation_failed"), (bad, r.body[:200])
+        r = await send(server.url, "GET", f"/open311/v2/requests.json?service_code={bad}", {})
+        assert r.status == 400 and open311_error(r, "json") == (400, "a query parameter is not UTF-8"), bad
+    # a real U+FFFD (and any other UTF-8) is text like any other: an unknown crew
+    r = await send(server.url, "GET", "/v1/tickets?crew=%EF%BF%BD", staff)
+    assert (r.status, r.json()["error"]["code"]) == (404, "not_found"), r.body[:200]
+    r = await send(server.url, "GET", "/v1/tickets?crew=san-1&limit=5", staff)
+    assert r.status == 200

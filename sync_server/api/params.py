@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 from annotated_types import Interval
@@ -55,6 +56,20 @@ def text_ok(value: str) -> bool:
     return True
 
 
+def query_is_utf8(request: web.Request) -> bool:
+    """Whether the query's percent-escapes spell UTF-8. yarl decodes a bad one to U+FFFD without a word, so a
+    UTF-8-encoded lone surrogate (%ED%A0%80) or a Latin-1 byte (%E9) would arrive as another character and be
+    looked up as a name instead of refused like the same text in a body."""
+    raw = request.rel_url.raw_query_string
+    if "%" not in raw:
+        return True
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _errors(exc: ValidationError) -> dict[str, Any]:
     errors = [{"loc": ".".join(str(p) for p in e["loc"])[:200], "msg": e["msg"][:200]}
               for e in exc.errors(include_url=False, include_input=False, include_context=False)[:20]]
@@ -66,8 +81,11 @@ def _invalid_query(key: str, msg: str) -> ProtocolError:
                          {"errors": [{"loc": key[:200], "msg": msg}], "error_count": 1})
 
 
-def parse_query(query: MultiMapping[str], model: type[P]) -> P:
-    """Query string into `model`: list parameters may repeat or be comma lists, others appear once; else a typed 422."""
+def parse_query(query: MultiMapping[str], model: type[P], *, utf8: bool = True) -> P:
+    """Query string into `model`: list parameters may repeat or be comma lists, others appear once; else a typed 422
+    (also when `utf8` is False: the raw query's escapes were not UTF-8, see query_is_utf8)."""
+    if not utf8:
+        raise _invalid_query("query", "a query parameter is not UTF-8")
     data: dict[str, Any] = {}
     for key in set(query.keys()):
         values = query.getall(key)
@@ -100,7 +118,7 @@ def parse_path(match_info: Mapping[str, str], model: type[P]) -> P:
 def read_query(request: web.Request, model: type[P]) -> P:
     """The request's query as `model` (parsed once by the route wrapper, else here)."""
     cached = request.get(QUERY)
-    return cached if isinstance(cached, model) else parse_query(request.query, model)
+    return cached if isinstance(cached, model) else parse_query(request.query, model, utf8=query_is_utf8(request))
 
 
 def read_path(request: web.Request, model: type[P]) -> P:

@@ -15,7 +15,7 @@ from protocol import ErrorCode, ErrorEnvelope, ProtocolError, PushRequest
 from protocol.version import MIN_SUPPORTED_VERSION, PROTOCOL_VERSION, VERSION_HEADER
 from protocol.codec import negotiate
 from sync_server.api import openapi_docs
-from sync_server.api.params import PATH, QUERY, default_path_model, parse_path, parse_query
+from sync_server.api.params import PATH, QUERY, default_path_model, parse_path, parse_query, query_is_utf8
 from sync_server.keys import PRINCIPAL
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -82,7 +82,7 @@ def _typed(handler: Handler, roles: tuple[str, ...], negotiates: bool, path_mode
         if path_model is not None:
             request[PATH] = parse_path(request.match_info, path_model)
         if query is not None:
-            request[QUERY] = parse_query(request.query, query)
+            request[QUERY] = parse_query(request.query, query, utf8=query_is_utf8(request))
         return await handler(request)
 
     typed.__name__ = getattr(handler, "__name__", "handler")

@@ -17,7 +17,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from sync_server.api.http import read_body
-from sync_server.api.params import text_ok
+from sync_server.api.params import query_is_utf8, text_ok
 from sync_server.api.registry import route
 from sync_server.keys import POOL, SETTINGS
 from sync_server.open311 import service
@@ -54,6 +54,8 @@ def endpoint(fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
                 raise Open311Error(404, "no such format: Open311 paths end in .json or .xml")
             if not all(text_ok(v) for v in request.match_info.values()):  # NUL or a lone surrogate names nothing
                 raise Open311Error(404, "no such resource: the path holds a NUL or an invalid character")
+            if not query_is_utf8(request):
+                raise Open311Error(400, "a query parameter is not UTF-8")
             check_text({k: request.query.getall(k) for k in request.query})
             check_jurisdiction(request, request.query)
             return await fn(request, fmt)
