@@ -4,6 +4,7 @@ against the real server on loopback; every refusal must also leave the database 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import uuid
@@ -204,3 +205,50 @@ async def test_query_escapes_that_are_not_utf8_are_refused_not_replaced(server: 
     assert (r.status, r.json()["error"]["code"]) == (404, "not_found"), r.body[:200]
     r = await send(server.url, "GET", "/v1/tickets?crew=san-1&limit=5", staff)
     assert r.status == 200
+
+
+async def expect_continue(url: str, path: str, headers: dict[str, str], length: int, body: bytes | None) -> bytes:
+    """Send a head with `Expect: 100-continue`; read the first answer; send `body` only if told to continue."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    try:
+        lines = [f"POST {path} HTTP/1.1", "Host: test", "Expect: 100-continue", f"Content-Length: {length}"]
+        writer.write(("\r\n".join(lines + [f"{k}: {v}" for k, v in headers.items()]) + "\r\n\r\n").encode())
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        if first.startswith(b"HTTP/1.1 100"):
+            if body is None:
+                return first
+            writer.write(body)
+            await writer.drain()
+            return first + await answer(reader)
+        return await answer(reader, first)
+    finally:
+        writer.close()
+
+
+async def answer(reader: asyncio.StreamReader, head: bytes = b"") -> bytes:
+    """One answer with a Content-Length (its head already read, or not yet); bounded waits."""
+    if not head:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    return head + await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+async def test_expect_100_continue_is_refused_at_once_when_the_declared_body_is_too_large(
+        server: Server, world: World) -> None:
+    """RFC 9110 §10.1.1: a server that will refuse the body answers the final status instead of 100 Continue. A device
+    (or curl) announcing a 5 MB pull got 100 Continue, sent every byte and only then read 413."""
+    headers = {**device_headers(world.device("san-1").token), "Connection": "close"}
+    got = await expect_continue(server.url, "/v1/sync/pull", headers, 5_000_000, None)
+    assert got.startswith(b"HTTP/1.1 413"), got[:200]
+    assert b"100 Continue" not in got
+    assert json.loads(got.partition(b"\r\n\r\n")[2])["error"]["code"] == "body_too_large"
+    got = await expect_continue(server.url, "/v1/sync/push", headers, (1 << 20) + 1, None)
+    assert got.startswith(b"HTTP/1.1 413"), got[:200]
+    # within the limit: 100 Continue, then the answer
+    body = b'{"cursor":null,"limit":5}'
+    got = await expect_continue(server.url, "/v1/sync/pull", headers, len(body), body)
+    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), got[:200]

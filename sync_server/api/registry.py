@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
+from aiohttp.web_urldispatcher import _default_expect_handler
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -16,11 +17,13 @@ from protocol.version import MIN_SUPPORTED_VERSION, PROTOCOL_VERSION, VERSION_HE
 from protocol.codec import negotiate
 from sync_server.api import openapi_docs
 from sync_server.api.params import PATH, QUERY, default_path_model, parse_path, parse_query, query_is_utf8
-from sync_server.keys import PRINCIPAL
+from sync_server.api.middleware import UPLOAD_PREFIX, error_response
+from sync_server.keys import PRINCIPAL, SETTINGS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ROUTES = web.AppKey("fieldsync.routes", list)
 DOCUMENTED: tuple[type[BaseModel], ...] = (PushRequest,)
+PUSH_PATH = "/v1/sync/push"  # the one route whose bodies may reach max_push_bytes
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def route(
     if method.upper() == "GET":  # RFC 9110 §9.1: HEAD wherever GET (the same handler; aiohttp sends no body)
         app.router.add_get(path, typed)
     else:
-        app.router.add_route(method, path, typed)
+        app.router.add_route(method, path, typed, expect_handler=_expect_continue)
     if ROUTES not in app:
         app[ROUTES] = []
     # documented by its canonical form ({id}, as aiohttp's resource.canonical): a segment's regex is a routing detail
@@ -88,6 +91,23 @@ def _typed(handler: Handler, roles: tuple[str, ...], negotiates: bool, path_mode
     typed.__name__ = getattr(handler, "__name__", "handler")
     typed.__doc__ = handler.__doc__
     return typed
+
+
+async def _expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` (RFC 9110 §10.1.1): a declared body the route would refuse as too large gets its 413 at
+    once, instead of a 100 Continue that makes the client send every byte first; otherwise aiohttp's own handling.
+    tus PATCH bodies are bounded by their upload's length, not by these limits."""
+    settings = request.app[SETTINGS]
+    limit = settings.max_push_bytes if request.path == PUSH_PATH else settings.max_body_bytes
+    if (request.version == HttpVersion11 and request.headers.get(hdrs.EXPECT, "").lower() == "100-continue"
+            and request.content_length is not None and request.content_length > limit
+            and not request.path.startswith(UPLOAD_PREFIX)):
+        resp = error_response(request, ProtocolError(ErrorCode.BODY_TOO_LARGE, f"body exceeds {limit} bytes",
+                                                     {"limit": limit}))
+        resp.force_close()  # the body was never asked for: nothing of it may be read as the next request
+        return resp
+    await _default_expect_handler(request)
+    return None
 
 
 def openapi(app: web.Application, version: str) -> dict[str, Any]:
