@@ -67,8 +67,9 @@ class UploadMetadata(WireModel):
         """Build from the header; tus values are text, so lat/lon are parsed here, strictly."""
         # Standard tus clients add keys such as `filetype`; they carry nothing we use.
         known = cls.model_fields.keys()
+        # tus lets a value be empty (`key` alone): an optional key sent empty (no GPS fix, no file name) is absent
         fields: dict[str, object] = {
-            k: v for k, v in parse_tus_metadata(header).items() if k in known
+            k: v for k, v in parse_tus_metadata(header).items() if k in known and (v or cls.model_fields[k].is_required())
         }
         for key in _FLOAT_KEYS & fields.keys():
             text = fields[key]

@@ -252,3 +252,23 @@ async def test_expect_100_continue_is_refused_at_once_when_the_declared_body_is_
     body = b'{"cursor":null,"limit":5}'
     got = await expect_continue(server.url, "/v1/sync/pull", headers, len(body), body)
     assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), got[:200]
+
+
+async def test_tus_metadata_optional_keys_with_empty_values_are_absent(server: Server, pool: asyncpg.Pool,
+                                                                     world: World) -> None:
+    """tus 1.0.0 creation: a metadata value MAY be empty (`key` alone, or `key ` as tus-js-client writes an empty
+    string). An app without a GPS fix or a file name sends lat/lon/filename empty: that was 422 ("lat must be a decimal
+    number"); those optional keys now count as absent. A required key left empty is still refused."""
+    from tests.test_uploads_support import TUS, metadata, noise_jpeg, photo_meta
+
+    (rec,) = await make_tickets(pool, world, 1)
+    data = noise_jpeg()
+    meta = photo_meta(data, rec.ticket.id)
+    required = metadata({k: meta[k] for k in ("sha256", "ticket_id", "kind", "taken_at")})
+    headers = {**TUS, "Authorization": f"Bearer {world.device('san-1').token}", "Upload-Length": str(len(data))}
+    r = await send(server.url, "POST", "/v1/uploads", {**headers, "Upload-Metadata": required + ",lat ,lon,filename "})
+    assert r.status == 201, r.body[:300]
+    assert r.headers["location"] and r.headers["upload-offset"] == "0"
+    r = await send(server.url, "POST", "/v1/uploads", {**headers, "Upload-Metadata": required.replace(
+        "kind " + metadata({"k": "before"})[2:], "kind")})
+    assert (r.status, r.json()["error"]["code"]) == (422, "validation_failed"), r.body[:300]
