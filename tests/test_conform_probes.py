@@ -272,3 +272,16 @@ async def test_tus_metadata_optional_keys_with_empty_values_are_absent(server: S
     r = await send(server.url, "POST", "/v1/uploads", {**headers, "Upload-Metadata": required.replace(
         "kind " + metadata({"k": "before"})[2:], "kind")})
     assert (r.status, r.json()["error"]["code"]) == (422, "validation_failed"), r.body[:300]
+
+
+async def test_a_refused_accept_is_answered_in_the_request_encoding(server: Server, world: World) -> None:
+    """SPEC §3 Errors: every error is in "the negotiated encoding". When Accept names nothing we produce there is none;
+    a msgpack-only client (Content-Type msgpack, Accept e.g. application/cbor) got its 406 in JSON, which it cannot
+    read. The envelope now mirrors the request's Content-Type, as the no-Accept rule does."""
+    headers = {**device_headers(world.device("san-1").token, "application/msgpack"), "Accept": "application/cbor"}
+    r = await send(server.url, "POST", "/v1/sync/pull", headers, msgpack.packb({"cursor": None, "limit": 5}))
+    assert r.status == 406 and r.headers["content-type"] == "application/msgpack", (r.status, r.headers)
+    assert msgpack.unpackb(r.body)["error"]["code"] == "not_acceptable"
+    headers["Content-Type"] = "application/json"
+    r = await send(server.url, "POST", "/v1/sync/pull", headers, b'{"cursor":null}')
+    assert (r.status, r.headers["content-type"], r.json()["error"]["code"]) == (406, "application/json", "not_acceptable")

@@ -68,12 +68,13 @@ async def read_model(request: web.Request, model: type[M], *, max_bytes: int | N
 
 
 def response_type(request: web.Request) -> str:
-    """The media type this request's answer is written in (Accept first, else mirror the request)."""
+    """The media type this request's answer is written in (Accept first, else mirror the request); when Accept names
+    nothing we produce (the 406 itself), the request's own encoding, which its client can read, else JSON."""
     ctype = request.headers.get("Content-Type")
     try:
         return negotiate(request.headers.get("Accept"), ctype)
     except ProtocolError:
-        return JSON
+        return negotiate(None, ctype)
 
 
 def respond(request: web.Request, model: BaseModel, status: int = 200) -> web.Response:
