@@ -285,3 +285,16 @@ async def test_a_refused_accept_is_answered_in_the_request_encoding(server: Serv
     headers["Content-Type"] = "application/json"
     r = await send(server.url, "POST", "/v1/sync/pull", headers, b'{"cursor":null}')
     assert (r.status, r.headers["content-type"], r.json()["error"]["code"]) == (406, "application/json", "not_acceptable")
+
+
+async def test_an_empty_status_filter_is_refused_not_an_empty_listing(server: Server, pool: asyncpg.Pool,
+                                                                      world: World) -> None:
+    """`GET /v1/tickets?status=` (a filter form with nothing ticked) answered 200 with no tickets, as if none existed."""
+    await make_tickets(pool, world, 2)
+    staff = {"Authorization": f"Bearer {world.supervisors['sanitation']}"}
+    for query in ("status=", "status=,", "status=%20,%20"):
+        r = await send(server.url, "GET", f"/v1/tickets?{query}", staff)
+        assert (r.status, r.json()["error"]["code"]) == (422, "validation_failed"), (query, r.body[:200])
+        assert r.json()["error"]["details"]["errors"][0]["loc"] == "status"
+    r = await send(server.url, "GET", "/v1/tickets?status=assigned", staff)
+    assert r.status == 200 and len(r.json()["tickets"]) == 2

@@ -49,7 +49,9 @@ class CreateTicketRequest(WireModel):
 class TicketListQuery(ParamModel):
     """Filters and keyset position of a ticket listing; query strings are text, so this model converts types."""
 
-    status: list[StatusName] | None = Field(default=None, description="Repeatable, or a comma-separated list.")
+    # at least one: `status=` (empty) filtered on no status at all and listed nothing, silently
+    status: Annotated[list[StatusName], Field(min_length=1)] | None = Field(
+        default=None, description="Repeatable, or a comma-separated list; at least one status.")
     crew: Text1 | None = None
     service_type: Text1 | None = Field(default=None, description="Service type name or code.")
     updated_since: WireDatetime | None = Field(default=None, description="Inclusive lower bound on updated_at (ISO 8601 with offset).")
