@@ -10,6 +10,7 @@ import struct
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgpack
@@ -209,8 +210,6 @@ async def test_query_escapes_that_are_not_utf8_are_refused_not_replaced(server: 
 
 async def expect_continue(url: str, path: str, headers: dict[str, str], length: int, body: bytes | None) -> bytes:
     """Send a head with `Expect: 100-continue`; read the first answer; send `body` only if told to continue."""
-    from urllib.parse import urlsplit
-
     u = urlsplit(url)
     reader, writer = await asyncio.open_connection(u.hostname, u.port)
     try:
@@ -298,3 +297,38 @@ async def test_an_empty_status_filter_is_refused_not_an_empty_listing(server: Se
         assert r.json()["error"]["details"]["errors"][0]["loc"] == "status"
     r = await send(server.url, "GET", "/v1/tickets?status=assigned", staff)
     assert r.status == 200 and len(r.json()["tickets"]) == 2
+
+
+async def test_a_body_whose_content_encoding_does_not_decode_is_malformed_body_not_500(
+        server: Server, pool: asyncpg.Pool, world: World) -> None:
+    """aiohttp decodes `Content-Encoding: gzip` bodies; one that is not gzip raised RequestPayloadError out of the body
+    reader: 500 internal_error on pull, push and Open311 POST, and on a tus PATCH. A real gzip body still works."""
+    import gzip
+
+    from tests.test_uploads_support import TUS, metadata, noise_jpeg, photo_meta
+
+    (rec,) = await make_tickets(pool, world, 1)
+    token = world.device("san-1").token
+    gz = {"Content-Encoding": "gzip"}
+    r = await send(server.url, "POST", "/v1/sync/pull", {**device_headers(token), **gz}, b"not gzip at all")
+    assert (r.status, r.json()["error"]["code"]) == (400, "malformed_body"), r.body[:200]
+    r = await send(server.url, "POST", "/v1/sync/push", {**device_headers(token), **gz}, b"\x1f\x8b\x08\x00garbage")
+    assert (r.status, r.json()["error"]["code"]) == (400, "malformed_body"), r.body[:200]
+    assert await stored_results(pool) == 0
+    r = await send(server.url, "POST", "/open311/v2/requests.json",
+                   {"Content-Type": "application/x-www-form-urlencoded", **gz}, b"service_code=bulky_items")
+    assert r.status == 400 and open311_error(r, "json")[0] == 400, r.body[:200]
+    data = noise_jpeg()
+    tus = {**TUS, "Authorization": f"Bearer {token}"}
+    r = await send(server.url, "POST", "/v1/uploads", {**tus, "Upload-Length": str(len(data)),
+                                                       "Upload-Metadata": metadata(photo_meta(data, rec.ticket.id))})
+    assert r.status == 201, r.body[:200]
+    path = urlsplit(r.headers["location"]).path
+    r = await send(server.url, "PATCH", path, {**tus, **gz, "Upload-Offset": "0",
+                                                     "Content-Type": "application/offset+octet-stream"}, b"not gzip")
+    assert (r.status, r.json()["error"]["code"]) == (400, "malformed_body"), r.body[:200]
+    r = await send(server.url, "HEAD", path, tus)
+    assert (r.status, r.headers["upload-offset"]) == (200, "0")
+    r = await send(server.url, "POST", "/v1/sync/pull", {**device_headers(token), **gz},
+                   gzip.compress(b'{"cursor":null,"limit":5}'))
+    assert r.status == 200 and len(r.json()["changes"]) == 1

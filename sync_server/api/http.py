@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import msgpack
 
 from aiohttp import ClientPayloadError, web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel
 
 from protocol import ErrorCode, ProtocolError
@@ -52,7 +53,15 @@ async def read_body(request: web.Request, limit: int) -> bytes:
                             {"timeout_s": timeout}) from None
     except (ConnectionError, ClientPayloadError) as exc:
         raise ClientGone(type(exc).__name__) from exc
+    except RequestPayloadError:
+        raise undecodable_body() from None
     return bytes(buf)
+
+
+def undecodable_body() -> ProtocolError:
+    """The body's framing or Content-Encoding (aiohttp decodes gzip, deflate, br) does not decode: the client's
+    fault, answered like any malformed body instead of escaping as a 500."""
+    return ProtocolError(ErrorCode.MALFORMED_BODY, "body does not decode (Content-Encoding or chunked framing)")
 
 
 async def read_model(request: web.Request, model: type[M], *, max_bytes: int | None = None) -> M:

@@ -23,11 +23,12 @@ import aiohttp
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ConfigDict
 
 from protocol import ErrorCode, PhotoKind, PhotoState, ProtocolError, UploadMetadata
 from protocol.codec import encode_error
-from sync_server.api.http import principal, respond, response_type
+from sync_server.api.http import principal, respond, response_type, undecodable_body
 from sync_server.api.middleware import TUS_RESUMABLE, error_response
 from sync_server.api.registry import route
 from sync_server.auth import Role
@@ -211,6 +212,8 @@ def _body_reader(request: web.Request, timeout: float) -> Callable[[], Awaitable
             raise engine.BodyInterrupted("body stalled") from None
         except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError) as exc:
             raise engine.BodyInterrupted(type(exc).__name__) from None
+        except RequestPayloadError:  # a Content-Encoding that does not decode: resending it would fail the same way
+            raise undecodable_body() from None
 
     return read
 
