@@ -332,3 +332,11 @@ async def test_a_body_whose_content_encoding_does_not_decode_is_malformed_body_n
     r = await send(server.url, "POST", "/v1/sync/pull", {**device_headers(token), **gz},
                    gzip.compress(b'{"cursor":null,"limit":5}'))
     assert r.status == 200 and len(r.json()["changes"]) == 1
+
+
+async def test_console_form_with_an_undecodable_content_encoding_is_400(server: Server, world: World) -> None:
+    """The console's form reader caught ValueError (a multipart without boundary) but not aiohttp's
+    RequestPayloadError: a login POST with `Content-Encoding: gzip` on plain bytes was a 500."""
+    r = await send(server.url, "POST", "/console/login", {"Content-Type": "application/x-www-form-urlencoded",
+                                                          "Content-Encoding": "gzip"}, b"token=not-gzip")
+    assert r.status == 400, (r.status, r.body[:200])

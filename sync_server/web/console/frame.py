@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import MultiDictProxy
 
 from protocol import ErrorCode, ProtocolError
@@ -148,7 +149,7 @@ async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytear
     PostgreSQL cannot store (a NUL in a user name reached the audit INSERT) changes nothing."""
     try:
         form = await request.post()
-    except ValueError:
+    except (ValueError, RequestPayloadError):  # RequestPayloadError: a Content-Encoding that does not decode
         raise ProtocolError(ErrorCode.MALFORMED_BODY, "The form could not be read. Nothing was changed.") from None
     if not all(text_ok(k) and (not isinstance(v, str) or text_ok(v)) for k, v in form.items()):
         raise ProtocolError(ErrorCode.VALIDATION_FAILED,
