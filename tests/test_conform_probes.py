@@ -340,3 +340,14 @@ async def test_console_form_with_an_undecodable_content_encoding_is_400(server: 
     r = await send(server.url, "POST", "/console/login", {"Content-Type": "application/x-www-form-urlencoded",
                                                           "Content-Encoding": "gzip"}, b"token=not-gzip")
     assert r.status == 400, (r.status, r.body[:200])
+
+
+async def test_the_open311_photo_route_refuses_in_the_documented_xml_error_list(server: Server) -> None:
+    """/openapi.json said JSON envelope for this route's 404 while a client asking msgpack got msgpack (schemathesis
+    ST105 with Accept: application/msgpack); now both say the GeoReport error list, XML as the path names no .json."""
+    doc = (await send(server.url, "GET", "/openapi.json", {})).json()
+    op = doc["paths"]["/open311/v2/media/{sha256}.jpg"]["get"]
+    assert op["responses"]["404"]["content"] == {"text/xml": {"schema": {"type": "string"}}}
+    for accept in ("application/msgpack", "application/json", "*/*"):
+        r = await send(server.url, "GET", "/open311/v2/media/" + "0" * 64 + ".jpg", {"Accept": accept})
+        assert r.status == 404 and open311_error(r, "xml")[0] == 404, (accept, r.headers)

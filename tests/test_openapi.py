@@ -71,7 +71,9 @@ async def test_every_registered_route_is_described(server: Server) -> None:
         default = op["responses"]["default"]
         if d.method == "HEAD":  # a HEAD answer has no body
             assert "content" not in default
-        elif d.path.startswith("/open311/") and not d.path.endswith(".jpg"):  # GeoReport's own error list first
+        elif d.path.endswith(".jpg"):  # GeoReport's error list, in XML (the path names no .json)
+            assert default["content"] == {"text/xml": {"schema": {"type": "string"}}}
+        elif d.path.startswith("/open311/"):  # GeoReport's own error list first
             assert default["content"]["application/json"]["schema"] == {"anyOf": [
                 {"$ref": "#/components/schemas/Open311Errors"}, {"$ref": "#/components/schemas/ErrorEnvelope"}]}
         else:

@@ -77,16 +77,16 @@ def _tus(method: str, path: str, op: dict[str, Any]) -> None:
 
 
 def _open311(method: str, path: str, op: dict[str, Any], ok: str) -> None:
-    """GeoReport v2: the path's extension picks XML or JSON; refusals are the spec's error list (its 400/403/404), and
-    FieldSync's envelope only for what happens before the GeoReport handler (the per-address limit, 503)."""
+    """GeoReport v2: the path's extension picks XML or JSON; every refusal is the spec's error list (its 400/403/404,
+    and the 405/408/413/429/503 the middleware answers: api/middleware.error_response), in XML for the photo route."""
     for p in op.get("parameters", []):
         if p["in"] == "path" and p["name"] == "fmt":
             p["schema"] = {"type": "string", "enum": ["json", "xml"]}
     if path.endswith(".jpg"):
         op["responses"][ok]["content"] = {"image/jpeg": {"schema": {}}}
         for code in ("404", "429", "503", "default"):
-            op["responses"][code] = {"description": op["responses"].get(code, {}).get("description", "Error envelope"),
-                                     "content": {"application/json": {"schema": ENVELOPE}}}
+            op["responses"][code] = {"description": op["responses"].get(code, {}).get("description", "Error list"),
+                                     "content": {"text/xml": {"schema": {"type": "string"}}}}
         return
     op["responses"][ok]["content"] = {"application/json": {"schema": {"type": ["array", "object"]}},
                                       "text/xml": {"schema": {"type": "string"}}}
