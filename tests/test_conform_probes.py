@@ -351,3 +351,14 @@ async def test_the_open311_photo_route_refuses_in_the_documented_xml_error_list(
     for accept in ("application/msgpack", "application/json", "*/*"):
         r = await send(server.url, "GET", "/open311/v2/media/" + "0" * 64 + ".jpg", {"Accept": accept})
         assert r.status == 404 and open311_error(r, "xml")[0] == 404, (accept, r.headers)
+
+
+async def test_push_seqs_beyond_64_bits_are_422_in_msgpack_too(server: Server, world: World) -> None:
+    """schemathesis (Accept: application/msgpack): non-consecutive seqs beyond 64 bits were refused with an envelope
+    whose details echo them, and msgpack cannot write an integer over 2**64: a 500 instead of the 422."""
+    headers = {**device_headers(world.device("san-1").token), "Accept": "application/msgpack"}
+    for seqs in ([2**70, 2**70 + 2], [2**63]):
+        body = json.dumps({"mutations": [{"seq": s} for s in seqs]}).encode()
+        r = await send(server.url, "POST", "/v1/sync/push", headers, body)
+        assert r.status == 422, (seqs, r.status, r.body[:200])
+        assert msgpack.unpackb(r.body)["error"]["code"] == "validation_failed"

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import msgpack  # no stubs or py.typed upstream
 from aiohttp import web
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from protocol import MAX_MUTATIONS, PullRequest, PullResponse, PushResponse, WireModel
 from protocol.fields import MAX_INT
@@ -47,6 +47,17 @@ class PushEnvelope(WireModel):
                     "deliberately open: an item with an unknown op, bad args or a supervisor-owned field is not a "
                     "request error but gets its own `rejected` result (unknown_op, invalid_args, supervisor_owned) and "
                     "its seq advances (I6); only a missing/non-integer seq or non-consecutive seqs fail the request (422).")]
+
+    @field_validator("mutations")
+    @classmethod
+    def _seqs_in_range(cls, mutations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A seq is a 64-bit signed integer (SPEC §1): a larger one names nothing, and echoed in an error's details
+        it cannot even be written in msgpack (a 500)."""
+        for m in mutations:
+            seq = m.get("seq")
+            if type(seq) is int and not 1 <= seq <= MAX_INT:
+                raise ValueError(f"seq must be between 1 and {MAX_INT}")
+        return mutations
 
 
 async def pull(request: web.Request) -> web.Response:
