@@ -362,3 +362,26 @@ async def test_push_seqs_beyond_64_bits_are_422_in_msgpack_too(server: Server, w
         r = await send(server.url, "POST", "/v1/sync/push", headers, body)
         assert r.status == 422, (seqs, r.status, r.body[:200])
         assert msgpack.unpackb(r.body)["error"]["code"] == "validation_failed"
+
+
+@pytest.mark.parametrize("coding", ["compress", "x-gzip", "gzip, gzip", "zstd-ish"])
+async def test_a_content_coding_the_server_cannot_decode_is_415_with_accept_encoding(
+        server: Server, pool: asyncpg.Pool, world: World, coding: str) -> None:
+    """aiohttp decodes gzip and deflate (one coding); any other Content-Encoding reached the handler as undecoded bytes,
+    which were then read as the body (a plain JSON push under `compress` was applied). RFC 9110: 415 with
+    Accept-Encoding, before anything is read or written."""
+    (rec,) = await make_tickets(pool, world, 1)
+    token = world.device("san-1").token
+    body = json.dumps({"mutations": [note(1, rec.ticket.id)]}).encode()
+    r = await send(server.url, "POST", "/v1/sync/push", {**device_headers(token), "Content-Encoding": coding}, body)
+    assert r.status == 415, (r.status, r.body[:200])
+    assert r.json()["error"]["code"] == "unsupported_media_type"
+    assert r.headers["accept-encoding"] == "deflate, gzip"
+    assert await stored_results(pool) == 0
+    r = await send(server.url, "POST", "/open311/v2/requests.json",
+                   {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": coding}, b"service_code=x")
+    assert r.status == 415 and open311_error(r, "json")[0] == 415, r.body[:200]
+    # the same push with an identity coding named, and with none, is applied once
+    r = await send(server.url, "POST", "/v1/sync/push", {**device_headers(token), "Content-Encoding": "Identity"}, body)
+    assert r.status == 200 and r.json()["results"][0]["status"] == "applied", r.body[:200]
+    assert await stored_results(pool) == 1

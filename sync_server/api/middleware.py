@@ -8,7 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
 from protocol import ErrorCode, ProtocolError
 from protocol.codec import encode_error
@@ -43,6 +44,12 @@ UPLOAD_PREFIX = "/v1/uploads"
 TUS_RESUMABLE = "1.0.0"  # the tus version our uploads speak (sync_server/api/uploads.py)
 OPEN311_PREFIX = "/open311/"
 
+
+# Content codings aiohttp decodes before a handler reads the body (one coding, as aiohttp's parser takes it); br and zstd
+# only with their optional libraries. Any other value would reach the handler as undecoded bytes.
+DECODED_CODINGS = frozenset({"identity", "gzip", "deflate"} | ({"br"} if HAS_BROTLI else set())
+                            | ({"zstd"} if HAS_ZSTD else set()))
+ACCEPT_ENCODING = ", ".join(sorted(DECODED_CODINGS - {"identity"}))
 
 # A sync answer slower than this is always logged, whatever access_log_sample says.
 SLOW_SYNC_MS = 250.0
@@ -128,6 +135,9 @@ async def _guarded(request: web.Request, handler: Handler, app: web.Application,
                 fields["principal"] = who.name
                 if who.device_id is not None and settings.rate_limit_device_per_minute and limited is not None:
                     await limits.check(request, "device", who.device_id, settings.rate_limit_device_per_minute)
+            coding = request.headers.get(hdrs.CONTENT_ENCODING)
+            if coding is not None and coding.strip().lower() not in DECODED_CODINGS:
+                return _unsupported_coding(request, coding)
             return await handler(request)
         except ProtocolError as err:
             if err.code in limits.AUTH_FAILURES and PRINCIPAL not in request:
@@ -135,6 +145,15 @@ async def _guarded(request: web.Request, handler: Handler, app: web.Application,
             raise
     except ProtocolError as err:
         return error_response(request, err)
+
+
+def _unsupported_coding(request: web.Request, coding: str) -> web.Response:
+    """RFC 9110 §8.4.1: a body in a coding the server cannot decode is refused with 415 and Accept-Encoding naming
+    those it can, before the handler reads it (it would read the coded bytes as the body)."""
+    err = ProtocolError(ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                        f"Content-Encoding {coding[:40]!r} is not supported; use one of: {ACCEPT_ENCODING} (or none)",
+                        {"field": "Content-Encoding"})
+    return error_response(request, err, {"Accept-Encoding": ACCEPT_ENCODING})
 
 
 def _mapped_http(request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
